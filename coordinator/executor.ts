@@ -1,0 +1,38 @@
+// Where gradients get computed: in this process (LocalExecutor) or on remote workers
+// (the coordinator's WorkerPool). The training loop only sees this interface.
+import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import type { ModelState } from '../shared/models/spec.js';
+import type { MicroBatch } from '../shared/training/schedule.js';
+
+export type Split = 'train' | 'validation';
+
+/** Weights tagged with the global step they are valid for. */
+export interface VersionedState {
+  readonly version: number;
+  readonly state: ModelState;
+}
+
+export interface StepWork {
+  readonly epoch: number;
+  readonly globalStep: number;
+  readonly microBatches: readonly MicroBatch[];
+}
+
+/** Where a step's wall time went, in milliseconds. */
+export interface StepTiming {
+  /** Gradient computation (the slowest worker's, for distributed steps). */
+  readonly computeMs: number;
+  /** Encoding, sending and receiving weights, data and gradients. */
+  readonly communicationMs: number;
+  /** Idle time waiting for workers (stragglers, too few workers). */
+  readonly waitingMs: number;
+}
+
+export interface Executor {
+  /** Number of compute participants right now (for logs). */
+  workerCount(): number;
+  /** Gradients of every micro-batch computed at `weights`, ordered by micro-batch id. */
+  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }>;
+  /** Evaluation-mode loss/accuracy of each chunk of `split` at `weights`, ordered by chunk id. */
+  evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]>;
+}

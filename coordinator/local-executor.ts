@@ -1,0 +1,44 @@
+// The in-process executor: the same ModelRuntime the workers run, called directly.
+// Used by `coordinator start --local`, `evaluate`, and as the reference in tests.
+import type { Clock } from '../shared/clock.js';
+import { subset, type Dataset } from '../shared/data/cifar.js';
+import type { EvalResult, GradientResult, ModelRuntime } from '../shared/models/runtime.js';
+import type { MicroBatch } from '../shared/training/schedule.js';
+import { dropoutSeed } from '../shared/training/schedule.js';
+import type { Executor, Split, StepWork, VersionedState } from './executor.js';
+
+export class LocalExecutor implements Executor {
+  private version = -1;
+
+  constructor(
+    private readonly runtime: ModelRuntime,
+    private readonly train: Dataset,
+    private readonly validation: Dataset,
+    private readonly seed: number,
+    private readonly clock: Clock,
+  ) {}
+
+  workerCount(): number {
+    return 1;
+  }
+
+  private use(weights: VersionedState): void {
+    if (weights.version !== this.version) {
+      this.runtime.setState(weights.state);
+      this.version = weights.version;
+    }
+  }
+
+  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: { computeMs: number; communicationMs: number; waitingMs: number } }> {
+    const start = this.clock.now();
+    this.use(weights);
+    const results = work.microBatches.map((mb) => this.runtime.gradients(subset(this.train, mb.indices), dropoutSeed(this.seed, work.globalStep, mb.id)));
+    return Promise.resolve({ results, timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } });
+  }
+
+  evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
+    this.use(weights);
+    const data = split === 'train' ? this.train : this.validation;
+    return Promise.resolve(chunks.map((c) => this.runtime.evaluate(subset(data, c.indices))));
+  }
+}
