@@ -1,0 +1,55 @@
+// `coordinator evaluate` and `coordinator predict`: a checkpoint, in this process.
+import type { ComputeBackend } from '../shared/backend.js';
+import type { Dataset } from '../shared/data/cifar.js';
+import { ErrorCode, FlockError } from '../shared/errors.js';
+import { CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES } from '../shared/models/layers.js';
+import { ModelRuntime } from '../shared/models/runtime.js';
+import { modelSpec } from '../shared/models/spec.js';
+import type { Checkpoint } from './checkpoint.js';
+
+export interface Accuracy {
+  readonly loss: number;
+  readonly accuracy: number;
+  readonly count: number;
+}
+
+function withRuntime<T>(backend: ComputeBackend, checkpoint: Checkpoint, f: (rt: ModelRuntime) => T): T {
+  const rt = new ModelRuntime(backend, modelSpec(checkpoint.config.model));
+  try {
+    rt.setState(checkpoint.state);
+    return f(rt);
+  } finally {
+    rt.dispose();
+  }
+}
+
+export function evaluateCheckpoint(backend: ComputeBackend, checkpoint: Checkpoint, sets: Record<'train' | 'validation', Dataset>): Record<'train' | 'validation', Accuracy> {
+  return withRuntime(backend, checkpoint, (rt) => {
+    const one = (ds: Dataset): Accuracy => {
+      const r = rt.evaluate(ds);
+      return { loss: r.lossSum / r.count, accuracy: r.correct / r.count, count: r.count };
+    };
+    return { train: one(sets.train), validation: one(sets.validation) };
+  });
+}
+
+export interface Prediction {
+  readonly classIndex: number;
+  readonly className: string;
+  readonly probabilities: Record<string, number>;
+}
+
+/** Predictions for `count` NHWC uint8 images. */
+export function predictImages(backend: ComputeBackend, checkpoint: Checkpoint, images: Uint8Array, count: number): Prediction[] {
+  if (images.length !== count * IMAGE_BYTES) throw new FlockError(ErrorCode.IMAGE, `expected ${count} images of 32x32x3 bytes, got ${images.length} bytes`);
+  const probs = withRuntime(backend, checkpoint, (rt) => rt.predict(images, count));
+  return Array.from({ length: count }, (_, i) => {
+    const row = Array.from(probs.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES));
+    const classIndex = row.indexOf(Math.max(...row));
+    return {
+      classIndex,
+      className: CLASS_NAMES[classIndex] ?? String(classIndex),
+      probabilities: Object.fromEntries(CLASS_NAMES.map((name, k) => [name, row[k] ?? 0])),
+    };
+  });
+}

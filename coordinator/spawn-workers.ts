@@ -1,0 +1,86 @@
+// Single-machine mode: N worker processes on loopback, owned by the coordinator. They are
+// restarted if they crash (a few times) and always killed when the coordinator stops.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+
+export interface SpawnOptions {
+  readonly count: number;
+  readonly url: string;
+  readonly token?: string;
+  readonly backend: string;
+  readonly logLevel: string;
+  /** Restarts allowed per worker slot after an abnormal exit. */
+  readonly maxRestarts: number;
+  /** Grace period between SIGTERM and SIGKILL on stop. */
+  readonly killAfterMs: number;
+}
+
+export const SPAWN_DEFAULTS = { maxRestarts: 3, killAfterMs: 5000, backend: 'auto', logLevel: 'info' } as const;
+
+const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
+
+export class LocalWorkers {
+  private readonly children = new Map<number, ChildProcess>();
+  private readonly restarts: number[];
+  private stopping = false;
+  private readonly opts: SpawnOptions;
+
+  constructor(opts: Partial<SpawnOptions> & Pick<SpawnOptions, 'count' | 'url'>, private readonly logger: Logger) {
+    this.opts = { ...SPAWN_DEFAULTS, ...opts };
+    this.restarts = new Array<number>(this.opts.count).fill(0);
+  }
+
+  start(): void {
+    for (let slot = 0; slot < this.opts.count; slot++) this.launch(slot);
+  }
+
+  private launch(slot: number): void {
+    const { url, token, backend, logLevel } = this.opts;
+    const args = [WORKER_CLI, '--connect', url, '--name', `local-${slot + 1}`, '--backend', backend, '--log-level', logLevel];
+    // The token goes through the environment, not argv, so `ps` does not show it.
+    const env = { ...process.env, ...(token ? { FLOCK_TOKEN: token } : {}) };
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env });
+    this.children.set(slot, child);
+    child.on('error', (err) => this.logger.error({ event: 'spawn_error', slot, err: err.message }, `could not start local worker ${slot + 1}`));
+    child.on('exit', (code, signal) => {
+      this.children.delete(slot);
+      if (this.stopping || code === 0) return;
+      const n = ++this.restarts[slot]!;
+      if (n > this.opts.maxRestarts) {
+        this.logger.error({ event: 'spawn_gave_up', slot, code, signal }, `local worker ${slot + 1} exited (${signal ?? code}) ${n - 1} times; not restarting it`);
+        return;
+      }
+      this.logger.warn({ event: 'spawn_restart', slot, code, signal, restart: n }, `local worker ${slot + 1} exited (${signal ?? code}); restarting`);
+      this.launch(slot);
+    });
+  }
+
+  pids(): number[] {
+    return [...this.children.values()].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
+  }
+
+  /** Stops every child: SIGTERM, then SIGKILL after the grace period. Idempotent. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const waits = [...this.children.values()].map(async (child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), this.opts.killAfterMs);
+      try {
+        await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    });
+    await Promise.all(waits);
+  }
+
+  /** Synchronous last resort for process 'exit': kill whatever is still running. */
+  killNow(): void {
+    this.stopping = true;
+    for (const child of this.children.values()) child.kill('SIGKILL');
+  }
+}

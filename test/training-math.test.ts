@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { resolveTrainConfig } from '../coordinator/options.js';
+import { isFlockError } from '../shared/errors.js';
+import { poolBatchStats, reduceStep } from '../shared/training/reduce.js';
+import { planEpoch, stepsPerEpoch, validationChunks } from '../shared/training/schedule.js';
+import { sgdStep } from '../shared/training/sgd.js';
+
+describe('schedule', () => {
+  it('drops the last incomplete batch: 156 steps of 64 from 10,000 images', () => {
+    assert.equal(stepsPerEpoch(10000, 64), 156);
+  });
+
+  it('covers each sample at most once per epoch, in micro-batches of the given size', () => {
+    const plan = planEpoch(1000, 64, 24, 5, 2);
+    const seen = new Set<number>();
+    for (let s = 0; s < plan.stepsPerEpoch; s++) {
+      const mbs = plan.microBatches(s);
+      assert.deepEqual(mbs.map((m) => m.indices.length), [24, 24, 16]);
+      assert.deepEqual(mbs.map((m) => m.id), [0, 1, 2]);
+      for (const m of mbs) for (const i of m.indices) seen.add(i);
+    }
+    assert.equal(seen.size, 15 * 64);
+  });
+
+  it('depends only on (seed, epoch)', () => {
+    assert.deepEqual(planEpoch(500, 32, 8, 1, 3).microBatches(4), planEpoch(500, 32, 8, 1, 3).microBatches(4));
+    assert.notDeepEqual(planEpoch(500, 32, 8, 1, 3).microBatches(0), planEpoch(500, 32, 8, 1, 4).microBatches(0));
+  });
+
+  it('validation chunks count every image exactly once', () => {
+    const chunks = validationChunks(2000, 300);
+    const all = chunks.flatMap((c) => Array.from(c.indices));
+    assert.equal(all.length, 2000);
+    assert.equal(new Set(all).size, 2000);
+  });
+});
+
+describe('reduction', () => {
+  it('averages summed gradients over all samples of the step', () => {
+    const r = reduceStep([
+      { grads: [Float32Array.of(2, 4)], lossSum: 3, correct: 1, count: 2, batchStats: [] },
+      { grads: [Float32Array.of(1, 2)], lossSum: 1, correct: 2, count: 2, batchStats: [] },
+    ]);
+    assert.deepEqual(r.grads, [Float32Array.of(0.75, 1.5)]);
+    assert.deepEqual([r.lossSum, r.correct, r.count], [4, 3, 4]);
+  });
+
+  it('pools batch-norm statistics exactly as one batch would', () => {
+    const a = [1, 2, 3];
+    const b = [10, 20];
+    const stats = (xs: number[]): { mean: Float32Array; variance: Float32Array } => {
+      const m = xs.reduce((s, x) => s + x, 0) / xs.length;
+      return { mean: Float32Array.of(m), variance: Float32Array.of(xs.reduce((s, x) => s + (x - m) ** 2, 0) / xs.length) };
+    };
+    const [pooled] = poolBatchStats([{ stats: [stats(a)], count: 3 }, { stats: [stats(b)], count: 2 }], 5);
+    const all = [...a, ...b];
+    const mean = all.reduce((s, x) => s + x, 0) / 5;
+    const unbiased = all.reduce((s, x) => s + (x - mean) ** 2, 0) / 4;
+    assert.ok(Math.abs(pooled!.mean[0]! - mean) < 1e-5);
+    assert.ok(Math.abs(pooled!.unbiasedVariance[0]! - unbiased) < 1e-4);
+  });
+});
+
+describe('SGD', () => {
+  it('applies weight decay as PyTorch does: w -= lr * (g + wd * w)', () => {
+    const w = [Float32Array.of(1, -2)];
+    sgdStep(w, [Float32Array.of(0.5, 0.5)], { momentum: [] }, { lr: 0.1, momentum: 0, weightDecay: 0.01 });
+    assert.ok(Math.abs(w[0]![0]! - (1 - 0.1 * (0.5 + 0.01))) < 1e-7);
+    assert.ok(Math.abs(w[0]![1]! - (-2 - 0.1 * (0.5 - 0.02))) < 1e-7);
+  });
+
+  it('uses momentum buffers like torch.optim.SGD (first step buf = d)', () => {
+    const w = [Float32Array.of(0)];
+    const state = { momentum: [] as Float32Array[] };
+    const opts = { lr: 1, momentum: 0.9, weightDecay: 0 };
+    sgdStep(w, [Float32Array.of(1)], state, opts);
+    assert.equal(w[0]![0], -1);
+    sgdStep(w, [Float32Array.of(1)], state, opts);
+    assert.ok(Math.abs(w[0]![0]! - (-1 - 1.9)) < 1e-6);
+  });
+});
+
+describe('options', () => {
+  it("defaults to the recipe and splits the batch over the workers at start", () => {
+    const c = resolveTrainConfig({}, 3);
+    assert.deepEqual({ ...c }, { model: 'net', epochs: 100, batchSize: 64, microBatch: 22, lr: 0.01, momentum: 0, weightDecay: 0, seed: 0 });
+  });
+
+  it('rejects bad values with ERR_BAD_OPTION naming the flag', () => {
+    assert.throws(() => resolveTrainConfig({ microBatch: 100 }, 1), (e) => isFlockError(e, 'ERR_BAD_OPTION') && /--micro-batch/.test(e.message));
+    assert.throws(() => resolveTrainConfig({ lr: -1 }, 1), (e) => isFlockError(e, 'ERR_BAD_OPTION') && /--lr/.test(e.message));
+  });
+});
