@@ -17,11 +17,18 @@ export function toLayersModel(tf: Tf, model: ModelSpec, state: ModelState): tfjs
   const seq = tf.sequential({ name: model.name.replace(/-/g, '_') });
   const inputShape = [IMAGE_SIZE, IMAGE_SIZE, IMAGE_CHANNELS];
   const first = (): { inputShape?: number[] } => (seq.layers.length === 0 ? { inputShape } : {});
-  const weights: tfjs.Tensor[] = [];
+  // Weights are set layer by layer: the model-level list puts all trainable weights before
+  // the batch-norm moving statistics, which is not the layer order.
+  const pending: { layer: tfjs.layers.Layer; weights: tfjs.Tensor[] }[] = [];
+  let weights: tfjs.Tensor[] = [];
   let p = 0;
   let b = 0;
   const next = (shape: readonly number[], source: Float32Array[], index: number): void => {
     weights.push(tf.tensor(source[index]!, [...shape]));
+  };
+  const added = (): void => {
+    if (weights.length > 0) pending.push({ layer: seq.layers[seq.layers.length - 1]!, weights });
+    weights = [];
   };
   for (const layer of model.layers) {
     switch (layer.kind) {
@@ -29,6 +36,7 @@ export function toLayersModel(tf: Tf, model: ModelSpec, state: ModelState): tfjs
         seq.add(tf.layers.conv2d({ ...first(), name: layer.name, filters: layer.outChannels, kernelSize: layer.kernel, padding: 'same' }));
         next(model.params[p]!.shape, state.params, p); p++;
         next(model.params[p]!.shape, state.params, p); p++;
+        added();
         break;
       case 'batchnorm':
         // Keras momentum is the weight of the old value: PyTorch's 0.1 is Keras's 0.9.
@@ -37,6 +45,7 @@ export function toLayersModel(tf: Tf, model: ModelSpec, state: ModelState): tfjs
         next(model.params[p]!.shape, state.params, p); p++;
         next(model.buffers[b]!.shape, state.buffers, b); b++;
         next(model.buffers[b]!.shape, state.buffers, b); b++;
+        added();
         break;
       case 'tanh':
         seq.add(tf.layers.activation({ ...first(), activation: 'tanh' }));
@@ -55,12 +64,15 @@ export function toLayersModel(tf: Tf, model: ModelSpec, state: ModelState): tfjs
         seq.add(tf.layers.dense({ ...first(), name: layer.name, units: layer.units }));
         next(model.params[p]!.shape, state.params, p); p++;
         next(model.params[p]!.shape, state.params, p); p++;
+        added();
         break;
     }
   }
   seq.add(tf.layers.activation({ activation: 'softmax', name: 'probabilities' }));
-  seq.setWeights(weights);
-  for (const w of weights) w.dispose();
+  for (const { layer, weights: w } of pending) {
+    layer.setWeights(w);
+    tf.dispose(w);
+  }
   return seq;
 }
 
