@@ -23,13 +23,15 @@ function withRuntime<T>(backend: ComputeBackend, checkpoint: Checkpoint, f: (rt:
   }
 }
 
-export function evaluateCheckpoint(backend: ComputeBackend, checkpoint: Checkpoint, sets: Record<'train' | 'validation', Dataset>): Record<'train' | 'validation', Accuracy> {
+/** Evaluation-mode loss and accuracy of a checkpoint on each named dataset. */
+export function evaluateCheckpoint<K extends string>(backend: ComputeBackend, checkpoint: Checkpoint, sets: Record<K, Dataset>): Record<K, Accuracy> {
   return withRuntime(backend, checkpoint, (rt) => {
-    const one = (ds: Dataset): Accuracy => {
-      const r = rt.evaluate(ds);
-      return { loss: r.lossSum / r.count, accuracy: r.correct / r.count, count: r.count };
-    };
-    return { train: one(sets.train), validation: one(sets.validation) };
+    const out = {} as Record<K, Accuracy>;
+    for (const key of Object.keys(sets) as K[]) {
+      const r = rt.evaluate(sets[key]);
+      out[key] = { loss: r.lossSum / r.count, accuracy: r.correct / r.count, count: r.count };
+    }
+    return out;
   });
 }
 

@@ -170,7 +170,7 @@ export class Trainer {
       this.epoch++;
       this.stepInEpoch = 0;
       this.progress = ZERO_PROGRESS;
-      log.info({ event: 'epoch', ...metrics },
+      deps.logger.info({ event: 'epoch', ...metrics },
         `epoch ${metrics.epoch}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainAccuracy.toFixed(4)}, val loss ${valLoss.toFixed(4)} acc ${valAccuracy.toFixed(4)}, ${metrics.imagesPerSec.toFixed(0)} img/s`);
       await this.saveCheckpoint(log);
     }
