@@ -26,6 +26,8 @@ export interface FetchOptions {
   readonly logger: Logger;
   readonly fetch?: typeof globalThis.fetch;
   readonly onProgress?: ((received: number, total: number | undefined) => void) | undefined;
+  /** Aborting (e.g. on Ctrl-C) stops the download and removes its temporary files. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export interface FetchResult {
@@ -75,12 +77,12 @@ async function inspectFolder(dir: string): Promise<FolderState> {
 
 /** Streams `url` to `file`, hashing as it goes; returns the byte count and MD5. */
 async function download(
-  o: { url: string; fetch: typeof globalThis.fetch; onProgress?: FetchOptions['onProgress'] },
+  o: { url: string; fetch: typeof globalThis.fetch; onProgress?: FetchOptions['onProgress']; signal?: AbortSignal | undefined },
   file: string,
 ): Promise<{ bytes: number; md5: string }> {
   let res: Response;
   try {
-    res = await o.fetch(o.url);
+    res = await o.fetch(o.url, { signal: o.signal });
   } catch (err) {
     throw downloadFailed(`could not download ${o.url} (${describe(err)})`, err);
   }
@@ -106,6 +108,7 @@ async function download(
         }
       },
       createWriteStream(file, { flags: 'wx' }),
+      { signal: o.signal },
     );
   } catch (err) {
     throw downloadFailed(`download of ${o.url} broke off after ${received} of ${total ?? 'unknown'} bytes (${describe(err)})`, err);

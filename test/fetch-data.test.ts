@@ -136,6 +136,15 @@ void describe('fetchCifar against a local HTTP server', () => {
     await untouched();
   });
 
+  void test('aborting mid-download rejects and leaves nothing behind', async () => {
+    const abort = new AbortController();
+    await assert.rejects(
+      fetchCifar({ dir: target, url: `${base}/cifar-10-binary.tar.gz`, md5, logger, signal: abort.signal, onProgress: () => abort.abort() }),
+      isCode('ERR_DOWNLOAD_FAILED', 'abort'),
+    );
+    await untouched();
+  });
+
   void test('connection refused: ERR_DOWNLOAD_FAILED', async () => {
     const closed = createServer();
     closed.listen(0, '127.0.0.1');
