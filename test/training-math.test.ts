@@ -77,7 +77,7 @@ describe('SGD', () => {
     sgdStep(w, [Float32Array.of(1)], state, opts);
     assert.equal(w[0]![0], -1);
     sgdStep(w, [Float32Array.of(1)], state, opts);
-    assert.ok(Math.abs(w[0]![0]! - (-1 - 1.9)) < 1e-6);
+    assert.ok(Math.abs(w[0]![0] - (-1 - 1.9)) < 1e-6);
   });
 });
 
