@@ -83,10 +83,10 @@ export class Trainer {
     };
   }
 
-  private async saveCheckpoint(log: Logger): Promise<void> {
+  private async saveCheckpoint(): Promise<void> {
     if (!this.deps.store) return;
     const file = await this.deps.store.save(this.checkpoint());
-    log.info({ event: 'checkpoint', file, globalStep: this.globalStep, epoch: this.epoch, stepInEpoch: this.stepInEpoch }, 'checkpoint written');
+    this.deps.logger.info({ event: 'checkpoint', file, globalStep: this.globalStep, epochsDone: this.epoch, stepInEpoch: this.stepInEpoch }, `checkpoint written: ${file}`);
   }
 
   private async step(plan: EpochPlan, log: Logger): Promise<StepTiming> {
@@ -140,7 +140,7 @@ export class Trainer {
       let trainedImages = 0;
       while (this.stepInEpoch < plan.stepsPerEpoch) {
         if (deps.signal?.aborted) {
-          await this.saveCheckpoint(log);
+          await this.saveCheckpoint();
           return this.result(false, started);
         }
         const timing = await this.step(plan, log);
@@ -148,7 +148,7 @@ export class Trainer {
         communication += timing.communicationMs;
         waiting += timing.waitingMs;
         trainedImages += config.batchSize;
-        if (opts.checkpointEvery > 0 && this.globalStep % opts.checkpointEvery === 0 && this.stepInEpoch < plan.stepsPerEpoch) await this.saveCheckpoint(log);
+        if (opts.checkpointEvery > 0 && this.globalStep % opts.checkpointEvery === 0 && this.stepInEpoch < plan.stepsPerEpoch) await this.saveCheckpoint();
       }
       const trainSeconds = (deps.clock.now() - epochStart) / 1000;
       const { valLoss, valAccuracy } = await this.validate();
@@ -172,7 +172,7 @@ export class Trainer {
       this.progress = ZERO_PROGRESS;
       deps.logger.info({ event: 'epoch', ...metrics },
         `epoch ${metrics.epoch}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainAccuracy.toFixed(4)}, val loss ${valLoss.toFixed(4)} acc ${valAccuracy.toFixed(4)}, ${metrics.imagesPerSec.toFixed(0)} img/s`);
-      await this.saveCheckpoint(log);
+      await this.saveCheckpoint();
     }
     const result = this.result(true, started);
     const last = this.history[this.history.length - 1];
