@@ -1,0 +1,45 @@
+// Model-aware checks of what a worker returns: the protocol layer has already checked
+// types; here shapes must match the model, counts the assigned work, and values be finite,
+// so a buggy or hostile worker can never corrupt the coordinator's sum.
+import { ErrorCode, FlockError } from '../shared/errors.js';
+import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';
+import type { EvaluationMessage, GradientMessage } from '../shared/protocol.js';
+import { allFinite, bytesToFloat32 } from '../shared/tensor-codec.js';
+
+function rejected(reason: string): FlockError {
+  return new FlockError(ErrorCode.BAD_GRADIENT, reason);
+}
+
+function tensor(bytes: Uint8Array, size: number, what: string): Float32Array {
+  if (bytes.byteLength !== size * 4) throw rejected(`${what} has ${bytes.byteLength / 4} values, expected ${size}`);
+  const values = bytesToFloat32(bytes);
+  if (!allFinite(values)) throw rejected(`${what} contains NaN or Infinity`);
+  return values;
+}
+
+function counts(m: { lossSum: number; count: number }, expected: number, what: string): void {
+  if (m.count !== expected) throw rejected(`${what} covers ${m.count} samples, but ${expected} were assigned`);
+  if (m.lossSum < 0) throw rejected(`${what} has negative loss ${m.lossSum}`);
+}
+
+export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCount: number): GradientResult {
+  const what = `gradient of micro-batch ${m.microBatch}`;
+  counts(m, expectedCount, what);
+  if (m.grads.length !== model.params.length) throw rejected(`${what} has ${m.grads.length} tensors, model ${model.name} has ${model.params.length} parameters`);
+  const grads = m.grads.map((g, k) => tensor(g, model.params[k]!.size, `${what}: ${model.params[k]!.name}`));
+  const bn = batchNormLayers(model);
+  if (m.batchStats.length !== bn.length) throw rejected(`${what} has statistics for ${m.batchStats.length} batch-norm layers, model has ${bn.length}`);
+  const batchStats = m.batchStats.map((s, k) => {
+    const layer = bn[k]!;
+    const variance = tensor(s.variance, layer.channels, `${what}: ${layer.name} variance`);
+    if (variance.some((v) => v < 0)) throw rejected(`${what}: ${layer.name} has a negative variance`);
+    return { mean: tensor(s.mean, layer.channels, `${what}: ${layer.name} mean`), variance };
+  });
+  return { grads, lossSum: m.lossSum, correct: m.correct, count: m.count, batchStats };
+}
+
+export function checkEvaluation(m: EvaluationMessage, expectedCount: number): EvalResult {
+  counts(m, expectedCount, `evaluation of chunk ${m.chunk}`);
+  return { lossSum: m.lossSum, correct: m.correct, count: m.count };
+}

@@ -1,0 +1,71 @@
+// The coordinator's view of one worker connection: identity, what it holds (weights
+// version, samples), its outstanding work units and its timers.
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import type { Dataset } from '../shared/data/cifar.js';
+import { closeReason } from '../shared/protocol.js';
+import { SentSamples } from './sent-samples.js';
+
+export type ConnState = 'greeting' | 'ready' | 'gone';
+
+export class WorkerConn {
+  state: ConnState = 'greeting';
+  name = '';
+  backend = '';
+  log: Logger;
+  /** Weights version the worker holds; -1 = none. */
+  weightsVersion = -1;
+  samples: { train: SentSamples; validation: SentSamples } | undefined;
+  /** Unit ids of the open round this worker still owes. */
+  readonly outstanding = new Set<number>();
+  /** A pong arrived since the last ping. */
+  alive = true;
+  private helloTimer: NodeJS.Timeout | undefined;
+  private progressTimer: NodeJS.Timeout | undefined;
+
+  constructor(readonly id: number, readonly socket: WebSocket, readonly remote: string, logger: Logger) {
+    this.log = logger.child({ workerId: id });
+  }
+
+  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }): void {
+    this.name = name;
+    this.backend = backend;
+    this.state = 'ready';
+    this.samples = { train: new SentSamples(data.train.count, local.train), validation: new SentSamples(data.validation.count, local.validation) };
+    clearTimeout(this.helloTimer);
+  }
+
+  expectHello(ms: number, onTimeout: () => void): void {
+    this.helloTimer = setTimeout(onTimeout, ms);
+  }
+
+  /** (Re)starts the no-progress timer while the worker owes work; stops it when it owes none. */
+  watchProgress(ms: number, onTimeout: () => void): void {
+    clearTimeout(this.progressTimer);
+    this.progressTimer = this.outstanding.size > 0 ? setTimeout(onTimeout, ms) : undefined;
+  }
+
+  send(frame: Uint8Array, onError: (err: Error) => void): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(frame, { binary: true }, (err) => {
+      if (err) onError(err);
+    });
+  }
+
+  /** Stops the timers and closes the socket (with a close frame when `code` is given). */
+  end(code: number | undefined, reason: string): void {
+    this.state = 'gone';
+    clearTimeout(this.helloTimer);
+    clearTimeout(this.progressTimer);
+    this.outstanding.clear();
+    const s = this.socket;
+    if (s.readyState === s.CLOSED) return;
+    if (code === undefined || s.readyState !== s.OPEN) {
+      s.terminate();
+      return;
+    }
+    s.close(code, closeReason(reason));
+    // A peer that never answers the close frame is cut off rather than waited for.
+    setTimeout(() => s.terminate(), 2_000).unref();
+  }
+}
