@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// The `worker` command line: reads flags and environment, builds the logger and backend,
+// runs a Worker until the coordinator says stop, and maps failures to exit codes.
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { Command, Option } from 'commander';
+import type { Logger } from 'pino';
+import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
+import { loadBackend } from '../shared/backends/load.js';
+import { loadCifar } from '../shared/data/cifar.js';
+import { ErrorCode, FlockError, errorMessage, isFlockError } from '../shared/errors.js';
+import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
+import { intArg } from '../coordinator/cli-options.js';
+import { Worker } from './worker.js';
+
+interface WorkerFlags {
+  connect: string;
+  token?: string;
+  name?: string;
+  backend: BackendRequest;
+  dataDir?: string;
+  ca?: string;
+  giveUpAfter: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+/** First SIGINT/SIGTERM leaves gracefully; a second one exits at once. */
+function onShutdown(log: Logger, worker: Worker): void {
+  let signalled = false;
+  const handler = (sig: NodeJS.Signals): void => {
+    if (signalled) {
+      log.warn({ event: 'shutdown_forced', signal: sig }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    signalled = true;
+    log.info({ event: 'shutdown', signal: sig }, `${sig}: leaving the coordinator (again to force)`);
+    worker.close();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+function checkUrl(url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new FlockError(ErrorCode.BAD_OPTION, `--connect ${url} is not a URL; use ws://host:port or wss://host:port`);
+  }
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new FlockError(ErrorCode.BAD_OPTION, `--connect must be a ws:// or wss:// URL (got ${u.protocol}//)`);
+}
+
+async function run(flags: WorkerFlags): Promise<number> {
+  checkUrl(flags.connect);
+  const token = flags.token ?? (process.env.FLOCK_TOKEN === '' ? undefined : process.env.FLOCK_TOKEN);
+  const name = flags.name ?? `${hostname()}-${process.pid}`;
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'worker' }).child({ worker: name });
+  const ca = flags.ca === undefined ? undefined : await readFile(flags.ca).catch((err: unknown) => {
+    throw new FlockError(ErrorCode.BAD_OPTION, `cannot read --ca ${flags.ca} (${errorMessage(err)})`);
+  });
+  const localData = flags.dataDir === undefined ? undefined : await loadCifar(flags.dataDir);
+  const backend = await loadBackend(flags.backend, log);
+  const worker = new Worker({ url: flags.connect, name, token, ca, localData, giveUpAfterMs: flags.giveUpAfter }, { logger: log, backend });
+  onShutdown(log, worker);
+  const outcome = await worker.run();
+  log.info({ event: 'exit', reason: outcome.reason }, `worker stopped: ${outcome.reason}`);
+  return 0;
+}
+
+function main(argv: string[]): void {
+  const program = new Command('worker')
+    .description('Flock worker: joins a coordinator over WebSockets and computes gradients for it until training ends')
+    .requiredOption('--connect <url>', 'coordinator address, ws://host:port (or wss:// when it serves TLS)')
+    .option('--token <token>', 'shared secret the coordinator expects (default $FLOCK_TOKEN); sent as an Authorization header')
+    .option('--name <name>', 'name shown in the coordinator\'s logs (default <hostname>-<pid>)')
+    .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .option('--data-dir <dir>', 'optional local CIFAR-10 copy (cifar-10-batches-bin); if it is identical to the coordinator\'s, images are not sent over the network')
+    .option('--ca <file>', 'PEM CA certificate to trust for wss:// (e.g. the coordinator\'s self-signed certificate)')
+    .option('--give-up-after <ms>', 'exit with an error after failing to reach the coordinator for this long', intArg(1), 300_000)
+    .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'))
+    .showHelpAfterError()
+    .action(async (flags: WorkerFlags) => {
+      process.exitCode = await run(flags);
+    });
+  program.parseAsync(argv).catch(fail);
+}
+
+function fail(err: unknown): void {
+  if (isFlockError(err)) {
+    console.error(`worker: ${err.message} [${err.code}]`);
+    process.exitCode = err.code === ErrorCode.BAD_OPTION ? 2 : 1;
+  } else {
+    console.error(`worker: unexpected error: ${errorMessage(err)}`);
+    if (err instanceof Error && err.stack) console.error(err.stack);
+    process.exitCode = 1;
+  }
+}
+
+process.on('unhandledRejection', (err) => {
+  fail(err);
+  process.exit(1);
+});
+main(process.argv);

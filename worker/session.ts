@@ -1,0 +1,281 @@
+// One connection of a worker to the coordinator: hello, welcome, then weights, assignments
+// and evaluations until `stop` or until the connection ends. Messages are handled strictly
+// in arrival order; the event loop is yielded between units so pings get their pongs.
+import { setImmediate as nextTick } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import WebSocket, { type RawData } from 'ws';
+import type { TrainConfig } from '../coordinator/options.js';
+import type { Clock } from '../shared/clock.js';
+import type { Dataset } from '../shared/data/cifar.js';
+import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
+import type { ModelName } from '../shared/models/layers.js';
+import type { ModelRuntime } from '../shared/models/runtime.js';
+import {
+  CloseCode, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  type AssignMessage, type CoordinatorMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
+} from '../shared/protocol.js';
+import { float32ToBytes } from '../shared/tensor-codec.js';
+import { dropoutSeed } from '../shared/training/schedule.js';
+import { SampleStore } from './sample-store.js';
+
+/** How a session ended, when it was not a fatal error (those reject). */
+export type SessionEnd =
+  | { readonly kind: 'stopped'; readonly reason: string }
+  | { readonly kind: 'lost'; readonly reason: string; readonly welcomed: boolean };
+
+export interface SessionOptions {
+  readonly url: string;
+  readonly name: string;
+  readonly token?: string;
+  /** Extra CA certificate(s) for wss:// with a private certificate. */
+  readonly ca?: string | Buffer;
+  readonly backendName: string;
+  readonly localData?: { readonly data: { readonly train: Dataset; readonly validation: Dataset }; readonly hashes: DatasetInfo };
+}
+
+export interface SessionDeps {
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** The runtime for a model (the worker keeps one per model across reconnects). */
+  readonly runtime: (model: ModelName) => ModelRuntime;
+}
+
+/** The coordinator is considered gone after this many heartbeat intervals without a ping. */
+const SILENT_HEARTBEATS = 3;
+
+interface Run {
+  readonly config: TrainConfig;
+  readonly runtime: ModelRuntime;
+  readonly stores: { readonly train: SampleStore; readonly validation: SampleStore };
+  weightsVersion: number;
+}
+
+function violation(reason: string): FlockError {
+  return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
+}
+
+const isTlsError = (err: Error): boolean => /CERT|SSL|TLS|SELF_SIGNED/.test(String((err as NodeJS.ErrnoException).code ?? ''));
+
+export class Session {
+  private ws: WebSocket | undefined;
+  private run: Run | undefined;
+  private settled = false;
+  private queue: Promise<void> = Promise.resolve();
+  private watchdog: NodeJS.Timeout | undefined;
+  private heartbeatMs = 0;
+  private settle: { resolve: (end: SessionEnd) => void; reject: (err: Error) => void } | undefined;
+  private log: Logger;
+
+  constructor(private readonly opts: SessionOptions, private readonly deps: SessionDeps) {
+    this.log = deps.logger;
+  }
+
+  /** Connects and serves until the session ends; rejects only on errors a retry cannot fix. */
+  start(): Promise<SessionEnd> {
+    return new Promise<SessionEnd>((resolve, reject) => {
+      this.settle = { resolve, reject };
+      const headers = this.opts.token !== undefined ? { Authorization: `Bearer ${this.opts.token}` } : undefined;
+      const ws = new WebSocket(this.opts.url, { headers, ca: this.opts.ca, perMessageDeflate: false, handshakeTimeout: 30_000 });
+      this.ws = ws;
+      ws.on('open', () => this.onOpen());
+      ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(data, isBinary));
+      ws.on('ping', () => this.feedWatchdog());
+      ws.on('unexpected-response', (_req, res) => {
+        const status = res.statusCode ?? 0;
+        res.resume();
+        if (status === 401) {
+          this.fail(new FlockError(ErrorCode.UNAUTHORIZED, `the coordinator at ${this.opts.url} rejected this worker's token (HTTP 401); pass the coordinator's token with --token or FLOCK_TOKEN`));
+        } else if (status >= 500) {
+          this.lose(`coordinator answered HTTP ${status}`);
+        } else {
+          this.fail(new FlockError(ErrorCode.PROTOCOL, `${this.opts.url} answered HTTP ${status} instead of a WebSocket upgrade; is it a Flock coordinator?`));
+        }
+        ws.terminate();
+      });
+      ws.on('error', (err) => {
+        if (isTlsError(err)) {
+          this.fail(new FlockError(ErrorCode.UNAUTHORIZED, `TLS connection to ${this.opts.url} failed (${err.message}); pass the coordinator's certificate or its CA with --ca`, { cause: err }));
+        } else {
+          this.lose(err.message);
+        }
+      });
+      ws.on('close', (code: number, reason: Buffer) => this.onClose(code, reason.toString('utf8')));
+    });
+  }
+
+  /** Leaves gracefully (closing the socket normally); the session ends as stopped. */
+  close(): void {
+    this.end({ kind: 'stopped', reason: 'worker shutting down' }, NORMAL_CLOSURE);
+  }
+
+  private onOpen(): void {
+    this.log.info({ event: 'connected', url: this.opts.url }, `connected to ${this.opts.url}`);
+    const local = this.opts.localData;
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}) }));
+  }
+
+  private onFrame(data: RawData, isBinary: boolean): void {
+    if (this.settled) return;
+    let msg: CoordinatorMessage;
+    try {
+      if (!isBinary || !(data instanceof Uint8Array)) throw violation('frames must be single binary messages');
+      msg = decode(data, 'coordinator');
+    } catch (err) {
+      return this.fail(err);
+    }
+    this.queue = this.queue.then(() => this.handle(msg)).catch((err: unknown) => this.fail(err));
+  }
+
+  private async handle(msg: CoordinatorMessage): Promise<void> {
+    if (this.settled) return;
+    if (msg.type !== MessageType.WELCOME && msg.type !== MessageType.STOP && !this.run) throw violation(`message type ${msg.type} before welcome`);
+    switch (msg.type) {
+      case MessageType.WELCOME:
+        return this.onWelcome(msg);
+      case MessageType.WEIGHTS:
+        return this.setWeights(msg.version, msg);
+      case MessageType.ASSIGN:
+        return this.onAssign(msg);
+      case MessageType.EVALUATE:
+        return this.onEvaluate(msg);
+      case MessageType.STOP:
+        this.log.info({ event: 'stop', reason: msg.reason }, `coordinator says stop: ${msg.reason}`);
+        return this.end({ kind: 'stopped', reason: msg.reason }, NORMAL_CLOSURE);
+    }
+  }
+
+  private onWelcome(msg: WelcomeMessage): void {
+    if (this.run) throw violation('second welcome');
+    const local = this.opts.localData?.data;
+    const store = (split: 'train' | 'validation'): SampleStore => {
+      if (!msg.localData[split]) return SampleStore.empty(msg.counts[split]);
+      if (!local) throw violation(`told to read the ${split} split locally, but this worker has no local data`);
+      return SampleStore.local(local[split]);
+    };
+    this.run = { config: msg.config, runtime: this.deps.runtime(msg.config.model), stores: { train: store('train'), validation: store('validation') }, weightsVersion: -1 };
+    this.log = this.deps.logger.child({ workerId: msg.workerId });
+    if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
+    this.heartbeatMs = msg.heartbeatMs;
+    this.feedWatchdog();
+    this.log.info({ event: 'welcomed', workerId: msg.workerId, model: msg.config.model, localData: msg.localData }, `joined as worker ${msg.workerId} (model ${msg.config.model})`);
+  }
+
+  /** Restarts the "coordinator went silent" timer (it pings every heartbeatMs). */
+  private feedWatchdog(): void {
+    if (this.heartbeatMs <= 0 || this.settled) return;
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => {
+      this.ws?.terminate();
+      this.lose(`no heartbeat from the coordinator for ${SILENT_HEARTBEATS * this.heartbeatMs} ms`);
+    }, SILENT_HEARTBEATS * this.heartbeatMs);
+  }
+
+  private setWeights(version: number, wire: WireState): void {
+    const run = this.run!;
+    const model = run.runtime.model;
+    const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * 4)
+      && wire.buffers.length === model.buffers.length && wire.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
+    if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${version} do not match model ${model.name}`);
+    run.runtime.setState(wireToState(wire));
+    run.weightsVersion = version;
+  }
+
+  private checkVersion(version: number): Run {
+    const run = this.run!;
+    if (version !== run.weightsVersion) throw violation(`work at weights version ${version}, but this worker holds version ${run.weightsVersion}`);
+    return run;
+  }
+
+  private async onAssign(msg: AssignMessage): Promise<void> {
+    const run = this.checkVersion(msg.weightsVersion);
+    run.stores.train.add(msg.samples);
+    for (const mb of msg.microBatches) {
+      if (this.settled) return;
+      const batch = run.stores.train.batch(bytesToIndices(mb.indices));
+      const start = this.deps.clock.now();
+      const r = this.compute(() => run.runtime.gradients(batch, dropoutSeed(run.config.seed, msg.step, mb.id)));
+      this.send(encode({
+        type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id,
+        grads: r.grads.map(float32ToBytes), lossSum: r.lossSum, correct: r.correct, count: r.count,
+        batchStats: r.batchStats.map((s) => ({ mean: float32ToBytes(s.mean), variance: float32ToBytes(s.variance) })),
+        computeMs: this.deps.clock.now() - start,
+      }));
+      this.log.debug({ event: 'gradient', step: msg.step, microBatch: mb.id, count: r.count }, 'gradient sent');
+      await nextTick();
+    }
+  }
+
+  private async onEvaluate(msg: EvaluateMessage): Promise<void> {
+    const run = this.checkVersion(msg.weightsVersion);
+    const store = run.stores[msg.split];
+    store.add(msg.samples);
+    for (const chunk of msg.chunks) {
+      if (this.settled) return;
+      const batch = store.batch(bytesToIndices(chunk.indices));
+      const start = this.deps.clock.now();
+      const r = this.compute(() => run.runtime.evaluate(batch));
+      this.send(encode({ type: MessageType.EVALUATION, requestId: msg.requestId, chunk: chunk.id, lossSum: r.lossSum, correct: r.correct, count: r.count, computeMs: this.deps.clock.now() - start }));
+      await nextTick();
+    }
+  }
+
+  /** Runs a computation; a backend failure is reported to the coordinator, then ends the worker. */
+  private compute<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (err) {
+      const e = new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `computation failed on the ${this.opts.backendName} backend: ${errorMessage(err)}`, { cause: err });
+      this.send(encode({ type: MessageType.FAILURE, code: e.code, message: e.message }));
+      throw e;
+    }
+  }
+
+  private send(frame: Uint8Array): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(frame, { binary: true }, (err) => {
+      if (err) this.lose(`send failed: ${err.message}`);
+    });
+  }
+
+  private onClose(code: number, reason: string): void {
+    if (this.settled) return;
+    const why = reason === '' ? `code ${code}` : `${code}: ${reason}`;
+    if (code === NORMAL_CLOSURE) return this.end({ kind: 'stopped', reason: `coordinator closed the connection (${why})` });
+    const err = errorOfClose(code, reason);
+    if (!err || code === CloseCode.TIMEOUT) return this.lose(`connection closed (${why})`);
+    if (code === CloseCode.SHUTDOWN) return this.end({ kind: 'stopped', reason: `coordinator shut down (${why})` });
+    this.fail(new FlockError(err.code, `the coordinator closed the connection: ${err.message}`));
+  }
+
+  private lose(reason: string): void {
+    this.end({ kind: 'lost', reason, welcomed: this.run !== undefined }, undefined);
+  }
+
+  /** Ends the session with an error; tells the coordinator why when the socket is still open. */
+  private fail(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    if (this.settled) return;
+    this.finish(closeCodeFor(e), errorMessage(e));
+    this.settle?.reject(e);
+  }
+
+  private end(end: SessionEnd, closeCode?: number): void {
+    if (this.settled) return;
+    this.finish(closeCode, end.reason);
+    this.settle?.resolve(end);
+  }
+
+  private finish(closeCode: number | undefined, reason: string): void {
+    this.settled = true;
+    clearTimeout(this.watchdog);
+    const ws = this.ws;
+    if (!ws || ws.readyState === WebSocket.CLOSED) return;
+    if (closeCode !== undefined && ws.readyState === WebSocket.OPEN) {
+      ws.close(closeCode, closeReason(reason));
+      setTimeout(() => ws.terminate(), 2_000).unref();
+    } else {
+      ws.terminate();
+    }
+  }
+}
