@@ -23,31 +23,63 @@ export interface ForwardResult {
 }
 
 /**
- * Batch norm in training mode with a closed-form gradient:
- * dx = γ·rstd/N · (N·dy − Σdy − x̂·Σ(dy·x̂)). tfjs's generic gradient builds the same
- * through Tile and many broadcasts, which is several times slower on wasm.
+ * Batch norm in training mode over [N, H, W, C], normalising with the batch's own mean and
+ * biased variance (returned for the running averages), with a closed-form gradient:
+ * dx = γ·rstd · (dy − mean(dy) − x̂·mean(dy·x̂)), dγ = M·mean(dy·x̂), dβ = M·mean(dy),
+ * M = N·H·W. Per-channel means are an average pool over each whole image followed by a mean
+ * over the batch: one fast pass on every backend (XNNPACK on wasm), where tf.sum/tf.moments
+ * over axes [0, 1, 2] transpose first on wasm; and nothing goes through tfjs's generic
+ * batchNorm gradient (Tile and many broadcasts).
  */
-function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor, mean: tfjs.Tensor, variance: tfjs.Tensor): tfjs.Tensor4D {
+function channelMean(tf: Tf, t: tfjs.Tensor4D): tfjs.Tensor4D {
+  const [, h, w] = t.shape;
+  return tf.mean<tfjs.Tensor4D>(tf.avgPool(t, [h, w], 1, 'valid'), 0, true);
+}
+
+/**
+ * x + bias over the channels of [N, H, W, C], with dbias = M·channelMean(dy): tfjs's Add
+ * gradient reduces with tf.sum over axes [0, 1, 2], a transpose plus a sum on wasm.
+ */
+function addChannelBias(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tensor4D {
+  const c = x.shape[3];
+  const m = x.size / c;
   const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
-    const [xIn, gIn, bIn, save] = args as [tfjs.Tensor, tfjs.Tensor, tfjs.Tensor, tfjs.GradSaveFunc];
-    const xt = xIn as tfjs.Tensor4D;
+    const [xIn, bIn] = args as [tfjs.Tensor4D, tfjs.Tensor];
+    const gradFunc = (dy: tfjs.Tensor): tfjs.Tensor[] => [dy, tf.reshape(tf.mul(channelMean(tf, dy as tfjs.Tensor4D), m), [c])];
+    return { value: tf.add<tfjs.Tensor4D>(xIn, bIn), gradFunc };
+  });
+  return f(x, bias);
+}
+
+function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
+  { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
+  const c = x.shape[3];
+  const m = x.size / c;
+  // The statistics are computed outside the custom-gradient function (tensors made inside
+  // it do not outlive it) and reach it by closure, so no gradient flows through them: the
+  // closed form already accounts for their dependence on x.
+  const mean = channelMean(tf, x); // [1, 1, 1, C]
+  const centered = tf.sub<tfjs.Tensor4D>(x, mean);
+  const variance = channelMean(tf, tf.square(centered));
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const [, gIn, bIn, save] = args as [tfjs.Tensor, tfjs.Tensor, tfjs.Tensor, tfjs.GradSaveFunc];
     const rstd = tf.rsqrt(tf.add(variance, BATCH_NORM_EPSILON));
-    const xhat = tf.mul(tf.sub(xt, mean), rstd);
-    save([xhat, rstd, gIn as tfjs.Tensor]);
-    const value = tf.add(tf.mul(xhat, gIn as tfjs.Tensor), bIn as tfjs.Tensor) as tfjs.Tensor4D;
+    const xhat = tf.mul(centered, rstd);
+    const scale = tf.mul(gIn, rstd); // γ·rstd
+    save([xhat, scale]);
+    const value = tf.add<tfjs.Tensor4D>(tf.mul(xhat, gIn), bIn);
     const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
-      const [xhatS, rstdS, gammaS] = saved as [tfjs.Tensor, tfjs.Tensor, tfjs.Tensor];
-      const axes = [0, 1, 2];
-      const n = dy.size / (dy.shape[3] ?? 1);
-      const dBeta = tf.sum(dy, axes);
-      const dGamma = tf.sum(tf.mul(dy, xhatS), axes);
-      const scale = tf.div(tf.mul(gammaS, rstdS), n);
-      const dx = tf.mul(scale, tf.sub(tf.sub(tf.mul(dy, n), dBeta), tf.mul(xhatS, dGamma)));
-      return [dx, dGamma, dBeta];
+      const [xhatS, scaleS] = saved as [tfjs.Tensor4D, tfjs.Tensor4D];
+      const dy4 = dy as tfjs.Tensor4D;
+      const meanDy = channelMean(tf, dy4);
+      const meanDyXhat = channelMean(tf, tf.mul(dy4, xhatS));
+      const dx = tf.mul(tf.sub(tf.sub(dy4, tf.mul(xhatS, meanDyXhat)), meanDy), scaleS);
+      return [dx, tf.reshape(tf.mul(meanDyXhat, m), [c]), tf.reshape(tf.mul(meanDy, m), [c])];
     };
     return { value, gradFunc };
   });
-  return f(x, gamma, beta) as tfjs.Tensor4D;
+  const y = f(x, gamma, beta);
+  return { y, mean: tf.reshape<tfjs.Rank.R1>(mean, [c]), variance: tf.reshape<tfjs.Rank.R1>(variance, [c]) };
 }
 
 export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inputs: ForwardInputs, training: boolean): ForwardResult {
@@ -66,21 +98,21 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
       case 'conv2d': {
         const w = param() as tfjs.Tensor4D;
         const bias = param();
-        h = tf.add(tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same'), bias);
+        h = addChannelBias(tf, tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same'), bias);
         break;
       }
       case 'batchnorm': {
         const gamma = param();
         const beta = param();
         if (training) {
-          const { mean, variance } = tf.moments(h, [0, 1, 2]);
-          batchStats.push({ mean: mean as tfjs.Tensor1D, variance: variance as tfjs.Tensor1D });
-          h = batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta, mean, variance);
+          const { y, mean, variance } = batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta);
+          batchStats.push({ mean, variance });
+          h = y;
         } else {
           const mean = inputs.buffers[b];
           const variance = inputs.buffers[b + 1];
           if (!mean || !variance) throw new Error('forward: missing batch-norm running statistics');
-          h = tf.batchNorm(h as tfjs.Tensor4D, mean, variance, beta, gamma, BATCH_NORM_EPSILON);
+          h = tf.batchNorm(h, mean, variance, beta, gamma, BATCH_NORM_EPSILON);
         }
         b += 2;
         break;

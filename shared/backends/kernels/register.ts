@@ -1,16 +1,24 @@
 // Registers Flock's training kernels on a TensorFlow.js backend (see the files beside this one).
 // Idempotent: registering again (or for a second backend in the same process) is harmless.
+//
+// Threads: in Node, tfjs-backend-wasm always runs single-threaded. Its
+// WASM_HAS_MULTITHREAD_SUPPORT flag is hard-wired to false under Node (tfjs#3830), so it
+// loads the SIMD build without pthreads, and setThreadsCount() only sets the size of an
+// XNNPACK thread pool that this build never creates (getThreadsCount() reports 1). Flock
+// runs one worker process per core instead, so single-thread speed is what counts.
 import type { Tf } from '../../backend.js';
+import { batchMatMulKernel } from './batch_mat_mul.js';
 import { conv2DBackpropFilterKernel } from './conv2d_backprop_filter.js';
 import { conv2DBackpropInputKernel } from './conv2d_backprop_input.js';
+import { identityKernel } from './identity.js';
 import { maxPoolGradKernel } from './max_pool_grad.js';
 import { tanhKernel } from './tanh.js';
 import { tanhGradient, tanhGradKernel } from './tanh_grad.js';
-import { registerGradientOnce, registerKernelOnce } from './util.js';
+import { isFlockKernel, registerGradientOnce, registerKernelOnce } from './util.js';
 
 export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   // Gradients are global in tfjs; this one falls back to tfjs's formula on backends
-  // without Flock's TanhGrad kernel, so it is safe to register for all of them.
+  // without Flock's TanhGrad kernel, so it is safe for all of them.
   registerGradientOnce(tf, tanhGradient(tf));
   // The cpu backend's own kernels are correct (if slow) and serve as the tests' reference.
   if (backend !== 'wasm') return;
@@ -19,4 +27,7 @@ export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   registerKernelOnce(tf, maxPoolGradKernel(tf, backend));
   registerKernelOnce(tf, tanhKernel(tf, backend));
   registerKernelOnce(tf, tanhGradKernel(tf, backend));
+  registerKernelOnce(tf, identityKernel(tf, backend));
+  const matMul = tf.getKernel(tf.BatchMatMul, backend);
+  if (matMul && !isFlockKernel(matMul)) registerKernelOnce(tf, batchMatMulKernel(tf, backend, matMul));
 }

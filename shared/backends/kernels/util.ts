@@ -61,13 +61,18 @@ function tag<F extends object>(fn: F): F {
   return Object.assign(fn, { [FLOCK_TAG]: true as const });
 }
 
+/** Whether a registered kernel is one of Flock's. */
+export function isFlockKernel(config: KernelConfig | undefined): boolean {
+  return (config?.kernelFunc as Tagged | undefined)?.[FLOCK_TAG] === true;
+}
+
 /**
  * Registers a kernel unless one of Flock's is already registered under that name; replaces
  * a backend's own kernel (when Flock's is the fix or the fast path).
  */
 export function registerKernelOnce(tf: Tf, config: KernelConfig): void {
   const existing = tf.getKernel(config.kernelName, config.backendName);
-  if ((existing?.kernelFunc as Tagged | undefined)?.[FLOCK_TAG]) return;
+  if (isFlockKernel(existing)) return;
   if (existing) tf.unregisterKernel(config.kernelName, config.backendName);
   tf.registerKernel({ ...config, kernelFunc: tag(config.kernelFunc) });
 }
@@ -76,8 +81,4 @@ export function registerKernelOnce(tf: Tf, config: KernelConfig): void {
 export function registerGradientOnce(tf: Tf, config: tfjs.GradConfig): void {
   if ((tf.getGradient(config.kernelName)?.gradFunc as Tagged | undefined)?.[FLOCK_TAG]) return;
   tf.registerGradient({ ...config, gradFunc: tag(config.gradFunc) });
-}
-
-export function isFloat32(t: TensorInfo): boolean {
-  return t.dtype === 'float32';
 }
