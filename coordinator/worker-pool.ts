@@ -63,6 +63,7 @@ export class WorkerPool implements Executor {
   private weights: { version: number; wire: WireState; frame: Uint8Array } | undefined;
   private readonly waiters = new Set<JoinWaiter>();
   private readonly heartbeat: NodeJS.Timeout;
+  private lastBeat: number;
   private waitLog: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   /** Set first thing in close(), so everything shutdown() triggers sees it. */
@@ -78,6 +79,7 @@ export class WorkerPool implements Executor {
     private readonly hashes: DatasetInfo,
   ) {
     this.log = deps.logger;
+    this.lastBeat = deps.clock.now();
     this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs);
     server.on('upgrade', (req: IncomingMessage, socket, head) => {
       socket.on('error', (err) => this.log.debug({ event: 'upgrade_error', err: err.message }, 'socket error during upgrade'));
@@ -387,8 +389,12 @@ export class WorkerPool implements Executor {
   }
 
   private beat(): void {
+    const now = this.deps.clock.now();
+    // If this process's own event loop stalled, unread pongs may be queued: judge no one.
+    const judge = now - this.lastBeat < 1.5 * this.opts.heartbeatMs;
+    this.lastBeat = now;
     for (const conn of [...this.conns.values()]) {
-      if (!conn.alive) {
+      if (judge && !conn.alive) {
         this.drop(conn, `missed a heartbeat (no pong within ${this.opts.heartbeatMs} ms)`);
         continue;
       }

@@ -1,0 +1,467 @@
+// The WorkerPool with real sockets and real worker processes: learning, bit-identical
+// results whatever the number of workers, exact validation counts, surviving a killed
+// worker, rejecting bad workers and tokens, and workers rejoining by themselves.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import pino, { type Logger } from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { Executor } from '../coordinator/executor.js';
+import { LocalExecutor } from '../coordinator/local-executor.js';
+import { resolveTrainConfig, type TrainConfig } from '../coordinator/options.js';
+import { Trainer, type TrainResult } from '../coordinator/trainer.js';
+import { WorkerPool } from '../coordinator/worker-pool.js';
+import type { ComputeBackend } from '../shared/backend.js';
+import { systemClock } from '../shared/clock.js';
+import { loadCifar, subset, type Dataset } from '../shared/data/cifar.js';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { ErrorCode, isFlockError } from '../shared/errors.js';
+import { ModelRuntime } from '../shared/models/runtime.js';
+import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
+import { CloseCode, MessageType, decode, encode, type CoordinatorMessage } from '../shared/protocol.js';
+import { float32ToBytes } from '../shared/tensor-codec.js';
+import { reduceStep } from '../shared/training/reduce.js';
+import { chunk, dropoutSeed, validationChunks } from '../shared/training/schedule.js';
+import { backoffDelay, BACKOFF_DEFAULTS } from '../worker/backoff.js';
+import { Worker } from '../worker/worker.js';
+import { silentLogger, trainingBackend } from './helpers.js';
+
+const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
+
+interface LogEvent {
+  readonly event?: string;
+  readonly [key: string]: unknown;
+}
+
+/** A pino logger that keeps every record, and a way to wait for one. */
+function recordingLogger(): { logger: Logger; events: LogEvent[]; next: (pred: (e: LogEvent) => boolean) => Promise<LogEvent> } {
+  const events: LogEvent[] = [];
+  const waiters = new Set<{ pred: (e: LogEvent) => boolean; resolve: (e: LogEvent) => void }>();
+  const stream = {
+    write(line: string): void {
+      const e = JSON.parse(line) as LogEvent;
+      events.push(e);
+      for (const w of [...waiters]) {
+        if (w.pred(e)) {
+          waiters.delete(w);
+          w.resolve(e);
+        }
+      }
+    },
+  };
+  const next = (pred: (e: LogEvent) => boolean): Promise<LogEvent> => {
+    const seen = events.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => waiters.add({ pred, resolve }));
+  };
+  return { logger: pino({ level: 'debug' }, stream), events, next };
+}
+
+interface Child {
+  readonly proc: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  output(): string;
+}
+
+function spawnWorker(url: string, name: string, env: Record<string, string> = {}): Child {
+  const proc = spawn(process.execPath, [WORKER_CLI, '--connect', url, '--backend', 'wasm', '--name', name, '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FLOCK_TOKEN: '', ...env },
+  });
+  let out = '';
+  proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  return { proc, exited, output: () => out };
+}
+
+/** Kills what is still running and waits for every child to exit. */
+async function reap(children: readonly Child[]): Promise<void> {
+  for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+  await Promise.all(children.map((c) => c.exited));
+}
+
+function sameState(a: ModelState, b: ModelState): boolean {
+  const bytes = (s: ModelState): Buffer => Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
+  return bytes(a).equals(bytes(b));
+}
+
+describe('distributed training over WebSockets', () => {
+  let backend: ComputeBackend;
+  let dataDir: string;
+  let train: Dataset;
+  let validation: Dataset;
+
+  before(async () => {
+    backend = await trainingBackend();
+    dataDir = await mkdtemp(join(tmpdir(), 'flock-dist-'));
+    await writeSyntheticCifar(dataDir, { trainPerFile: 120, testCount: 300, seed: 11 });
+    ({ train, validation } = await loadCifar(dataDir));
+  });
+  after(() => rm(dataDir, { recursive: true, force: true }));
+
+  function listen(config: TrainConfig, logger: Logger = silentLogger(), opts: Parameters<typeof WorkerPool.listen>[0] = {}): Promise<WorkerPool> {
+    return WorkerPool.listen({ port: 0, ...opts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+  }
+
+  function runTrainer(config: TrainConfig, executor: Executor, trainCount: number, validationCount: number): Promise<TrainResult> {
+    return new Trainer(config, { executor, logger: silentLogger(), clock: systemClock }, { trainCount, validationCount, evalChunk: 50 }).run();
+  }
+
+  async function runLocal(config: TrainConfig, trainCount: number, validationCount: number): Promise<TrainResult> {
+    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    try {
+      return await runTrainer(config, new LocalExecutor(runtime, train, validation, config.seed, systemClock), trainCount, validationCount);
+    } finally {
+      runtime.dispose();
+    }
+  }
+
+  /** Trains with `n` spawned workers; `wrap` may intercept the pool (to inject faults). */
+  async function runDistributed(config: TrainConfig, n: number, trainCount: number, validationCount: number, logger?: Logger, wrap?: (pool: WorkerPool, children: Child[]) => Executor): Promise<TrainResult> {
+    const pool = await listen(config, logger);
+    const children = Array.from({ length: n }, (_, i) => spawnWorker(pool.url, `w${i + 1}`));
+    try {
+      await pool.waitForWorkers(n);
+      const result = await runTrainer(config, wrap ? wrap(pool, children) : pool, trainCount, validationCount);
+      await pool.close();
+      const exits = await Promise.all(children.filter((c) => c.proc.signalCode === null).map((c) => c.exited));
+      for (const e of exits) assert.equal(e.code, 0, 'workers exit 0 on stop');
+      return result;
+    } finally {
+      await pool.close();
+      await reap(children);
+    }
+  }
+
+  it('(a) two worker processes train two epochs to over 90 % validation accuracy', async () => {
+    const config = resolveTrainConfig({ epochs: 2, batchSize: 32, microBatch: 16, lr: 0.05, seed: 1 }, 2);
+    const result = await runDistributed(config, 2, train.count, validation.count);
+    assert.equal(result.completed, true);
+    assert.equal(result.history.length, 2);
+    assert.equal(result.history[1]!.workers, 2);
+    assert.ok(result.history[1]!.valAccuracy > 0.9, `validation accuracy ${result.history[1]!.valAccuracy}`);
+  });
+
+  it('(b) weights after K steps are bit-identical with 1, 2 and 3 workers and in-process', async () => {
+    const config = resolveTrainConfig({ model: 'net-batchnorm', epochs: 1, batchSize: 32, microBatch: 8, lr: 0.05, momentum: 0.9, seed: 5 }, 1);
+    const steps = 3;
+    const reference = await runLocal(config, steps * 32, 40);
+    assert.equal(reference.globalStep, steps);
+    assert.ok(!sameState(reference.state, initialState(modelSpec(config.model), config.seed)), 'training changed the weights');
+    for (const n of [1, 2, 3]) {
+      const result = await runDistributed(config, n, steps * 32, 40);
+      assert.ok(sameState(result.state, reference.state), `${n} worker(s): weights differ from the in-process run`);
+      assert.deepEqual(result.history.map((h) => [h.trainLoss, h.valLoss, h.valAccuracy]), reference.history.map((h) => [h.trainLoss, h.valLoss, h.valAccuracy]));
+    }
+  });
+
+  it('(c) the averaged gradient of micro-batches equals the gradient of their union', () => {
+    const model = modelSpec('net');
+    const runtime = new ModelRuntime(backend, model);
+    try {
+      runtime.setState(initialState(model, 9));
+      const indices = Uint32Array.from({ length: 48 }, (_, i) => (i * 7) % train.count);
+      const parts = chunk(indices, 12).map((mb) => runtime.gradients(subset(train, mb.indices), dropoutSeed(9, 0, mb.id)));
+      const reduced = reduceStep(parts);
+      const whole = runtime.gradients(subset(train, indices), 0);
+      whole.grads.forEach((g, k) => {
+        const mean = g.map((v) => v / indices.length);
+        let diff = 0;
+        let norm = 0;
+        mean.forEach((v, i) => {
+          diff += (v - reduced.grads[k]![i]!) ** 2;
+          norm += v * v;
+        });
+        assert.ok(Math.sqrt(diff) <= 1e-5 * Math.sqrt(norm), `${model.params[k]!.name}: relative error ${Math.sqrt(diff / norm)}`);
+      });
+    } finally {
+      runtime.dispose();
+    }
+  });
+
+  it('(d) validation over workers counts each image exactly once and matches in-process evaluation', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32, seed: 2 }, 2);
+    const { logger, events, next } = recordingLogger();
+    const pool = await listen(config, logger);
+    // In-process workers: one ships images, one has an identical local copy (none shipped).
+    const workers = [
+      new Worker({ url: pool.url, name: 'remote-data' }, { logger: silentLogger(), backend }),
+      new Worker({ url: pool.url, name: 'local-data', localData: { train, validation } }, { logger: silentLogger(), backend }),
+    ];
+    const runs = workers.map((w) => w.run());
+    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    try {
+      await pool.waitForWorkers(2);
+      const joined = await next((e) => e.event === 'worker_joined' && e.name === 'local-data');
+      assert.deepEqual(joined.localData, { train: true, validation: true });
+      const weights = { version: 0, state: initialState(modelSpec(config.model), 2) };
+      const chunks = validationChunks(validation.count, 37);
+      const results = await pool.evaluate('validation', chunks, weights);
+      assert.equal(results.length, chunks.length);
+      assert.equal(results.reduce((n, r) => n + r.count, 0), validation.count);
+      const local = await new LocalExecutor(runtime, train, validation, 2, systemClock).evaluate('validation', chunks, weights);
+      assert.deepEqual(results, local);
+      // Every chunk went to exactly one worker, both workers took part.
+      const assigned = events.filter((e) => e.event === 'assigned' && e.kind === 'evaluate');
+      assert.deepEqual(assigned.flatMap((e) => e.units as number[]).sort((a, b) => a - b), chunks.map((c) => c.id));
+      assert.equal(new Set(assigned.map((e) => e.workerId)).size, 2);
+    } finally {
+      await pool.close();
+      const outcomes = await Promise.all(runs);
+      for (const o of outcomes) assert.equal(o.reason, 'training complete');
+      runtime.dispose();
+    }
+  });
+
+  it('(e) a worker killed with SIGKILL mid-run: training completes with the undisturbed weights', async () => {
+    const config = resolveTrainConfig({ model: 'net-dropout', epochs: 1, batchSize: 32, microBatch: 8, lr: 0.05, seed: 7 }, 2);
+    const steps = 4;
+    const reference = await runLocal(config, steps * 32, 40);
+    const { logger, next } = recordingLogger();
+    let victim: Child | undefined;
+    const result = await runDistributed(config, 2, steps * 32, 40, logger, (pool, children) => ({
+      workerCount: () => pool.workerCount(),
+      evaluate: (split, chunks, weights) => pool.evaluate(split, chunks, weights),
+      gradients: (work, weights) => {
+        const pending = pool.gradients(work, weights);
+        // Step 2's micro-batches are out on both workers now; one of them dies with them.
+        if (work.globalStep === 2) {
+          victim = children[0]!;
+          victim.proc.kill('SIGKILL');
+        }
+        return pending;
+      },
+    }));
+    assert.equal(result.completed, true);
+    assert.equal(result.globalStep, steps);
+    assert.equal((await victim!.exited).signal, 'SIGKILL');
+    const left = await next((e) => e.event === 'worker_left');
+    assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0, `reassigned ${JSON.stringify(left.reassigned)}`);
+    assert.ok(sameState(result.state, reference.state), 'final weights differ from the undisturbed run');
+  });
+
+  it('(f) with a token set, a client without it gets 401 and one with it joins', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
+    const pool = await listen(config, silentLogger(), { token: 's3cret' });
+    const child = spawnWorker(pool.url, 'with-token', { FLOCK_TOKEN: 's3cret' });
+    try {
+      for (const headers of [undefined, { Authorization: 'Bearer wrong' }, { Authorization: 's3cret' }]) {
+        const ws = new WebSocket(pool.url, { headers });
+        ws.on('error', () => undefined);
+        const [, res] = (await once(ws, 'unexpected-response')) as [unknown, { statusCode: number; resume(): void }];
+        res.resume();
+        assert.equal(res.statusCode, 401);
+        ws.terminate();
+      }
+      const noToken = spawnWorker(pool.url, 'no-token');
+      const exit = await noToken.exited;
+      assert.equal(exit.code, 1);
+      assert.match(noToken.output(), /401/);
+      await pool.waitForWorkers(1);
+      assert.equal(pool.workerCount(), 1);
+    } finally {
+      await pool.close();
+      await reap([child]);
+    }
+  });
+
+  it('refuses a non-loopback listener without a token unless insecure', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
+    await assert.rejects(listen(config, silentLogger(), { host: '0.0.0.0' }), (err: unknown) => isFlockError(err, ErrorCode.INSECURE) && /--token/.test(err.message) && /--insecure/.test(err.message));
+    const pool = await listen(config, silentLogger(), { host: '0.0.0.0', insecure: true });
+    await pool.close();
+  });
+
+  it('closes a worker that sends a bad gradient (4003) and gives its micro-batch to another', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed: 4 }, 2);
+    const { logger, next } = recordingLogger();
+    const pool = await listen(config, logger);
+    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend });
+    const honestRun = honest.run();
+    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    try {
+      await pool.waitForWorkers(1);
+      const liar = new WebSocket(pool.url);
+      const closed = once(liar, 'close');
+      liar.on('message', (data: Buffer) => {
+        const msg: CoordinatorMessage = decode(data, 'coordinator');
+        if (msg.type !== MessageType.ASSIGN) return;
+        const params = modelSpec(config.model).params;
+        for (const mb of msg.microBatches) {
+          liar.send(encode({
+            type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id, grads: params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN))),
+            lossSum: 1, correct: 0, count: mb.indices.byteLength / 4, batchStats: [], computeMs: 1,
+          }));
+        }
+      });
+      await once(liar, 'open');
+      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu' }));
+      await pool.waitForWorkers(2);
+      const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i), 8) };
+      const weights = { version: 0, state: initialState(modelSpec(config.model), 4) };
+      const { results } = await pool.gradients(work, weights);
+      const [code] = (await closed) as [number];
+      assert.equal(code, CloseCode.BAD_GRADIENT);
+      const left = await next((e) => e.event === 'worker_left' && e.name === 'liar');
+      assert.match(String(left.reason), /NaN/);
+      assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0);
+      const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
+      assert.equal(results.length, 4);
+      results.forEach((r, i) => r.grads.forEach((g, k) => assert.ok(float32ToBytes(g).every((b, j) => b === float32ToBytes(local.results[i]!.grads[k]!)[j]))));
+    } finally {
+      await pool.close();
+      await honestRun;
+      runtime.dispose();
+    }
+  });
+
+  it('drops a worker that stalls past the step timeout or misses heartbeats, and reassigns its work', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed: 6 }, 3);
+    const { logger, next } = recordingLogger();
+    const pool = await listen(config, logger, { stepTimeoutMs: 300, heartbeatMs: 100 });
+    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend });
+    const honestRun = honest.run();
+    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    try {
+      await pool.waitForWorkers(1);
+      // One says hello and then ignores its work; one never answers pings.
+      const staller = new WebSocket(pool.url);
+      const deaf = new WebSocket(pool.url, { autoPong: false });
+      const closes = [staller, deaf].map((ws) => once(ws, 'close'));
+      await Promise.all([staller, deaf].map((ws) => once(ws, 'open')));
+      staller.send(encode({ type: MessageType.HELLO, name: 'staller', backend: 'cpu' }));
+      deaf.send(encode({ type: MessageType.HELLO, name: 'deaf', backend: 'cpu' }));
+      await pool.waitForWorkers(3);
+      const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i + 32), 8) };
+      const weights = { version: 0, state: initialState(modelSpec(config.model), 6) };
+      const { results } = await pool.gradients(work, weights);
+      const [[stallCode], [deafCode]] = (await Promise.all(closes)) as [[number], [number]];
+      assert.equal(stallCode, CloseCode.TIMEOUT);
+      assert.equal(deafCode, 1006);
+      const stalled = await next((e) => e.event === 'worker_left' && e.name === 'staller');
+      assert.match(String(stalled.reason), /no result .* within 300 ms/);
+      assert.ok(Array.isArray(stalled.reassigned) && stalled.reassigned.length > 0);
+      assert.match(String((await next((e) => e.event === 'worker_left' && e.name === 'deaf')).reason), /heartbeat/);
+      const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
+      assert.ok(results.every((r, i) => sameState({ params: r.grads, buffers: [] }, { params: local.results[i]!.grads, buffers: [] })));
+    } finally {
+      await pool.close();
+      await honestRun;
+      runtime.dispose();
+    }
+  });
+
+  it('waits while fewer than minWorkers are connected, logging it, and counts the wait', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 16, microBatch: 8, seed: 8 }, 2);
+    const { logger, next } = recordingLogger();
+    const pool = await listen(config, logger, { minWorkers: 2, waitLogMs: 50 });
+    const workers = [new Worker({ url: pool.url, name: 'first' }, { logger: silentLogger(), backend })];
+    const runs = [workers[0]!.run()];
+    try {
+      await pool.waitForWorkers(1);
+      const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 16 }, (_, i) => i), 8) };
+      const pending = pool.gradients(work, { version: 0, state: initialState(modelSpec(config.model), 8) });
+      await next((e) => e.event === 'waiting' && e.have === 1 && e.need === 2);
+      workers.push(new Worker({ url: pool.url, name: 'second' }, { logger: silentLogger(), backend }));
+      runs.push(workers[1]!.run());
+      const { results, timing } = await pending;
+      assert.equal(results.length, 2);
+      assert.ok(timing.waitingMs > 0, `waitingMs ${timing.waitingMs}`);
+      assert.ok(timing.computeMs > 0 && timing.communicationMs >= 0);
+    } finally {
+      await pool.close();
+      await Promise.all(runs);
+    }
+  });
+
+  it('closes connections that never say hello or speak another protocol version', async () => {
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
+    const pool = await listen(config, silentLogger(), { helloTimeoutMs: 200 });
+    try {
+      const silent = new WebSocket(pool.url);
+      const [silentCode] = (await once(silent, 'close')) as [number];
+      assert.equal(silentCode, CloseCode.TIMEOUT);
+      const old = new WebSocket(pool.url);
+      await once(old, 'open');
+      old.send(new Uint8Array([0x82, 0xa1, 0x76, 0x00, 0xa1, 0x74, 0x01])); // {v: 0, t: 1}
+      const [oldCode, reason] = (await once(old, 'close')) as [number, Buffer];
+      assert.equal(oldCode, CloseCode.PROTOCOL_VERSION);
+      assert.match(reason.toString(), /protocol version 0/);
+      assert.equal(pool.workerCount(), 0);
+      // Two workers with the same name are both kept, with distinct ids.
+      const welcomes = await Promise.all([0, 1].map(async () => {
+        const twin = new WebSocket(pool.url);
+        await once(twin, 'open');
+        twin.send(encode({ type: MessageType.HELLO, name: 'twin', backend: 'cpu' }));
+        const [data] = (await once(twin, 'message')) as [Buffer];
+        return decode(data, 'coordinator');
+      }));
+      assert.equal(pool.workerCount(), 2);
+      const ids = welcomes.map((w) => (w.type === MessageType.WELCOME ? w.workerId : -1));
+      assert.ok(ids[0] !== ids[1] && !ids.includes(-1), `ids ${ids.join(', ')}`);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a worker rejoins by itself after the coordinator connection drops', async () => {
+    // A stand-in coordinator that accepts and then dies without a close frame...
+    const fake = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(fake, 'listening');
+    const port = (fake.address() as { port: number }).port;
+    fake.on('connection', (ws) => ws.once('message', () => ws.terminate()));
+    const { logger, next } = recordingLogger();
+    const worker = new Worker({ url: `ws://127.0.0.1:${port}`, name: 'phoenix', backoff: { initialMs: 20, factor: 2, maxMs: 100, jitter: 0.2 } }, { logger, backend });
+    const run = worker.run();
+    await next((e) => e.event === 'reconnecting');
+    await new Promise<void>((resolve) => fake.close(() => resolve()));
+    // ...and a real one comes up on the same port.
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
+    const pool = await listen(config, silentLogger(), { port });
+    try {
+      await pool.waitForWorkers(1);
+    } finally {
+      await pool.close();
+    }
+    assert.equal((await run).reason, 'training complete');
+  });
+
+  it('serves wss:// with TLS; a worker trusts it only with the CA given', async (t: TestContext) => {
+    const dir = await mkdtemp(join(tmpdir(), 'flock-tls-'));
+    try {
+      const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+        '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+      if (made.status !== 0) return t.skip('openssl is not available to make a test certificate');
+      const [cert, key] = await Promise.all([readFile(join(dir, 'cert.pem')), readFile(join(dir, 'key.pem'))]);
+      const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
+      const pool = await listen(config, silentLogger(), { tls: { cert, key }, token: 'tls-token' });
+      try {
+        assert.match(pool.url, /^wss:\/\/127\.0\.0\.1:\d+$/);
+        const untrusting = new Worker({ url: pool.url, name: 'no-ca', token: 'tls-token' }, { logger: silentLogger(), backend });
+        await assert.rejects(untrusting.run(), (err: unknown) => isFlockError(err, ErrorCode.UNAUTHORIZED) && /--ca/.test(err.message));
+        const trusting = new Worker({ url: pool.url, name: 'ca', token: 'tls-token', ca: cert }, { logger: silentLogger(), backend });
+        const run = trusting.run();
+        await pool.waitForWorkers(1);
+        await pool.close();
+        assert.equal((await run).reason, 'training complete');
+      } finally {
+        await pool.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('backs off exponentially with jitter up to the cap', () => {
+    const mid = (): number => 0.5;
+    assert.deepEqual([0, 1, 2, 3, 5, 6, 10].map((a) => backoffDelay(a, BACKOFF_DEFAULTS, mid)), [250, 500, 1000, 2000, 8000, 10000, 10000]);
+    assert.equal(backoffDelay(0, BACKOFF_DEFAULTS, () => 0), 200);
+    assert.equal(backoffDelay(10, BACKOFF_DEFAULTS, () => 0.999), 10000);
+  });
+});
