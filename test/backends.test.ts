@@ -1,0 +1,299 @@
+// Conformance of every compute backend that loads here (wasm, cpu, and 'tensorflow' where
+// tfjs-node is installed): Flock's kernels against the cpu backend's own kernels (or plain
+// tfjs autodiff), memory stability of training steps, and whole-model gradients across
+// backends. The cpu backend is slow, so its batches are tiny.
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import type * as tfjs from '@tensorflow/tfjs';
+import pino from 'pino';
+import type { BackendName, ComputeBackend, Tf } from '../shared/backend.js';
+import { loadBackend } from '../shared/backends/load.js';
+import { registerTrainingKernels } from '../shared/backends/kernels/register.js';
+import { isFlockKernel } from '../shared/backends/kernels/util.js';
+import { errorMessage } from '../shared/errors.js';
+import { BATCH_NORM_EPSILON, forward } from '../shared/models/forward.js';
+import { IMAGE_BYTES, type Layer, type ModelName } from '../shared/models/layers.js';
+import { ModelRuntime, type Batch } from '../shared/models/runtime.js';
+import { initialState, modelSpec } from '../shared/models/spec.js';
+import { Rng } from '../shared/random.js';
+
+const logger = pino({ level: 'silent' });
+const backends = new Map<BackendName, ComputeBackend>();
+const unavailable = new Map<BackendName, string>();
+
+before(async () => {
+  // cpu last: loading a backend makes it the active one, and cpu is the reference.
+  for (const name of ['tensorflow', 'wasm', 'cpu'] as const) {
+    try {
+      backends.set(name, await loadBackend(name, logger));
+    } catch (err) {
+      unavailable.set(name, errorMessage(err).split('\n')[0] ?? '');
+    }
+  }
+});
+
+function backendOf(name: BackendName): ComputeBackend {
+  const b = backends.get(name);
+  if (!b) throw new Error(`backend ${name} did not load`);
+  return b;
+}
+
+/** Runs f with `name` active and returns its result's values (all tensors disposed). */
+async function on(name: BackendName, f: (tf: Tf) => tfjs.Tensor | tfjs.Tensor[]): Promise<Float32Array[]> {
+  const { tf } = backendOf(name);
+  await tf.setBackend(name);
+  return tf.tidy(() => {
+    const out = f(tf);
+    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync()));
+  });
+}
+
+function random(seed: number, n: number, scale = 1, levels = 0): Float32Array {
+  const rng = new Rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = rng.next();
+    out[i] = levels > 0 ? Math.floor(u * levels) : (u * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** max |a − b| ≤ rtol · max |b| + atol, with the position of the worst element on failure. */
+function assertClose(actual: Float32Array, expected: Float32Array, rtol: number, what: string, atol = 1e-6): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  let scale = 0;
+  for (const v of expected) scale = Math.max(scale, Math.abs(v));
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < actual.length; i++) {
+    const d = Math.abs(actual[i]! - expected[i]!);
+    if (!(d <= worst)) { worst = d; at = i; }
+  }
+  const limit = rtol * scale + atol;
+  assert.ok(worst <= limit, `${what}: max |diff| ${worst} at ${at} (${actual[at]} vs ${expected[at]}) > ${limit}`);
+}
+
+const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+describe('backends load', () => {
+  test('wasm and cpu load; tensorflow is reported when it cannot', (t) => {
+    for (const [name, why] of unavailable) t.diagnostic(`skipping backend '${name}': ${why}`);
+    assert.ok(backends.has('wasm'), `wasm: ${unavailable.get('wasm')}`);
+    assert.ok(backends.has('cpu'), `cpu: ${unavailable.get('cpu')}`);
+  });
+
+  test('registering the training kernels again is harmless', () => {
+    const { tf } = backendOf('wasm');
+    registerTrainingKernels(tf, 'wasm');
+    registerTrainingKernels(tf, 'wasm');
+    registerTrainingKernels(tf, 'cpu');
+    for (const name of ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'Tanh', 'FlockTanhGrad', 'Identity', 'BatchMatMul']) {
+      assert.ok(isFlockKernel(tf.getKernel(name, 'wasm')), `${name} is Flock's on wasm`);
+    }
+    // The cpu backend keeps its own kernels: it is the reference below.
+    assert.ok(!isFlockKernel(tf.getKernel('Conv2DBackpropFilter', 'cpu')));
+  });
+});
+
+/** The non-reference backends that loaded. */
+const others = (): BackendName[] => [...backends.keys()].filter((n) => n !== 'cpu');
+
+describe('kernels match the cpu backend', () => {
+  const convCases: { x: [number, number, number, number]; f: [number, number, number, number]; stride: number; pad: 'same' | 'valid' }[] = [
+    { x: [2, 5, 7, 3], f: [3, 3, 3, 4], stride: 1, pad: 'same' },
+    { x: [3, 6, 6, 16], f: [3, 3, 16, 8], stride: 1, pad: 'same' },
+    { x: [2, 7, 5, 2], f: [3, 3, 2, 5], stride: 1, pad: 'valid' },
+    { x: [2, 6, 6, 3], f: [2, 2, 3, 4], stride: 1, pad: 'same' }, // asymmetric padding
+    { x: [1, 4, 4, 2], f: [1, 1, 2, 3], stride: 1, pad: 'same' },
+    { x: [2, 7, 6, 3], f: [3, 3, 3, 4], stride: 2, pad: 'same' }, // general path
+    { x: [2, 9, 8, 2], f: [3, 2, 2, 3], stride: 2, pad: 'valid' },
+  ];
+
+  const outShape = (c: (typeof convCases)[number]): number[] =>
+    backendOf('cpu').tf.backend_util.computeConv2DInfo(c.x, c.f, c.stride, 1, c.pad).outShape;
+
+  test('Conv2DBackpropFilter', async () => {
+    for (const [k, c] of convCases.entries()) {
+      const dyDims = outShape(c);
+      const run = (tf: Tf): tfjs.Tensor => tf.engine().runKernel('Conv2DBackpropFilter', {
+        x: tf.tensor(random(10 + k, size(c.x)), c.x), dy: tf.tensor(random(20 + k, size(dyDims)), dyDims),
+      }, { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', filterShape: c.f });
+      const [expected] = await on('cpu', run);
+      for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-5, `${name} case ${k}`);
+    }
+  });
+
+  test('Conv2DBackpropInput', async () => {
+    for (const [k, c] of convCases.entries()) {
+      const dyDims = outShape(c);
+      const run = (tf: Tf): tfjs.Tensor => tf.engine().runKernel('Conv2DBackpropInput', {
+        dy: tf.tensor(random(30 + k, size(dyDims)), dyDims), filter: tf.tensor(random(40 + k, size(c.f)), c.f),
+      }, { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', inputShape: c.x });
+      const [expected] = await on('cpu', run);
+      for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-5, `${name} case ${k}`);
+    }
+  });
+
+  test('MaxPoolGrad routes each window to its first maximum, ties included', async () => {
+    const cases: { x: [number, number, number, number]; f: number; s: number; pad: 'same' | 'valid'; levels: number }[] = [
+      { x: [2, 8, 6, 5], f: 2, s: 2, pad: 'valid', levels: 3 }, // many ties
+      { x: [2, 7, 9, 3], f: 2, s: 2, pad: 'valid', levels: 0 }, // odd sizes
+      { x: [2, 7, 7, 4], f: 3, s: 2, pad: 'same', levels: 2 }, // general path, overlapping windows
+      { x: [1, 6, 5, 2], f: 2, s: 1, pad: 'valid', levels: 4 },
+    ];
+    for (const [k, c] of cases.entries()) {
+      const run = (tf: Tf): tfjs.Tensor => {
+        const x = tf.tensor4d(random(50 + k, size(c.x), 1, c.levels), c.x);
+        const y = tf.maxPool(x, c.f, c.s, c.pad);
+        const r = tf.tensor(random(60 + k, y.size), y.shape);
+        return tf.grad((v: tfjs.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tfjs.Tensor4D, c.f, c.s, c.pad), r)))(x);
+      };
+      const [expected] = await on('cpu', run);
+      // Exact but for float rounding where overlapping windows add up several contributions.
+      for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-6, `${name} case ${k}`, 0);
+    }
+    // A window of equal (saturated) values: the whole gradient goes to its top-left cell.
+    for (const name of [...backends.keys()]) {
+      const [g] = await on(name, (tf) => tf.grad((v: tfjs.Tensor) => tf.sum(tf.maxPool(v as tfjs.Tensor4D, 2, 2, 'valid')))(tf.ones([1, 2, 2, 3])));
+      assert.deepEqual(Array.from(g!), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], name);
+    }
+  });
+
+  test('Tanh equals the cpu backend exactly, saturation included', async () => {
+    const values = Float32Array.from([...random(70, 4000, 10), 0, -0, 1e-30, -1e-8, 8.5, 8.7, 9, 9.5, 20, -20, Infinity, -Infinity]);
+    const run = (tf: Tf): tfjs.Tensor => tf.tanh(tf.tensor(values));
+    const [expected] = await on('cpu', run);
+    for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 0, name, 0);
+    for (const name of others()) assert.ok(Number.isNaN((await on(name, (tf) => tf.tanh(tf.tensor([NaN]))))[0]![0]), `${name}: tanh(NaN)`);
+  });
+
+  test('Tanh gradient', async () => {
+    const run = (tf: Tf): tfjs.Tensor => {
+      const x = tf.tensor(random(80, 3000, 4), [10, 300]);
+      const r = tf.tensor(random(81, 3000), [10, 300]);
+      return tf.grad((v: tfjs.Tensor) => tf.sum(tf.mul(tf.tanh(v), r)))(x);
+    };
+    const [expected] = await on('cpu', run);
+    for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-6, name);
+  });
+
+  test('BatchMatMul with and without transposes', async () => {
+    for (const [k, [ta, tb]] of [[false, false], [true, false], [false, true], [true, true]].entries()) {
+      for (const batch of [[], [3]]) {
+        const run = (tf: Tf): tfjs.Tensor => {
+          const a = tf.tensor(random(90 + k, size([...batch, 7, 5])), [...batch, ...(ta ? [5, 7] : [7, 5])]);
+          const b = tf.tensor(random(95 + k, size([...batch, 5, 6])), [...batch, ...(tb ? [6, 5] : [5, 6])]);
+          return tf.matMul(a, b, ta, tb);
+        };
+        const [expected] = await on('cpu', run);
+        for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-6, `${name} ${ta} ${tb} [${batch.join()}]`);
+      }
+    }
+  });
+
+  test('Identity (clone) is independent of its source', async () => {
+    for (const name of [...backends.keys()]) {
+      const { tf } = backendOf(name);
+      await tf.setBackend(name);
+      const before = tf.memory().numTensors;
+      const a = tf.tensor([1, 2, 3]);
+      const b = tf.clone(a);
+      a.dispose();
+      assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3], name);
+      b.dispose();
+      assert.equal(tf.memory().numTensors, before, name);
+    }
+  });
+});
+
+describe('layer gradients match tfjs autodiff of the plain formula', () => {
+  /** Gradients of Σ r·forward(layers) w.r.t. x and the params, and of the reference. */
+  async function compare(layers: Layer[], xShape: number[], params: number[][], reference: (tf: Tf, x: tfjs.Tensor4D, p: tfjs.Tensor[]) => tfjs.Tensor, rtol: number): Promise<void> {
+    for (const name of [...backends.keys()]) {
+      const run = (useForward: boolean) => (tf: Tf): tfjs.Tensor[] => {
+        const x = tf.tensor4d(random(100, size(xShape), 2), xShape as [number, number, number, number]);
+        const ps = params.map((shape, i) => tf.tensor(random(110 + i, size(shape), 1), shape));
+        const f = (...vs: tfjs.Tensor[]): tfjs.Scalar => {
+          const [xv, ...pv] = vs as [tfjs.Tensor4D, ...tfjs.Tensor[]];
+          const y = useForward ? forward(tf, layers, xv, { params: pv, buffers: [] }, true).logits : reference(tf, xv, pv);
+          return tf.sum(tf.mul(y, tf.tensor(random(120, y.size), y.shape)));
+        };
+        return tf.grads(f)([x, ...ps]);
+      };
+      const got = await on(name, run(true));
+      const want = await on(name, run(false));
+      got.forEach((g, i) => assertClose(g, want[i]!, rtol, `${name} gradient ${i}`));
+    }
+  }
+
+  test('batch norm (training mode)', async () => {
+    await compare([{ kind: 'batchnorm', name: 'bn', channels: 3 }], [4, 5, 3, 3], [[3], [3]], (tf, x, [g, b]) => {
+      const { mean, variance } = tf.moments(x, [0, 1, 2]);
+      return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), b!);
+    }, 1e-4);
+  });
+
+  test('convolution with bias', async () => {
+    await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: 4, kernel: 3 }], [2, 6, 5, 3], [[3, 3, 3, 4], [4]],
+      (tf, x, [w, b]) => tf.add(tf.conv2d(x, w as tfjs.Tensor4D, 1, 'same'), b!), 1e-5);
+  });
+});
+
+function batchOf(count: number, seed: number): Batch {
+  const rng = new Rng(seed);
+  const images = new Uint8Array(count * IMAGE_BYTES);
+  for (let i = 0; i < images.length; i++) images[i] = rng.nextUint32() & 255;
+  const labels = new Uint8Array(count);
+  for (let i = 0; i < count; i++) labels[i] = rng.nextUint32() & 1;
+  return { images, labels, count };
+}
+
+describe('training steps', () => {
+  test('tensor count stays flat over 50 gradient steps', async () => {
+    for (const name of [...backends.keys()]) {
+      // The cpu backend trains at a few images/s: the small model and one image there.
+      for (const modelName of (name === 'cpu' ? ['net'] : ['net', 'net-batchnorm', 'net-dropout']) as ModelName[]) {
+        const backend = backendOf(name);
+        await backend.tf.setBackend(name);
+        const model = modelSpec(modelName);
+        const runtime = new ModelRuntime(backend, model);
+        runtime.setState(initialState(model, 1));
+        const batch = batchOf(name === 'cpu' ? 1 : 8, 2);
+        runtime.gradients(batch, 0);
+        const start = backend.tf.memory().numTensors;
+        for (let step = 1; step <= 50; step++) runtime.gradients(batch, step);
+        assert.equal(backend.tf.memory().numTensors, start, `${name} ${modelName}: tensors leaked`);
+        runtime.dispose();
+      }
+    }
+  });
+
+  for (const modelName of ['net', 'net-batchnorm', 'net-dropout'] as ModelName[]) {
+    test(`${modelName}: whole-model gradients match the cpu backend`, async () => {
+      const model = modelSpec(modelName);
+      const state = initialState(model, 7);
+      const batch = batchOf(4, 3);
+      const results = new Map<BackendName, ReturnType<ModelRuntime['gradients']>>();
+      for (const name of [...backends.keys()]) {
+        const backend = backendOf(name);
+        await backend.tf.setBackend(name);
+        const runtime = new ModelRuntime(backend, model);
+        runtime.setState(state);
+        results.set(name, runtime.gradients(batch, 11));
+        runtime.dispose();
+      }
+      const want = results.get('cpu')!;
+      for (const name of others()) {
+        const got = results.get(name)!;
+        assert.ok(Math.abs(got.lossSum - want.lossSum) <= 1e-5 * Math.abs(want.lossSum), `${name}: loss ${got.lossSum} vs ${want.lossSum}`);
+        assert.equal(got.correct, want.correct, `${name}: correct`);
+        // atol: a bias right before batch norm has a true gradient of 0 and gets rounding noise.
+        model.params.forEach((p, i) => assertClose(got.grads[i]!, want.grads[i]!, 1e-4, `${name} ${modelName} ${p.name}`, 1e-6));
+        got.batchStats.forEach((s, i) => {
+          assertClose(s.mean, want.batchStats[i]!.mean, 1e-5, `${name} batch mean ${i}`);
+          assertClose(s.variance, want.batchStats[i]!.variance, 1e-5, `${name} batch variance ${i}`);
+        });
+      }
+    });
+  }
+});
