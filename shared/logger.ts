@@ -17,7 +17,7 @@ export interface LoggerOptions {
 export function createLogger(opts: LoggerOptions): Logger {
   const base = { level: opts.level, name: opts.name };
   if (opts.format === 'pretty') {
-    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } });
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, singleLine: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } });
   }
   return pino(base, pino.destination({ sync: true }));
 }

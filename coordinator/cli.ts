@@ -1,0 +1,262 @@
+#!/usr/bin/env node
+// The `coordinator` command line: parses flags and environment, builds the objects,
+// prints results, and maps failures to exit codes. No training logic lives here.
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import type { Logger } from 'pino';
+import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
+import { loadBackend } from '../shared/backends/load.js';
+import { systemClock } from '../shared/clock.js';
+import { loadCifar, resolveDataDir } from '../shared/data/cifar.js';
+import { readImagePng } from '../shared/data/image-file.js';
+import { ErrorCode, FlockError, errorMessage, isFlockError } from '../shared/errors.js';
+import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
+import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
+import { ModelRuntime } from '../shared/models/runtime.js';
+import { modelSpec } from '../shared/models/spec.js';
+import { readCheckpointFile } from './checkpoint.js';
+import { floatArg, intArg } from './cli-options.js';
+import { evaluateCheckpoint, predictImages } from './evaluate.js';
+import { fetchCifar } from './fetch-data.js';
+import { createProgressBar } from './progress-bar.js';
+import { LocalExecutor } from './local-executor.js';
+import { LocalWorkers } from './spawn-workers.js';
+import { start } from './start.js';
+import { WorkerPool } from './worker-pool.js';
+
+interface CommonFlags {
+  backend: BackendRequest;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+  dataDir?: string;
+}
+
+interface StartFlags extends CommonFlags {
+  local?: boolean;
+  host: string;
+  port: number;
+  workers: number;
+  spawnWorkers: number;
+  minWorkers?: number;
+  model: ModelName;
+  epochs?: number;
+  batchSize?: number;
+  microBatch?: number;
+  lr?: number;
+  momentum?: number;
+  weightDecay?: number;
+  seed?: number;
+  checkpointDir: string;
+  checkpointEvery: number;
+  resume?: boolean;
+  exportDir?: string;
+  fetchMissing?: boolean;
+  token?: string;
+  insecure?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  heartbeatMs: number;
+  stepTimeout: number;
+  helloTimeoutMs: number;
+}
+
+const common = (cmd: Command): Command =>
+  cmd
+    .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .option('--data-dir <dir>', 'CIFAR-10 binary folder (cifar-10-batches-bin); default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin')
+    .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'));
+
+function logger(flags: CommonFlags): Logger {
+  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator' });
+}
+
+/** Aborts on the first SIGINT/SIGTERM (graceful: checkpoint, stop workers); a second one exits at once. */
+function shutdownSignal(log: Logger, onForce: () => void): AbortSignal {
+  const ctl = new AbortController();
+  const handler = (sig: NodeJS.Signals): void => {
+    if (ctl.signal.aborted) {
+      log.warn({ event: 'shutdown_forced', signal: sig }, 'second signal: exiting now');
+      onForce();
+      process.exit(130);
+    }
+    log.info({ event: 'shutdown', signal: sig }, `${sig}: finishing the current step, writing a checkpoint and stopping (again to force)`);
+    ctl.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return ctl.signal;
+}
+
+/** Downloads CIFAR-10 unless present, with a progress bar on a terminal. */
+async function fetchWithProgress(dir: string, log: Logger): Promise<void> {
+  const bar = createProgressBar(process.stderr, { label: 'CIFAR-10' });
+  const result = await fetchCifar({ dir, logger: log, onProgress: (received, total) => bar.update(received, total) });
+  if (result.downloaded) bar.done();
+}
+
+async function runStart(flags: StartFlags): Promise<number> {
+  const log = logger(flags);
+  const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
+  if (flags.fetchMissing) await fetchWithProgress(dataDir, log);
+  const backend = await loadBackend(flags.backend, log);
+  let workers: LocalWorkers | undefined;
+  const signal = shutdownSignal(log, () => workers?.killNow());
+  process.on('exit', () => workers?.killNow());
+  const token = flags.token ?? process.env.FLOCK_TOKEN ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);
+  const result = await start({
+    train: {
+      model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
+      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed,
+    },
+    dataDir,
+    checkpointDir: flags.checkpointDir,
+    checkpointEvery: flags.checkpointEvery,
+    resume: flags.resume ?? false,
+    exportDir: flags.exportDir,
+  }, {
+    logger: log,
+    clock: systemClock,
+    signal,
+    backend,
+    executor: async ({ train, validation, resolve }) => {
+      if (flags.local) {
+        const config = resolve(1);
+        const runtime = new ModelRuntime(backend, modelSpec(config.model));
+        return { executor: new LocalExecutor(runtime, train, validation, config.seed, systemClock), config, close: () => Promise.resolve(runtime.dispose()) };
+      }
+      const expected = Math.max(flags.workers, flags.spawnWorkers);
+      const config = resolve(expected);
+      const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
+      if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
+      const pool = await WorkerPool.listen({
+        host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
+        heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, helloTimeoutMs: flags.helloTimeoutMs,
+        minWorkers: flags.minWorkers ?? 1,
+      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+      if (flags.spawnWorkers > 0) {
+        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel }, log);
+        workers.start();
+      }
+      await pool.waitForWorkers(expected, signal);
+      return { executor: pool, config, close: async () => { await pool.close(); await workers?.stop(); } };
+    },
+  });
+  if (!result.completed) {
+    log.info({ event: 'stopped', globalStep: result.globalStep }, 'stopped before the end; continue with --resume');
+    return 130;
+  }
+  return 0;
+}
+
+async function runEvaluate(flags: CommonFlags & { checkpoint: string }): Promise<number> {
+  const log = logger({ ...flags, logLevel: flags.logLevel === 'info' ? 'warn' : flags.logLevel });
+  const checkpoint = await readCheckpointFile(flags.checkpoint);
+  const backend = await loadBackend(flags.backend, log);
+  const data = await loadCifar(resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR));
+  const acc = evaluateCheckpoint(backend, checkpoint, data);
+  console.log(`model ${checkpoint.config.model}, epoch ${checkpoint.epoch}, step ${checkpoint.globalStep}`);
+  console.log(`train accuracy:      ${acc.train.accuracy.toFixed(4)} (loss ${acc.train.loss.toFixed(4)}, ${acc.train.count} images)`);
+  console.log(`validation accuracy: ${acc.validation.accuracy.toFixed(4)} (loss ${acc.validation.loss.toFixed(4)}, ${acc.validation.count} images)`);
+  return 0;
+}
+
+async function runPredict(flags: CommonFlags & { checkpoint: string; image?: string; index?: number }): Promise<number> {
+  if ((flags.image === undefined) === (flags.index === undefined)) throw new FlockError(ErrorCode.BAD_OPTION, 'give exactly one of --image <file.png> or --index <i>');
+  const log = logger({ ...flags, logLevel: flags.logLevel === 'info' ? 'warn' : flags.logLevel });
+  const checkpoint = await readCheckpointFile(flags.checkpoint);
+  const backend = await loadBackend(flags.backend, log);
+  let image: Uint8Array;
+  let truth = '';
+  if (flags.image !== undefined) {
+    image = readImagePng(flags.image);
+  } else {
+    const { validation } = await loadCifar(resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR));
+    const i = flags.index!;
+    if (i >= validation.count) throw new FlockError(ErrorCode.BAD_OPTION, `--index ${i} is out of range: the validation set has ${validation.count} images (0..${validation.count - 1})`);
+    image = validation.images.slice(i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES);
+    truth = ` (true class: ${validation.labels[i] === 0 ? 'airplane' : 'bird'})`;
+  }
+  const [p] = predictImages(backend, checkpoint, image, 1);
+  console.log(`${p!.className}${truth}`);
+  for (const [name, prob] of Object.entries(p!.probabilities)) console.log(`  ${name.padEnd(9)} ${prob.toFixed(4)}`);
+  return 0;
+}
+
+async function runFetch(flags: { dir?: string; logLevel: LogLevel; logFormat: LogFormat }): Promise<number> {
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator' });
+  const dir = resolveDataDir(flags.dir, process.env.FLOCK_DATA_DIR);
+  await fetchWithProgress(dir, log);
+  console.log(`CIFAR-10 is ready in ${dir}`);
+  return 0;
+}
+
+function main(argv: string[]): void {
+  const program = new Command('coordinator')
+    .description('Flock coordinator: trains the CIFAR-10 bird/airplane CNNs with workers over WebSockets')
+    .showHelpAfterError();
+  common(program.command('start').description('train: wait for workers (or spawn local ones, or train in this process with --local)'))
+    .option('--local', 'train in this process, no workers (the single-process reference)')
+    .option('--host <host>', 'address to listen on (non-loopback requires --token or --insecure)', '127.0.0.1')
+    .option('--port <port>', 'port to listen on; 0 picks a free one (logged as event=listening)', intArg(0, 65535), 0)
+    .option('--workers <n>', 'wait for this many workers before the first step', intArg(1), 1)
+    .option('--spawn-workers <n>', 'single-machine mode: start n local worker processes (killed on exit)', intArg(0), 0)
+    .option('--min-workers <n>', 'pause training while fewer workers are connected (default 1)', intArg(1))
+    .addOption(new Option('--model <name>', "the recipe's model").choices(MODEL_NAMES).default('net'))
+    .option('--epochs <n>', 'epochs to train (default 100)', intArg(1))
+    .option('--batch-size <n>', 'global batch per step, whatever the number of workers (default 64)', intArg(1))
+    .option('--micro-batch <n>', 'samples per unit of work handed to a worker (default: batch size / workers at start)', intArg(1))
+    .option('--lr <rate>', 'SGD learning rate (default 0.01)', floatArg(0))
+    .option('--momentum <m>', 'SGD momentum, PyTorch semantics (default 0)', floatArg(0, 1))
+    .option('--weight-decay <wd>', "L2 weight decay, PyTorch semantics (grad += wd*w); the recipe's l2 term λΣw² with λ=0.001 is --weight-decay 0.002 (default 0)", floatArg(0))
+    .option('--seed <n>', 'seed for initialisation, shuffling and dropout (default 0)', intArg(0, 0xffffffff))
+    .option('--checkpoint-dir <dir>', 'where checkpoints and the final model go', './checkpoints')
+    .option('--checkpoint-every <steps>', 'also checkpoint every this many steps (0 = at epoch ends only)', intArg(0), 0)
+    .option('--resume', 'continue from the newest checkpoint in --checkpoint-dir')
+    .option('--export-dir <dir>', 'where the final TensorFlow.js model goes (default <checkpoint-dir>/model)')
+    .option('--fetch-missing', 'download CIFAR-10 first if the data folder is missing')
+    .option('--token <token>', 'shared secret workers must present (default $FLOCK_TOKEN; a random one with --spawn-workers)')
+    .option('--insecure', 'allow listening on a non-loopback address without a token')
+    .option('--tls-cert <file>', 'PEM certificate: serve wss:// (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--heartbeat-ms <ms>', 'ping workers this often; one that misses a pong is dropped', intArg(100), 5000)
+    .option('--step-timeout <ms>', 'a worker that does not return a micro-batch within this is dropped and its work reassigned', intArg(100), 120000)
+    .option('--hello-timeout-ms <ms>', 'close connections that do not say hello within this', intArg(100), 10000)
+    .action(async (flags: StartFlags) => finish(await runStart(flags)));
+  common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))
+    .requiredOption('--checkpoint <file>', 'a checkpoint file (checkpoints/checkpoint-*.flock)')
+    .action(async (flags: CommonFlags & { checkpoint: string }) => finish(await runEvaluate(flags)));
+  common(program.command('predict').description('classify one image with a checkpoint'))
+    .requiredOption('--checkpoint <file>', 'a checkpoint file')
+    .option('--image <file>', 'a PNG image (resized to 32x32)')
+    .option('--index <i>', 'an image of the validation set', intArg(0))
+    .action(async (flags: CommonFlags & { checkpoint: string; image?: string; index?: number }) => finish(await runPredict(flags)));
+  program.command('fetch-data').description('download and verify CIFAR-10 (binary version, 162 MB)')
+    .option('--dir <dir>', 'target folder (default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin)')
+    .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'json or pretty').choices(LOG_FORMATS).default('pretty'))
+    .action(async (flags: { dir?: string; logLevel: LogLevel; logFormat: LogFormat }) => finish(await runFetch(flags)));
+  program.parseAsync(argv).catch(fail);
+}
+
+function finish(code: number): void {
+  process.exitCode = code;
+}
+
+function fail(err: unknown): void {
+  if (isFlockError(err)) {
+    console.error(`coordinator: ${err.message} [${err.code}]`);
+    process.exitCode = err.code === ErrorCode.BAD_OPTION ? 2 : 1;
+  } else {
+    console.error(`coordinator: unexpected error: ${errorMessage(err)}`);
+    if (err instanceof Error && err.stack) console.error(err.stack);
+    process.exitCode = 1;
+  }
+}
+
+process.on('unhandledRejection', (err) => {
+  fail(err);
+  process.exit(1);
+});
+main(process.argv);
