@@ -332,7 +332,7 @@ export class WorkerPool implements Executor {
       ...(w ? { weights: { version: w.version, ...w.wire } } : {}),
     }), (err) => this.drop(conn, `send failed: ${err.message}`));
     if (w) conn.weightsVersion = w.version;
-    conn.log.info({ event: 'worker_joined', name: msg.name, backend: msg.backend, remote: conn.remote, localData: local, workers: this.workerCount() },
+    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, remote: conn.remote, localData: local, workers: this.workerCount() },
       `worker ${conn.id} (${msg.name}, ${msg.backend}) joined; ${this.workerCount()} ready`);
     for (const waiter of [...this.waiters]) {
       if (this.workerCount() >= waiter.n) {
@@ -380,7 +380,7 @@ export class WorkerPool implements Executor {
     conn.end(closeCode, reason);
     if (wasReady) {
       const level = this.stopping ? 'info' : 'warn';
-      conn.log[level]({ event: 'worker_left', name: conn.name, reason, reassigned, workers: this.workerCount() },
+      conn.log[level]({ event: 'worker_left', workerName: conn.name, reason, reassigned, workers: this.workerCount() },
         `worker ${conn.id} (${conn.name}) left: ${reason}` + (reassigned.length > 0 ? `; reassigning [${reassigned.join(', ')}]` : ''));
     } else {
       conn.log.debug({ event: 'connection_dropped', reason }, `connection ${conn.id} dropped before hello: ${reason}`);

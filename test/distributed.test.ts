@@ -198,7 +198,7 @@ describe('distributed training over WebSockets', () => {
     const runtime = new ModelRuntime(backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(2);
-      const joined = await next((e) => e.event === 'worker_joined' && e.name === 'local-data');
+      const joined = await next((e) => e.event === 'worker_joined' && e.workerName === 'local-data');
       assert.deepEqual(joined.localData, { train: true, validation: true });
       const weights = { version: 0, state: initialState(modelSpec(config.model), 2) };
       const chunks = validationChunks(validation.count, 37);
@@ -308,7 +308,7 @@ describe('distributed training over WebSockets', () => {
       const { results } = await pool.gradients(work, weights);
       const [code] = (await closed) as [number];
       assert.equal(code, CloseCode.BAD_GRADIENT);
-      const left = await next((e) => e.event === 'worker_left' && e.name === 'liar');
+      const left = await next((e) => e.event === 'worker_left' && e.workerName === 'liar');
       assert.match(String(left.reason), /NaN/);
       assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0);
       const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
@@ -344,10 +344,10 @@ describe('distributed training over WebSockets', () => {
       const [[stallCode], [deafCode]] = (await Promise.all(closes)) as [[number], [number]];
       assert.equal(stallCode, CloseCode.TIMEOUT);
       assert.equal(deafCode, 1006);
-      const stalled = await next((e) => e.event === 'worker_left' && e.name === 'staller');
+      const stalled = await next((e) => e.event === 'worker_left' && e.workerName === 'staller');
       assert.match(String(stalled.reason), /no result .* within 300 ms/);
       assert.ok(Array.isArray(stalled.reassigned) && stalled.reassigned.length > 0);
-      assert.match(String((await next((e) => e.event === 'worker_left' && e.name === 'deaf')).reason), /heartbeat/);
+      assert.match(String((await next((e) => e.event === 'worker_left' && e.workerName === 'deaf')).reason), /heartbeat/);
       const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
       assert.ok(results.every((r, i) => sameState({ params: r.grads, buffers: [] }, { params: local.results[i]!.grads, buffers: [] })));
     } finally {

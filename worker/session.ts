@@ -157,7 +157,7 @@ export class Session {
     if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     this.heartbeatMs = msg.heartbeatMs;
     this.feedWatchdog();
-    this.log.info({ event: 'welcomed', workerId: msg.workerId, model: msg.config.model, localData: msg.localData }, `joined as worker ${msg.workerId} (model ${msg.config.model})`);
+    this.log.info({ event: 'welcomed', model: msg.config.model, localData: msg.localData }, `joined as worker ${msg.workerId} (model ${msg.config.model})`);
   }
 
   /** Restarts the "coordinator went silent" timer (it pings every heartbeatMs). */

@@ -81,7 +81,8 @@ export class Worker {
           throw new FlockError(ErrorCode.TIMEOUT, `could not reach the coordinator at ${this.opts.url} for ${Math.round(lostFor / 1000)} s (last: ${end.reason}); giving up`);
         }
         const delayMs = backoffDelay(attempt++, this.opts.backoff, random);
-        log.warn({ event: 'reconnecting', attempt, delayMs, reason: end.reason }, `connection to coordinator lost (${end.reason}); reconnecting in ${delayMs} ms`);
+        const what = end.welcomed ? 'connection to the coordinator lost' : 'cannot reach the coordinator';
+        log.warn({ event: 'reconnecting', attempt, delayMs, reason: end.reason }, `${what} (${end.reason}); retrying in ${delayMs} ms`);
         await this.sleep(delayMs);
       }
     } finally {
