@@ -410,19 +410,32 @@ describe('distributed training over WebSockets', () => {
     }
   });
 
-  it('a worker rejoins by itself after the coordinator connection drops', async () => {
-    // A stand-in coordinator that accepts and then dies without a close frame...
+  it('a worker rejoins by itself after the connection drops or the coordinator goes silent', async () => {
+    // A stand-in coordinator: the first connection dies without a close frame, the second
+    // is welcomed and then never pinged (the coordinator hangs)...
+    const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
     const fake = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await once(fake, 'listening');
     const port = (fake.address() as { port: number }).port;
-    fake.on('connection', (ws) => ws.once('message', () => ws.terminate()));
+    let connections = 0;
+    fake.on('connection', (ws) => {
+      const n = ++connections;
+      ws.once('message', () => {
+        if (n === 1) return ws.terminate();
+        ws.send(encode({
+          type: MessageType.WELCOME, workerId: 1, config, heartbeatMs: 30, hashes: { train: 'a'.repeat(64), validation: 'a'.repeat(64) },
+          counts: { train: train.count, validation: validation.count }, localData: { train: false, validation: false },
+        }));
+      });
+    });
     const { logger, next } = recordingLogger();
     const worker = new Worker({ url: `ws://127.0.0.1:${port}`, name: 'phoenix', backoff: { initialMs: 20, factor: 2, maxMs: 100, jitter: 0.2 } }, { logger, backend });
     const run = worker.run();
-    await next((e) => e.event === 'reconnecting');
+    await next((e) => e.event === 'reconnecting' && /1006/.test(String(e.reason)));
+    await next((e) => e.event === 'reconnecting' && /no heartbeat/.test(String(e.reason)));
+    fake.clients.forEach((ws) => ws.terminate());
     await new Promise<void>((resolve) => fake.close(() => resolve()));
     // ...and a real one comes up on the same port.
-    const config = resolveTrainConfig({ epochs: 1, batchSize: 32 }, 1);
     const pool = await listen(config, silentLogger(), { port });
     try {
       await pool.waitForWorkers(1);

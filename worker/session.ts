@@ -164,10 +164,15 @@ export class Session {
   private feedWatchdog(): void {
     if (this.heartbeatMs <= 0 || this.settled) return;
     clearTimeout(this.watchdog);
+    const limit = SILENT_HEARTBEATS * this.heartbeatMs;
+    const armed = this.deps.clock.now();
     this.watchdog = setTimeout(() => {
+      // Fired far too late: our own loop was blocked (a long computation) and pings may
+      // be waiting unread, so give the coordinator another period instead of leaving.
+      if (this.deps.clock.now() - armed > limit + this.heartbeatMs) return this.feedWatchdog();
       this.ws?.terminate();
-      this.lose(`no heartbeat from the coordinator for ${SILENT_HEARTBEATS * this.heartbeatMs} ms`);
-    }, SILENT_HEARTBEATS * this.heartbeatMs);
+      this.lose(`no heartbeat from the coordinator for ${limit} ms`);
+    }, limit);
   }
 
   private setWeights(version: number, wire: WireState): void {
