@@ -11,6 +11,7 @@ import { floatMemory, type KernelArgs, type KernelBackendName, type KernelConfig
 const STEPS = 16; // table points per unit
 const LIMIT = 9.5; // tanh(9.5) rounds to 1 in float32
 const HALF = LIMIT * STEPS;
+const STEP = 1 / STEPS;
 
 export function tanhKernel(tf: Tf, backendName: KernelBackendName): KernelConfig {
   // table[j + HALF] = tanh(j / STEPS) for |j| <= HALF
@@ -27,7 +28,7 @@ export function tanhKernel(tf: Tf, backendName: KernelBackendName): KernelConfig
     for (let i = 0; i < n; i++) {
       const v = Math.max(-LIMIT, Math.min(LIMIT, src[i]!)); // NaN stays NaN
       const j = (v * STEPS) | 0; // truncates toward zero, so r has v's sign
-      const r = v - j / STEPS;
+      const r = v - j * STEP; // exact: STEP is a power of two
       const r2 = r * r;
       const tr = r + r * r2 * (-1 / 3 + r2 * (2 / 15 + r2 * (-17 / 315 + r2 * (62 / 2835))));
       const ta = table[j + HALF]!;
