@@ -207,7 +207,10 @@ export class WorkerPool implements Executor {
   private end(round: object): void {
     if (this.open?.round !== round) return;
     this.open = undefined;
-    for (const c of this.conns.values()) c.outstanding.clear();
+    for (const c of this.conns.values()) {
+      c.outstanding.clear();
+      this.watch(c);
+    }
     this.updateWaitLog();
   }
 
