@@ -7,8 +7,8 @@ import { pack, unpack } from 'msgpackr';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import { modelSpec, type ModelState } from '../shared/models/spec.js';
 import { bytesToFloat32, float32ToBytes } from '../shared/tensor-codec.js';
-import type { TrainConfig } from './options.js';
-import { resolveTrainConfig } from './options.js';
+import type { TrainConfig } from '../shared/training/config.js';
+import { resolveTrainConfig } from '../shared/training/config.js';
 import type { EpochMetrics } from './metrics.js';
 
 const MAGIC = Buffer.from('FLOCKCKPT1\n');

@@ -41,7 +41,8 @@ export class LocalWorkers {
     const args = [WORKER_CLI, '--connect', url, '--name', `local-${slot + 1}`, '--backend', backend, '--log-level', logLevel];
     // The token goes through the environment, not argv, so `ps` does not show it.
     const env = { ...process.env, ...(token ? { FLOCK_TOKEN: token } : {}) };
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env });
+    // The IPC channel is the worker's lifeline: it leaves when this process dies, however.
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
     this.children.set(slot, child);
     child.on('error', (err) => this.logger.error({ event: 'spawn_error', slot, err: err.message }, `could not start local worker ${slot + 1}`));
     child.on('exit', (code, signal) => {

@@ -10,7 +10,7 @@ import { modelSpec } from '../shared/models/spec.js';
 import { CheckpointStore, type Checkpoint } from './checkpoint.js';
 import type { Executor } from './executor.js';
 import { exportLayersModel } from './export-tfjs.js';
-import { resolveTrainConfig, type TrainConfig } from './options.js';
+import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { Trainer, type TrainResult } from './trainer.js';
 
 export interface StartOptions {

@@ -10,7 +10,7 @@ import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js
 import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js';
 import type { Executor, StepTiming } from './executor.js';
 import type { EpochMetrics } from './metrics.js';
-import type { TrainConfig } from './options.js';
+import type { TrainConfig } from '../shared/training/config.js';
 
 export interface TrainerDeps {
   readonly executor: Executor;

@@ -19,7 +19,7 @@ import {
 } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { Executor, Split, StepTiming, StepWork, VersionedState } from './executor.js';
-import type { TrainConfig } from './options.js';
+import type { TrainConfig } from '../shared/training/config.js';
 import { resolvePoolOptions, type PoolOptions } from './pool-options.js';
 import { checkEvaluation, checkGradient } from './result-check.js';
 import { rejectUpgrade, tokenMatches } from './upgrade-auth.js';

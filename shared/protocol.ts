@@ -6,8 +6,8 @@
 // reason; checks that need the model (parameter shapes, finite values) happen at the
 // receiver, which knows the model.
 import { Packr } from 'msgpackr';
-import type { TrainConfig } from '../coordinator/options.js';
-import { resolveTrainConfig } from '../coordinator/options.js';
+import type { TrainConfig } from './training/config.js';
+import { resolveTrainConfig } from './training/config.js';
 import { ErrorCode, FlockError, errorMessage } from './errors.js';
 import { IMAGE_BYTES, NUM_CLASSES } from './models/layers.js';
 import type { ModelState } from './models/spec.js';

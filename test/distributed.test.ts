@@ -13,7 +13,7 @@ import pino, { type Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
-import { resolveTrainConfig, type TrainConfig } from '../coordinator/options.js';
+import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { Trainer, type TrainResult } from '../coordinator/trainer.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
 import type { ComputeBackend } from '../shared/backend.js';

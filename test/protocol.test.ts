@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Packr } from 'msgpackr';
-import { TRAIN_DEFAULTS, type TrainConfig } from '../coordinator/options.js';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../shared/training/config.js';
 import { ErrorCode, FlockError, isFlockError } from '../shared/errors.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import {

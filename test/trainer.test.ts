@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { CheckpointStore, decodeCheckpoint, encodeCheckpoint, readCheckpointFile } from '../coordinator/checkpoint.js';
 import { exportLayersModel } from '../coordinator/export-tfjs.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
-import { resolveTrainConfig, type TrainConfig } from '../coordinator/options.js';
+import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { Trainer } from '../coordinator/trainer.js';
 import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { resolveTrainConfig } from '../coordinator/options.js';
+import { resolveTrainConfig } from '../shared/training/config.js';
 import { isFlockError } from '../shared/errors.js';
 import { poolBatchStats, reduceStep } from '../shared/training/reduce.js';
 import { planEpoch, stepsPerEpoch, validationChunks } from '../shared/training/schedule.js';

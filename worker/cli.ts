@@ -41,6 +41,20 @@ function onShutdown(log: Logger, worker: Worker): void {
   process.on('SIGTERM', handler);
 }
 
+/**
+ * A worker spawned by `coordinator start --spawn-workers` has an IPC channel to it; when the
+ * coordinator dies, even by SIGKILL, the channel closes and the worker leaves instead of
+ * lingering as an orphan that retries for minutes.
+ */
+function exitWithParent(log: Logger, worker: Worker): void {
+  if (!process.channel) return;
+  process.channel.unref();
+  process.on('disconnect', () => {
+    log.warn({ event: 'parent_gone' }, 'the coordinator that started this worker is gone; leaving');
+    worker.close();
+  });
+}
+
 function checkUrl(url: string): void {
   let u: URL;
   try {
@@ -63,6 +77,7 @@ async function run(flags: WorkerFlags): Promise<number> {
   const backend = await loadBackend(flags.backend, log);
   const worker = new Worker({ url: flags.connect, name, token, ca, localData, giveUpAfterMs: flags.giveUpAfter }, { logger: log, backend });
   onShutdown(log, worker);
+  exitWithParent(log, worker);
   const outcome = await worker.run();
   log.info({ event: 'exit', reason: outcome.reason }, `worker stopped: ${outcome.reason}`);
   return 0;

@@ -4,7 +4,7 @@
 import { setImmediate as nextTick } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import WebSocket, { type RawData } from 'ws';
-import type { TrainConfig } from '../coordinator/options.js';
+import type { TrainConfig } from '../shared/training/config.js';
 import type { Clock } from '../shared/clock.js';
 import type { Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';

@@ -1,6 +1,6 @@
 // The training configuration: defaults are the recipe's, validated once.
-import { ErrorCode, FlockError } from '../shared/errors.js';
-import { isModelName, type ModelName } from '../shared/models/layers.js';
+import { ErrorCode, FlockError } from '../errors.js';
+import { isModelName, type ModelName } from '../models/layers.js';
 
 export interface TrainConfig {
   readonly model: ModelName;
