@@ -53,7 +53,7 @@ export function callKernel(tf: Tf, name: string, backendName: KernelBackendName,
   return out;
 }
 
-/** Marks Flock's kernel and gradient functions, so that registering twice is a no-op. */
+/** Marks Flock's kernel functions, so that registering twice is a no-op. */
 const FLOCK_TAG = 'flockKernel';
 type Tagged = { [FLOCK_TAG]?: true };
 
@@ -75,10 +75,4 @@ export function registerKernelOnce(tf: Tf, config: KernelConfig): void {
   if (isFlockKernel(existing)) return;
   if (existing) tf.unregisterKernel(config.kernelName, config.backendName);
   tf.registerKernel({ ...config, kernelFunc: tag(config.kernelFunc) });
-}
-
-/** Same for gradients, which tfjs keys by kernel name alone (all backends share them). */
-export function registerGradientOnce(tf: Tf, config: tfjs.GradConfig): void {
-  if ((tf.getGradient(config.kernelName)?.gradFunc as Tagged | undefined)?.[FLOCK_TAG]) return;
-  tf.registerGradient({ ...config, gradFunc: tag(config.gradFunc) });
 }
