@@ -6,6 +6,7 @@ import pino from 'pino';
 import type { ComputeBackend } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
+import { benchCoordinator, benchWorkers } from './bench-distributed.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
 import { ModelRuntime, type Batch } from '../shared/models/runtime.js';
 import { initialState, modelSpec } from '../shared/models/spec.js';
@@ -98,6 +99,8 @@ async function train(options: Options): Promise<void> {
 
 const sections: Record<string, (options: Options) => Promise<void>> = {
   train,
+  workers: () => benchWorkers(),
+  coordinator: () => benchCoordinator(),
 };
 
 function parseArgs(argv: string[]): { names: string[]; options: Options } {

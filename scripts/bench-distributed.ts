@@ -1,0 +1,125 @@
+// Benchmark sections for distributed training (used by scripts/bench.ts):
+//  - workers: end-to-end images/s with the in-process trainer and with 1 and 2 local
+//    worker processes, and where the step time goes (compute, communication, waiting);
+//  - coordinator: steps/s of the coordinator alone against N simulated workers that
+//    answer instantly (scripts/load-generator.ts in a separate process).
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { LocalExecutor } from '../coordinator/local-executor.js';
+import type { EpochMetrics } from '../coordinator/metrics.js';
+import { resolveTrainConfig } from '../shared/training/config.js';
+import { LocalWorkers } from '../coordinator/spawn-workers.js';
+import { Trainer } from '../coordinator/trainer.js';
+import { WorkerPool } from '../coordinator/worker-pool.js';
+import { loadBackend } from '../shared/backends/load.js';
+import { systemClock } from '../shared/clock.js';
+import { loadCifar, type Dataset } from '../shared/data/cifar.js';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { ModelRuntime } from '../shared/models/runtime.js';
+import { modelSpec } from '../shared/models/spec.js';
+
+const logger = pino({ level: 'silent' });
+const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
+
+/** The real bird/airplane data if it is reachable, else a synthetic set of the same size. */
+async function benchData(): Promise<{ dir: string; label: string; cleanup: () => Promise<void> }> {
+  const candidates = [process.env.FLOCK_DATA_DIR, resolve('../shared/data/cifar-10-batches-bin'), resolve('data/cifar-10-batches-bin')];
+  for (const dir of candidates) if (dir && existsSync(join(dir, 'test_batch.bin'))) return { dir, label: dir, cleanup: () => Promise.resolve() };
+  const dir = await mkdtemp(join(tmpdir(), 'flock-bench-'));
+  await writeSyntheticCifar(dir, { trainPerFile: 2300, testCount: 2000, seed: 9 });
+  return { dir, label: 'synthetic (real data not found)', cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Trains `epochs` epochs of Net and returns the last epoch's metrics (the first warms caches). */
+async function trainWith(workers: number, data: { train: Dataset; validation: Dataset }, epochs: number): Promise<EpochMetrics> {
+  const config = resolveTrainConfig({ model: 'net', epochs }, Math.max(1, workers));
+  const opts = { trainCount: data.train.count, validationCount: data.validation.count };
+  if (workers === 0) {
+    const backend = await loadBackend('wasm', logger);
+    const runtime = new ModelRuntime(backend, modelSpec('net'));
+    const executor = new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock);
+    const result = await new Trainer(config, { executor, logger, clock: systemClock }, opts).run();
+    runtime.dispose();
+    return result.history.at(-1)!;
+  }
+  const token = 'bench';
+  const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
+  const local = new LocalWorkers({ count: workers, url: pool.url, token, backend: 'wasm', logLevel: 'warn' }, logger);
+  try {
+    local.start();
+    await pool.waitForWorkers(workers);
+    const result = await new Trainer(config, { executor: pool, logger, clock: systemClock }, opts).run();
+    return result.history.at(-1)!;
+  } finally {
+    await pool.close();
+    await local.stop();
+  }
+}
+
+export async function benchWorkers(): Promise<void> {
+  const data = await benchData();
+  try {
+    const sets = await loadCifar(data.dir);
+    console.log(`Net, batch 64, wasm, data: ${data.label} (${sets.train.count} train images); figures of the 2nd epoch`);
+    const rows: string[][] = [];
+    let one = 0;
+    for (const workers of [0, 1, 2]) {
+      const m = await trainWith(workers, sets, 2);
+      const stepTime = m.computeSeconds + m.communicationSeconds + m.waitingSeconds;
+      if (workers === 1) one = m.imagesPerSec;
+      rows.push([
+        workers === 0 ? 'in-process' : `${workers} worker${workers > 1 ? 's' : ''}`,
+        m.imagesPerSec.toFixed(0),
+        workers >= 1 && one > 0 ? `${(m.imagesPerSec / one).toFixed(2)}x` : '',
+        (m.seconds).toFixed(2),
+        workers === 0 ? '' : `${((100 * m.communicationSeconds) / stepTime).toFixed(1)} %`,
+        workers === 0 ? '' : `${((100 * m.waitingSeconds) / stepTime).toFixed(1)} %`,
+        m.valAccuracy.toFixed(4),
+      ]);
+    }
+    printTable(['setup', 'train img/s', 'vs 1 worker', 's/epoch', 'communication', 'waiting', 'val acc'], rows);
+  } finally {
+    await data.cleanup();
+  }
+}
+
+export async function benchCoordinator(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'flock-bench-coord-'));
+  try {
+    await writeSyntheticCifar(dir, { trainPerFile: 1200, testCount: 256, seed: 3 });
+    const data = await loadCifar(dir);
+    console.log(`coordinator alone: Net gradients (${modelSpec('net').parameterCount} parameters), global batch 64, simulated workers answer instantly; steps/s of the 2nd epoch (${Math.floor(data.train.count / 64)} steps)`);
+    const rows: string[][] = [];
+    for (const n of [1, 4, 16, 64]) {
+      const config = resolveTrainConfig({ model: 'net', epochs: 2 }, n);
+      const token = 'bench';
+      const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
+      const gen = spawn(process.execPath, [LOAD_GENERATOR, '--url', pool.url, '--count', String(n), '--data-dir', dir, '--token', token], { stdio: ['ignore', 'inherit', 'inherit'] });
+      try {
+        await pool.waitForWorkers(n);
+        const result = await new Trainer(config, { executor: pool, logger, clock: systemClock }, { trainCount: data.train.count, validationCount: data.validation.count }).run();
+        const m = result.history.at(-1)!;
+        const steps = m.imagesPerSec / config.batchSize;
+        rows.push([String(n), String(config.microBatch), steps.toFixed(1), (1000 / steps).toFixed(2), (m.imagesPerSec).toFixed(0)]);
+      } finally {
+        await pool.close();
+        if (gen.exitCode === null) await once(gen, 'exit');
+      }
+    }
+    printTable(['workers', 'micro-batch', 'steps/s', 'ms/step', 'images/s ceiling'], rows);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log([line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n'));
+}
