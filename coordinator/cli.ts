@@ -10,13 +10,13 @@ import { loadBackend } from '../shared/backends/load.js';
 import { systemClock } from '../shared/clock.js';
 import { loadCifar, resolveDataDir } from '../shared/data/cifar.js';
 import { readImagePng } from '../shared/data/image-file.js';
-import { ErrorCode, FlockError, errorMessage, isFlockError } from '../shared/errors.js';
+import { ErrorCode, FlockError } from '../shared/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
 import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { readCheckpointFile } from './checkpoint.js';
-import { floatArg, intArg } from './cli-options.js';
+import { floatArg, intArg, reportFailure } from '../shared/cli-options.js';
 import { evaluateCheckpoint, predictImages } from './evaluate.js';
 import { fetchCifar } from './fetch-data.js';
 import { createProgressBar } from './progress-bar.js';
@@ -245,14 +245,7 @@ function finish(code: number): void {
 }
 
 function fail(err: unknown): void {
-  if (isFlockError(err)) {
-    console.error(`coordinator: ${err.message} [${err.code}]`);
-    process.exitCode = err.code === ErrorCode.BAD_OPTION ? 2 : 1;
-  } else {
-    console.error(`coordinator: unexpected error: ${errorMessage(err)}`);
-    if (err instanceof Error && err.stack) console.error(err.stack);
-    process.exitCode = 1;
-  }
+  process.exitCode = reportFailure('coordinator', err, (line) => console.error(line));
 }
 
 process.on('unhandledRejection', (err) => {

@@ -42,16 +42,20 @@ export class Rng {
   }
 }
 
-/** Fisher-Yates permutation of 0..n-1 for (seed, epoch). */
+/** Fisher-Yates shuffle of `values` in place. */
+export function shuffleInPlace<T extends Uint8Array | Uint32Array>(values: T, rng: Rng): T {
+  for (let i = values.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    const t = values[i]!;
+    values[i] = values[j]!;
+    values[j] = t;
+  }
+  return values;
+}
+
+/** Permutation of 0..n-1 for (seed, epoch). */
 export function epochPermutation(n: number, seed: number, epoch: number): Uint32Array {
-  const rng = new Rng(mixSeed(seed, 0x5eed, epoch));
   const perm = new Uint32Array(n);
   for (let i = 0; i < n; i++) perm[i] = i;
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    const t = perm[i]!;
-    perm[i] = perm[j]!;
-    perm[j] = t;
-  }
-  return perm;
+  return shuffleInPlace(perm, new Rng(mixSeed(seed, 0x5eed, epoch)));
 }

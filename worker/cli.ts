@@ -8,9 +8,9 @@ import type { Logger } from 'pino';
 import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { loadCifar } from '../shared/data/cifar.js';
-import { ErrorCode, FlockError, errorMessage, isFlockError } from '../shared/errors.js';
+import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
-import { intArg } from '../coordinator/cli-options.js';
+import { intArg, reportFailure } from '../shared/cli-options.js';
 import { Worker } from './worker.js';
 
 interface WorkerFlags {
@@ -103,14 +103,7 @@ function main(argv: string[]): void {
 }
 
 function fail(err: unknown): void {
-  if (isFlockError(err)) {
-    console.error(`worker: ${err.message} [${err.code}]`);
-    process.exitCode = err.code === ErrorCode.BAD_OPTION ? 2 : 1;
-  } else {
-    console.error(`worker: unexpected error: ${errorMessage(err)}`);
-    if (err instanceof Error && err.stack) console.error(err.stack);
-    process.exitCode = 1;
-  }
+  process.exitCode = reportFailure('worker', err, (line) => console.error(line));
 }
 
 process.on('unhandledRejection', (err) => {

@@ -5,7 +5,7 @@
 // validation accuracy within an epoch or two of a few hundred images.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Rng, mixSeed } from '../random.js';
+import { Rng, mixSeed, shuffleInPlace } from '../random.js';
 import { IMAGE_SIZE } from '../models/layers.js';
 import { RECORD_BYTES, TEST_FILE, TRAIN_FILES } from './cifar.js';
 
@@ -41,13 +41,7 @@ function labelSchedule(n: number, rng: Rng): Uint8Array {
   const planes = Math.ceil((n - others) / 2);
   const labels = new Uint8Array(n);
   for (let i = 0; i < n; i++) labels[i] = i < planes ? 0 : i < n - others ? 2 : OTHER_LABELS[rng.int(OTHER_LABELS.length)]!;
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    const t = labels[i]!;
-    labels[i] = labels[j]!;
-    labels[j] = t;
-  }
-  return labels;
+  return shuffleInPlace(labels, rng);
 }
 
 const clampByte = (v: number): number => Math.max(0, Math.min(255, Math.round(v)));
