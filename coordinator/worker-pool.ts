@@ -278,17 +278,30 @@ export class WorkerPool implements Executor {
   private accept(ws: WebSocket, req: IncomingMessage): void {
     const conn = new WorkerConn(this.nextId++, ws, req.socket.remoteAddress ?? '?', this.log);
     this.conns.set(conn.id, conn);
-    ws.on('error', (err) => conn.log.debug({ event: 'socket_error', err: err.message }, 'socket error'));
+    // ws closes the connection itself on broken framing (1002), invalid UTF-8 (1007) or a
+    // frame over maxPayload (1009); its error says why, and the close event alone would not.
+    let framingError: string | undefined;
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (conn.state !== 'gone' && err.code?.startsWith('WS_ERR_')) {
+        framingError = err.message;
+        conn.log.warn({ event: 'worker_rejected', wsError: err.code, remote: conn.remote, err: err.message }, `closing connection ${conn.id} (${conn.name || conn.remote}): ${err.message}`);
+      } else {
+        conn.log.debug({ event: 'socket_error', err: err.message }, 'socket error');
+      }
+    });
     ws.on('pong', () => {
       conn.alive = true;
     });
     ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(conn, data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => {
-      const why = reason.length > 0 ? reason.toString('utf8') : 'no reason';
+      const why = reason.length > 0 ? reason.toString('utf8') : framingError ?? 'no reason';
       this.drop(conn, `connection closed (${code}: ${why})`);
     });
     conn.expectHello(this.opts.helloTimeoutMs, () => {
-      if (conn.state === 'greeting') this.drop(conn, `no hello within ${this.opts.helloTimeoutMs} ms`, CloseCode.TIMEOUT);
+      if (conn.state !== 'greeting') return;
+      const reason = `no hello within ${this.opts.helloTimeoutMs} ms`;
+      conn.log.warn({ event: 'worker_rejected', code: CloseCode.TIMEOUT, remote: conn.remote, err: reason }, `closing connection ${conn.id} from ${conn.remote}: ${reason}`);
+      this.drop(conn, reason, CloseCode.TIMEOUT);
     });
   }
 

@@ -1,0 +1,476 @@
+// Tools for the fault-injection suite (faults.test.ts): a log recorder to wait on events,
+// real child processes (workers, the coordinator CLI) with their JSON logs parsed, scripted
+// misbehaving clients, a seeded frame fuzzer, and raw-socket clients that speak broken
+// WebSocket. Nothing here sleeps: everything waits on events.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { Packr } from 'msgpackr';
+import pino, { type Logger } from 'pino';
+import WebSocket from 'ws';
+import { ErrorCode, isFlockError } from '../shared/errors.js';
+import type { ModelSpec } from '../shared/models/spec.js';
+import {
+  CloseCode, MessageType, NORMAL_CLOSURE, PROTOCOL_VERSION, decode, encode, type AssignMessage, type CoordinatorMessage,
+} from '../shared/protocol.js';
+import { Rng } from '../shared/random.js';
+import { float32ToBytes } from '../shared/tensor-codec.js';
+
+export const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
+export const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
+
+/** The standard close code ws sends when a message exceeds maxPayload. */
+export const MESSAGE_TOO_BIG = 1009;
+/** The standard close codes for WebSocket-level protocol errors and invalid UTF-8. */
+export const WS_PROTOCOL_ERROR = 1002;
+export const WS_INVALID_DATA = 1007;
+
+// ---- logs ------------------------------------------------------------------------------
+
+export interface LogEvent {
+  readonly event?: string;
+  readonly [key: string]: unknown;
+}
+
+/** Keeps every log record; `next` waits for one, `on` sees each as it is written (synchronously). */
+export class LogRecorder {
+  readonly events: LogEvent[] = [];
+  private readonly waiters = new Set<{ pred: (e: LogEvent) => boolean; resolve: (e: LogEvent) => void }>();
+  private readonly listeners = new Set<(e: LogEvent) => void>();
+
+  /** A pino logger at `level` whose records land here. */
+  logger(level: pino.Level = 'debug'): Logger {
+    return pino({ level }, { write: (line: string) => this.push(JSON.parse(line) as LogEvent) });
+  }
+
+  push(e: LogEvent): void {
+    this.events.push(e);
+    for (const l of [...this.listeners]) l(e);
+    for (const w of [...this.waiters]) {
+      if (w.pred(e)) {
+        this.waiters.delete(w);
+        w.resolve(e);
+      }
+    }
+  }
+
+  /** The first record (already written or still to come) that matches. */
+  next(pred: (e: LogEvent) => boolean): Promise<LogEvent> {
+    const seen = this.events.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => this.waiters.add({ pred, resolve }));
+  }
+
+  /** Calls `f` with every later record, inside the logging call; returns an unsubscribe. */
+  on(f: (e: LogEvent) => void): () => void {
+    this.listeners.add(f);
+    return () => this.listeners.delete(f);
+  }
+
+  filter(pred: (e: LogEvent) => boolean): LogEvent[] {
+    return this.events.filter(pred);
+  }
+}
+
+// ---- child processes --------------------------------------------------------------------
+
+export interface Proc {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  /** Parsed JSON lines of its stdout. */
+  readonly log: LogRecorder;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Everything it wrote (stdout and stderr), for failure messages. */
+  output(): string;
+  running(): boolean;
+}
+
+/** Starts `node script ...args`; stdout JSON lines go to a LogRecorder. */
+export function spawnNode(name: string, script: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOCK_TOKEN: '', FLOCK_DATA_DIR: '', ...env } });
+  const log = new LogRecorder();
+  let out = '';
+  let pending = '';
+  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    out += chunk;
+    pending += chunk;
+    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (line.startsWith('{')) {
+        try {
+          log.push(JSON.parse(line) as LogEvent);
+        } catch {
+          // not a log record
+        }
+      }
+    }
+  });
+  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  return { name, proc, log, exited, output: () => out, running: () => proc.exitCode === null && proc.signalCode === null };
+}
+
+export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string } = {}): Proc {
+  return spawnNode(name, WORKER_CLI, ['--connect', url, '--backend', 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'], { FLOCK_TOKEN: opts.token ?? '' });
+}
+
+/** SIGKILLs whatever still runs and waits until every process has exited. */
+export async function reap(procs: Iterable<Proc>): Promise<void> {
+  const all = [...procs];
+  for (const p of all) if (p.running()) p.proc.kill('SIGKILL');
+  await Promise.all(all.map((p) => p.exited));
+}
+
+/** A port that was free a moment ago (bind to 0, read it, close). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+// ---- frames -------------------------------------------------------------------------------
+
+// The protocol's msgpack settings, to build frames `encode` would refuse to make.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
+
+/** Any value as a msgpack frame (no checks, no envelope added). */
+export function rawFrame(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+export const helloFrame = (name: string): Uint8Array => encode({ type: MessageType.HELLO, name, backend: 'fault' });
+
+/** A gradient frame for `microBatch` of the assignment; `grads` defaults to the model's shapes filled with `fill`. */
+export function gradientFrame(model: ModelSpec, fields: { step: number; microBatch: number; count: number; fill?: number; grads?: Uint8Array[]; lossSum?: number }): Uint8Array {
+  const grads = fields.grads ?? model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(fields.fill ?? 0)));
+  return encode({
+    type: MessageType.GRADIENT, step: fields.step, microBatch: fields.microBatch, grads, lossSum: fields.lossSum ?? 1,
+    correct: 0, count: fields.count, batchStats: [], computeMs: 1,
+  });
+}
+
+/** Samples in a work unit. */
+export const unitCount = (indices: Uint8Array): number => indices.byteLength / 4;
+
+/** Bytes of the largest frame the coordinator accepts for `model` (see worker-pool.ts). */
+export function maxPayloadOf(model: ModelSpec, statChannels = 0): number {
+  return model.parameterCount * 4 + statChannels * 8 + 64 * 1024;
+}
+
+// ---- scripted clients -----------------------------------------------------------------
+
+export interface ClientOutcome {
+  /** WebSocket close code seen by the client (1006 when the connection just died). */
+  readonly code: number;
+  readonly reason: string;
+  /** HTTP status when the upgrade was refused. */
+  readonly status?: number;
+  readonly opened: boolean;
+  /** Frames the client received. */
+  readonly received: number;
+}
+
+export interface ScriptedClient {
+  /** Resolves on WELCOME; rejects if the connection ends first. */
+  readonly welcomed: Promise<void>;
+  readonly outcome: Promise<ClientOutcome>;
+  readonly ws: WebSocket;
+}
+
+export interface ClientScript {
+  readonly token?: string;
+  /** Authorization header to send instead of `Bearer <token>`. */
+  readonly authorization?: string;
+  /** Say hello with this name on open; undefined: never say hello. */
+  readonly hello?: string;
+  /** Sent right after open (before or instead of hello). */
+  readonly onOpen?: (ws: WebSocket) => void;
+  /** Called once, on the first ASSIGN. */
+  readonly onAssign?: (ws: WebSocket, msg: AssignMessage) => void;
+  /** Called once, on WELCOME. */
+  readonly onWelcome?: (ws: WebSocket) => void;
+  readonly autoPong?: boolean;
+}
+
+/** A client that follows `script` and reports how its connection ended. */
+export function scriptedClient(url: string, script: ClientScript): ScriptedClient {
+  const authorization = script.authorization ?? (script.token === undefined ? undefined : `Bearer ${script.token}`);
+  const ws = new WebSocket(url, { headers: authorization === undefined ? undefined : { Authorization: authorization }, perMessageDeflate: false, autoPong: script.autoPong ?? true });
+  let opened = false;
+  let received = 0;
+  let assigned = false;
+  let onWelcomed: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  const welcomed = new Promise<void>((resolve, reject) => (onWelcomed = { resolve, reject }));
+  welcomed.catch(() => undefined);
+  ws.on('error', () => undefined);
+  ws.on('open', () => {
+    opened = true;
+    script.onOpen?.(ws);
+    if (script.hello !== undefined) ws.send(helloFrame(script.hello));
+  });
+  ws.on('message', (data: Buffer) => {
+    received++;
+    let msg: CoordinatorMessage;
+    try {
+      msg = decode(data, 'coordinator');
+    } catch {
+      return;
+    }
+    if (msg.type === MessageType.WELCOME) {
+      onWelcomed?.resolve();
+      script.onWelcome?.(ws);
+    } else if (msg.type === MessageType.ASSIGN && !assigned) {
+      assigned = true;
+      script.onAssign?.(ws, msg);
+    }
+  });
+  const outcome = new Promise<ClientOutcome>((resolve) => {
+    ws.on('unexpected-response', (_req, res) => {
+      res.resume();
+      ws.terminate();
+      onWelcomed?.reject(new Error(`HTTP ${res.statusCode}`));
+      resolve({ code: 1006, reason: '', status: res.statusCode, opened, received });
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      onWelcomed?.reject(new Error(`closed with ${code} before welcome`));
+      resolve({ code, reason: reason.toString('utf8'), opened, received });
+    });
+  });
+  return { welcomed, outcome, ws };
+}
+
+// ---- fuzzer ---------------------------------------------------------------------------
+
+export interface FuzzFrame {
+  readonly kind: string;
+  /** A string is sent as a text frame. */
+  readonly data: Uint8Array | string;
+}
+
+const EVIL_VALUES: readonly unknown[] = [
+  -1, -0.5, 1.5, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 64, -(2 ** 63), 1e308, -1e308, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY,
+  null, true, false, '', 'x', '7', 'a'.repeat(300), [], [1, 2, 3], {}, { a: 1 }, new Uint8Array(0), new Uint8Array(3), new Uint8Array(4096),
+];
+
+/**
+ * Well-formed worker messages (and a coordinator one) to truncate and mutate. Gradients have
+ * wrong shapes or NaN values: even one that decodes and lands on a unit its sender holds must
+ * be rejected, never summed.
+ */
+function baseMessages(model: ModelSpec, rng: Rng): Record<string, unknown>[] {
+  const small = model.params.map((p) => float32ToBytes(new Float32Array(Math.min(p.size, 8)).fill(rng.uniform(-1, 1))));
+  const full = model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN)));
+  return [
+    { v: PROTOCOL_VERSION, t: MessageType.HELLO, name: 'fuzz', backend: 'fuzz' },
+    { v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(4), microBatch: rng.int(4), grads: small, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 },
+    { v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(12), microBatch: rng.int(4), grads: full, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 },
+    // A request id no evaluation ever has, so even a well-formed one is never taken as a result.
+    { v: PROTOCOL_VERSION, t: MessageType.EVALUATION, requestId: 1000 + rng.int(3), chunk: rng.int(5), lossSum: 1, correct: 1, count: 10, computeMs: 1 },
+    { v: PROTOCOL_VERSION, t: MessageType.FAILURE, code: 'ERR_FUZZ', message: 'fuzzed failure' },
+    { v: PROTOCOL_VERSION, t: MessageType.STOP, reason: 'a worker may not send this' },
+  ];
+}
+
+function pick<T>(rng: Rng, items: readonly T[]): T {
+  return items[rng.int(items.length)]!;
+}
+
+function randomBuffer(rng: Rng, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = rng.int(256);
+  return out;
+}
+
+/** `n` bad frames, reproducible from `seed`: random bytes, truncations, bit flips, mutated fields. */
+export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame[] {
+  const rng = new Rng(seed);
+  const frames: FuzzFrame[] = [];
+  const kinds = ['random-bytes', 'truncated', 'bit-flip', 'mutated-field', 'missing-field', 'wrong-version', 'unknown-type', 'wrong-byte-length', 'not-a-map', 'deep-nesting', 'text'] as const;
+  for (let i = 0; i < n; i++) {
+    const kind = kinds[i % kinds.length]!;
+    const base = pick(rng, baseMessages(model, rng));
+    switch (kind) {
+      case 'random-bytes':
+        frames.push({ kind, data: randomBuffer(rng, rng.int(600)) });
+        break;
+      case 'truncated': {
+        const full = rawFrame(base);
+        frames.push({ kind, data: full.slice(0, 1 + rng.int(full.byteLength - 1)) });
+        break;
+      }
+      case 'bit-flip': {
+        const data = rawFrame(base).slice();
+        for (let k = 1 + rng.int(4); k > 0; k--) {
+          const at = rng.int(data.byteLength);
+          data[at] = data[at]! ^ (1 << rng.int(8));
+        }
+        frames.push({ kind, data });
+        break;
+      }
+      case 'mutated-field': {
+        const keys = Object.keys(base);
+        const key = pick(rng, keys);
+        frames.push({ kind: `${kind}:${key}`, data: rawFrame({ ...base, [key]: pick(rng, EVIL_VALUES) }) });
+        break;
+      }
+      case 'missing-field': {
+        const keys = Object.keys(base).filter((k) => k !== 'v');
+        const drop = pick(rng, keys);
+        frames.push({ kind: `${kind}:${drop}`, data: rawFrame(Object.fromEntries(Object.entries(base).filter(([k]) => k !== drop))) });
+        break;
+      }
+      case 'wrong-version':
+        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, 2, 255, -1, '1', null, 1.0000001, 2 ** 40]) }) });
+        break;
+      case 'unknown-type':
+        frames.push({ kind, data: rawFrame({ ...base, t: pick(rng, [0, MessageType.WELCOME, MessageType.WEIGHTS, MessageType.ASSIGN, MessageType.EVALUATE, 10, 99, 255, -1, 'hello', null, 1.5]) }) });
+        break;
+      case 'wrong-byte-length': {
+        // Half of the deltas keep whole Float32s (the coordinator's shape check), half do not (the decoder's).
+        // The rest is NaN, so no such frame could ever pass for a real gradient.
+        const delta = pick(rng, [-4, -1, 1, 2, 4, 4096]);
+        const wrong = rng.int(model.params.length);
+        const grads = model.params.map((p, k) => {
+          const bytes = new Uint8Array(p.size * 4 + (k === wrong ? delta : 0));
+          new Float32Array(bytes.buffer, 0, bytes.byteLength >> 2).fill(Number.NaN);
+          return bytes;
+        });
+        frames.push({ kind, data: rawFrame({ v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(12), microBatch: rng.int(4), grads, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 }) });
+        break;
+      }
+      case 'not-a-map':
+        frames.push({ kind, data: rawFrame(pick(rng, [[PROTOCOL_VERSION, MessageType.HELLO, 'x', 'y'], 'hello', 42, null, true, new Uint8Array(16), 1.5])) });
+        break;
+      case 'deep-nesting': {
+        // grads: [[[...[{}]...]]], up to tens of thousands deep (msgpack's fixarray-of-one is 0x91).
+        const head = rawFrame({ v: PROTOCOL_VERSION, t: MessageType.GRADIENT, grads: 0 });
+        const depth = 100 + rng.int(40_000);
+        const data = new Uint8Array(head.byteLength - 1 + depth + 1);
+        data.set(head.subarray(0, head.byteLength - 1));
+        data.fill(0x91, head.byteLength - 1, head.byteLength - 1 + depth);
+        data[data.byteLength - 1] = 0x80;
+        frames.push({ kind, data });
+        break;
+      }
+      case 'text':
+        frames.push({ kind, data: pick(rng, ['{"v":1,"t":1,"name":"json","backend":"x"}', 'hello', '', '\u0000\u00ff']) });
+        break;
+    }
+  }
+  return frames;
+}
+
+/**
+ * Close codes the coordinator may answer a frame with, sent by a worker that has said hello
+ * (from what the protocol's own decoder makes of it).
+ */
+export function expectedCloseCodes(frame: FuzzFrame): number[] {
+  if (typeof frame.data === 'string') return [CloseCode.PROTOCOL];
+  try {
+    const msg = decode(frame.data, 'worker');
+    switch (msg.type) {
+      case MessageType.HELLO:
+        return [CloseCode.PROTOCOL];
+      case MessageType.FAILURE:
+        return [NORMAL_CLOSURE];
+      case MessageType.GRADIENT:
+      case MessageType.EVALUATION:
+        // Not the open step or unit (4000), or the open one with bad contents (4003).
+        return [CloseCode.PROTOCOL, CloseCode.BAD_GRADIENT];
+    }
+  } catch (err) {
+    if (isFlockError(err, ErrorCode.PROTOCOL_VERSION)) return [CloseCode.PROTOCOL_VERSION];
+    if (isFlockError(err, ErrorCode.PROTOCOL)) return [CloseCode.PROTOCOL];
+    throw err;
+  }
+}
+
+// ---- raw sockets -------------------------------------------------------------------------
+
+export interface RawOutcome {
+  /** The HTTP status line's code. */
+  readonly status: number;
+  /** Close code of the server's close frame, if one came. */
+  readonly closeCode?: number;
+  /** Bytes received after the HTTP response head. */
+  readonly bytesAfterHead: number;
+}
+
+/** A client WebSocket frame: FIN, `opcode`, masked unless told otherwise, extra header bits in `rsv`. */
+export function wsFrame(opcode: number, payload: Uint8Array, opts: { mask?: boolean; rsv?: number } = {}): Buffer {
+  const mask = opts.mask ?? true;
+  const len = payload.byteLength;
+  const head = [0x80 | (opts.rsv ?? 0) | opcode];
+  if (len < 126) head.push((mask ? 0x80 : 0) | len);
+  else if (len < 65536) head.push((mask ? 0x80 : 0) | 126, len >> 8, len & 0xff);
+  else throw new RangeError('frame too long for this helper');
+  if (!mask) return Buffer.concat([Buffer.from(head), payload]);
+  const key = randomBytes(4);
+  const body = Buffer.from(payload.map((b, i) => b ^ key[i % 4]!));
+  return Buffer.concat([Buffer.from(head), key, body]);
+}
+
+/** Server frames in `buf` (unmasked): the close code of the first close frame, if complete. */
+function findClose(buf: Buffer): number | undefined {
+  let at = 0;
+  while (at + 2 <= buf.length) {
+    const opcode = buf[at]! & 0x0f;
+    let len = buf[at + 1]! & 0x7f;
+    let head = 2;
+    if (len === 126) {
+      if (at + 4 > buf.length) return undefined;
+      len = buf.readUInt16BE(at + 2);
+      head = 4;
+    } else if (len === 127) {
+      if (at + 10 > buf.length) return undefined;
+      len = Number(buf.readBigUInt64BE(at + 2));
+      head = 10;
+    }
+    if (at + head + len > buf.length) return undefined;
+    if (opcode === 0x8) return len >= 2 ? buf.readUInt16BE(at + head) : 1005;
+    at += head + len;
+  }
+  return undefined;
+}
+
+/**
+ * Connects with a plain TCP socket, sends an upgrade request (with `authorization` when given)
+ * and then `after` (raw bytes, in the same write when `sameWrite`), and reports what came back
+ * until the server closed the connection.
+ */
+export async function rawUpgrade(url: string, opts: { authorization?: string; after?: Buffer; sameWrite?: boolean; request?: Buffer }): Promise<RawOutcome> {
+  const { hostname, port } = new URL(url);
+  const socket: Socket = connect(Number(port), hostname);
+  await once(socket, 'connect');
+  const head = opts.request ?? Buffer.from(
+    'GET / HTTP/1.1\r\n' + `Host: ${hostname}:${port}\r\n` + 'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+    `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
+    (opts.authorization === undefined ? '' : `Authorization: ${opts.authorization}\r\n`) + '\r\n');
+  let received = Buffer.alloc(0);
+  let sentAfter = false;
+  socket.on('error', () => undefined);
+  const closed = once(socket, 'close');
+  socket.on('data', (d: Buffer) => {
+    received = Buffer.concat([received, d]);
+    const end = received.indexOf('\r\n\r\n');
+    if (end >= 0 && !sentAfter && opts.after && !opts.sameWrite && received.subarray(0, 12).toString().includes('101')) {
+      sentAfter = true;
+      socket.write(opts.after);
+    }
+    // Answer the server's close frame so it closes promptly.
+    if (end >= 0 && findClose(received.subarray(end + 4)) !== undefined && !socket.destroyed) socket.end();
+  });
+  socket.write(opts.sameWrite && opts.after ? Buffer.concat([head, opts.after]) : head);
+  await closed;
+  const end = received.indexOf('\r\n\r\n');
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(received.toString('latin1'))?.[1] ?? 0);
+  const rest = end >= 0 ? received.subarray(end + 4) : Buffer.alloc(0);
+  const closeCode = findClose(rest);
+  return { status, bytesAfterHead: rest.length, ...(closeCode === undefined ? {} : { closeCode }) };
+}
