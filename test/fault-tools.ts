@@ -89,7 +89,9 @@ export interface Proc {
 
 /** Starts `node script ...args`; stdout JSON lines go to a LogRecorder. */
 export function spawnNode(name: string, script: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOCK_TOKEN: '', FLOCK_DATA_DIR: '', ...env } });
+  // No token or data folder from the caller's environment leaks in; `env` may set them.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'FLOCK_TOKEN' && k !== 'FLOCK_DATA_DIR'));
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...inherited, ...env } });
   const log = new LogRecorder();
   let out = '';
   let pending = '';
@@ -114,7 +116,7 @@ export function spawnNode(name: string, script: string, args: readonly string[],
 }
 
 export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string } = {}): Proc {
-  return spawnNode(name, WORKER_CLI, ['--connect', url, '--backend', 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'], { FLOCK_TOKEN: opts.token ?? '' });
+  return spawnNode(name, WORKER_CLI, ['--connect', url, '--backend', 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
 }
 
 /** SIGKILLs whatever still runs and waits until every process has exited. */
