@@ -184,6 +184,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         setImmediate(() => start(`restart-${++restarts}`));
       };
       const seen = new Map<string, number>();
+      const unknown: string[] = [];
       rec.on((e) => {
         if (e.event !== 'assigned') return;
         const key = `${String(e.kind)}:${String(e.key)}`;
@@ -194,7 +195,8 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         entry.done = true;
         const name = rec.events.find((j) => j.event === 'worker_joined' && j.workerId === e.workerId)?.workerName;
         const victim = workers.get(String(name));
-        assert.ok(victim, `assigned to unknown worker ${String(e.workerId)}`);
+        // (No assertion in here: this runs inside the pool's logging call.)
+        if (!victim) return void unknown.push(String(e.workerId));
         const units = e.units as number[];
         // Killed inside the coordinator's logging call: before its assignment is even sent...
         if (entry.mode === 'on-assign') return kill(victim, entry, units);
@@ -210,6 +212,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
       const { executor, steps } = instrument(pool);
       const result = await runTrainer(executor);
       assertUndisturbed(result, steps);
+      assert.deepEqual(unknown, [], 'every assignment went to a worker this test started');
       assert.equal(kills.length, plan.length, `kills ${JSON.stringify(kills)}`);
       assert.equal(restarts, plan.length);
 
