@@ -104,7 +104,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   let workers: LocalWorkers | undefined;
   const signal = shutdownSignal(log, () => workers?.killNow());
   process.on('exit', () => workers?.killNow());
-  const token = flags.token ?? process.env.FLOCK_TOKEN ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);
+  const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined) ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);
   const result = await start({
     train: {
       model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
