@@ -11,6 +11,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Logger } from 'pino';
 import { x as extractTar } from 'tar';
 import { CIFAR_FILES, RECORD_BYTES } from '../shared/data/cifar.js';
+import { definedOnly } from '../shared/defaults.js';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 
 export const CIFAR_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz';
@@ -148,8 +149,7 @@ async function removeEmptyDirs(from: string, upTo: string): Promise<void> {
 
 /** Downloads CIFAR-10 into `opts.dir` unless it already holds the dataset. */
 export async function fetchCifar(opts: FetchOptions): Promise<FetchResult> {
-  const defined = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as FetchOptions;
-  const o = { ...DEFAULTS, ...defined };
+  const o = { ...DEFAULTS, ...(definedOnly(opts) as FetchOptions) };
   const target = resolve(o.dir);
   const log = o.logger;
 

@@ -1,5 +1,6 @@
 // Options of the coordinator's worker pool: defaults merged under what the caller gives,
 // validated once, including the rule that a non-loopback listener needs a token.
+import { definedOnly } from '../shared/defaults.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 
 export interface TlsOptions {
@@ -53,8 +54,7 @@ export function isLoopback(host: string): boolean {
 }
 
 export function resolvePoolOptions(opts: Partial<PoolOptions>): PoolOptions {
-  const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as Partial<PoolOptions>;
-  const o: PoolOptions = { ...POOL_DEFAULTS, ...given };
+  const o: PoolOptions = { ...POOL_DEFAULTS, ...definedOnly(opts) };
   if (typeof o.host !== 'string' || o.host === '') bad('--host must be a host name or address');
   if (!isInt(o.port, 0, 65535)) bad(`--port must be an integer in 0..65535 (got ${o.port})`);
   if (o.token !== undefined && (typeof o.token !== 'string' || o.token === '')) bad('--token must not be empty');

@@ -1,4 +1,5 @@
 // The training configuration: defaults are the recipe's, validated once.
+import { definedOnly } from '../defaults.js';
 import { ErrorCode, FlockError } from '../errors.js';
 import { isModelName, type ModelName } from '../models/layers.js';
 
@@ -36,7 +37,7 @@ const isInt = (v: number, min: number): boolean => Number.isInteger(v) && v >= m
  * batch is split evenly over the workers present at start (rounded up).
  */
 export function resolveTrainConfig(opts: Partial<TrainConfig>, workersAtStart: number): TrainConfig {
-  const merged = { ...TRAIN_DEFAULTS, ...stripUndefined(opts) };
+  const merged = { ...TRAIN_DEFAULTS, ...definedOnly(opts) };
   if (!isModelName(merged.model)) bad(`unknown model '${String(merged.model)}'; choose net, net-width, net-dropout or net-batchnorm`);
   if (!isInt(merged.epochs, 1)) bad(`--epochs must be a positive integer (got ${merged.epochs})`);
   if (!isInt(merged.batchSize, 1)) bad(`--batch-size must be a positive integer (got ${merged.batchSize})`);
@@ -47,8 +48,4 @@ export function resolveTrainConfig(opts: Partial<TrainConfig>, workersAtStart: n
   if (!(merged.weightDecay >= 0) || !Number.isFinite(merged.weightDecay)) bad(`--weight-decay must be >= 0 (got ${merged.weightDecay})`);
   if (!isInt(merged.seed, 0) || merged.seed > 0xffffffff) bad(`--seed must be an integer in [0, 2^32) (got ${merged.seed})`);
   return { ...merged, microBatch };
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
