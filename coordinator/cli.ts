@@ -136,7 +136,7 @@ async function runStart(flags: StartFlags): Promise<number> {
         minWorkers: flags.minWorkers ?? 1,
       }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation });
       if (flags.spawnWorkers > 0) {
-        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel }, log);
+        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
         workers.start();
       }
       await pool.waitForWorkers(expected, signal);

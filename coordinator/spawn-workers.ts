@@ -11,13 +11,14 @@ export interface SpawnOptions {
   readonly token?: string;
   readonly backend: string;
   readonly logLevel: string;
+  readonly logFormat: string;
   /** Restarts allowed per worker slot after an abnormal exit. */
   readonly maxRestarts: number;
   /** Grace period between SIGTERM and SIGKILL on stop. */
   readonly killAfterMs: number;
 }
 
-export const SPAWN_DEFAULTS = { maxRestarts: 3, killAfterMs: 5000, backend: 'auto', logLevel: 'info' } as const;
+export const SPAWN_DEFAULTS = { maxRestarts: 3, killAfterMs: 5000, backend: 'auto', logLevel: 'info', logFormat: 'json' } as const;
 
 const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
 
@@ -37,8 +38,8 @@ export class LocalWorkers {
   }
 
   private launch(slot: number): void {
-    const { url, token, backend, logLevel } = this.opts;
-    const args = [WORKER_CLI, '--connect', url, '--name', `local-${slot + 1}`, '--backend', backend, '--log-level', logLevel];
+    const { url, token, backend, logLevel, logFormat } = this.opts;
+    const args = [WORKER_CLI, '--connect', url, '--name', `local-${slot + 1}`, '--backend', backend, '--log-level', logLevel, '--log-format', logFormat];
     // The token goes through the environment, not argv, so `ps` does not show it.
     const env = { ...process.env, ...(token ? { FLOCK_TOKEN: token } : {}) };
     // The IPC channel is the worker's lifeline: it leaves when this process dies, however.
