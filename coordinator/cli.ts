@@ -220,7 +220,7 @@ function main(argv: string[]): void {
     .option('--insecure', 'allow listening on a non-loopback address without a token')
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
-    .option('--heartbeat-ms <ms>', 'ping workers this often; one that misses a pong is dropped', intArg(100), 5000)
+    .option('--heartbeat-ms <ms>', 'ping workers this often; one that answers none of 3 pings in a row is dropped', intArg(100), 5000)
     .option('--step-timeout <ms>', 'a worker that does not return a micro-batch within this is dropped and its work reassigned', intArg(100), 120000)
     .option('--hello-timeout-ms <ms>', 'close connections that do not say hello within this', intArg(100), 10000)
     .action(async (flags: StartFlags) => finish(await runStart(flags)));

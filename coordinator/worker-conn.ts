@@ -20,6 +20,8 @@ export class WorkerConn {
   readonly outstanding = new Set<number>();
   /** A pong arrived since the last ping. */
   alive = true;
+  /** Consecutive heartbeats without a pong. */
+  missedBeats = 0;
   private helloTimer: NodeJS.Timeout | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
 

@@ -55,6 +55,9 @@ function violation(reason: string): FlockError {
   return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
 }
 
+/** Consecutive unanswered pings after which a worker counts as gone. */
+export const MISSED_HEARTBEATS = 3;
+
 export class WorkerPool implements Executor {
   private readonly conns = new Map<number, WorkerConn>();
   private nextId = 1;
@@ -291,6 +294,7 @@ export class WorkerPool implements Executor {
     });
     ws.on('pong', () => {
       conn.alive = true;
+      conn.missedBeats = 0;
     });
     ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(conn, data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => {
@@ -410,8 +414,10 @@ export class WorkerPool implements Executor {
     const judge = now - this.lastBeat < 1.5 * this.opts.heartbeatMs;
     this.lastBeat = now;
     for (const conn of [...this.conns.values()]) {
-      if (judge && !conn.alive) {
-        this.drop(conn, `missed a heartbeat (no pong within ${this.opts.heartbeatMs} ms)`);
+      // A worker busy in one long synchronous computation (a large micro-batch on a slow
+      // backend) cannot answer pings; it is dropped only after several silent intervals.
+      if (judge && !conn.alive && ++conn.missedBeats >= MISSED_HEARTBEATS) {
+        this.drop(conn, `missed ${MISSED_HEARTBEATS} heartbeats (no pong for ${MISSED_HEARTBEATS * this.opts.heartbeatMs} ms)`);
         continue;
       }
       conn.alive = false;
