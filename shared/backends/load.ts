@@ -37,6 +37,9 @@ async function loadJs(name: 'wasm' | 'cpu'): Promise<ComputeBackend> {
       throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `the 'wasm' backend could not be loaded (${errorMessage(err)}); run 'npm ci' to install @tensorflow/tfjs-backend-wasm, or use --backend cpu.`);
     }
   }
+  // PROD silences tfjs's console banner suggesting tfjs-node: `auto` already tried it and
+  // logged why it was skipped, and stray console output would break JSON-lines logs.
+  tf.env().set('PROD', true);
   registerTrainingKernels(tf, name);
   const ok = await tf.setBackend(name);
   if (!ok) throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `TensorFlow.js could not initialise the '${name}' backend; try --backend cpu.`);
