@@ -39,7 +39,7 @@ interface StartFlags extends CommonFlags {
   workers: number;
   spawnWorkers: number;
   minWorkers?: number;
-  model: ModelName;
+  model?: ModelName;
   epochs?: number;
   batchSize?: number;
   microBatch?: number;
@@ -97,6 +97,9 @@ async function fetchWithProgress(dir: string, log: Logger): Promise<void> {
 }
 
 async function runStart(flags: StartFlags): Promise<number> {
+  if (flags.local && (flags.spawnWorkers > 0 || flags.workers > 1)) {
+    throw new FlockError(ErrorCode.BAD_OPTION, '--local trains in this process: leave out --spawn-workers and --workers, or drop --local');
+  }
   const log = logger(flags);
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
   if (flags.fetchMissing) await fetchWithProgress(dataDir, log);
@@ -203,7 +206,7 @@ function main(argv: string[]): void {
     .option('--workers <n>', 'wait for this many workers before the first step', intArg(1), 1)
     .option('--spawn-workers <n>', 'single-machine mode: start n local worker processes (killed on exit)', intArg(0), 0)
     .option('--min-workers <n>', 'pause training while fewer workers are connected (default 1)', intArg(1))
-    .addOption(new Option('--model <name>', "the recipe's model").choices(MODEL_NAMES).default('net'))
+    .addOption(new Option('--model <name>', "the recipe's model (default net)").choices(MODEL_NAMES))
     .option('--epochs <n>', 'epochs to train (default 100)', intArg(1))
     .option('--batch-size <n>', 'global batch per step, whatever the number of workers (default 64)', intArg(1))
     .option('--micro-batch <n>', 'samples per unit of work handed to a worker (default: batch size / workers at start)', intArg(1))

@@ -53,6 +53,16 @@ async function findResume(opts: StartOptions, logger: Logger): Promise<Checkpoin
   return found.checkpoint;
 }
 
+/** Training flags that differ from a resumed run's recorded configuration are ignored: say so. */
+function warnIgnoredFlags(given: Partial<TrainConfig>, recorded: TrainConfig, logger: Logger): void {
+  const ignored = (Object.keys(given) as (keyof TrainConfig)[])
+    .filter((k) => k !== 'epochs' && given[k] !== undefined && given[k] !== recorded[k]);
+  if (ignored.length > 0) {
+    logger.warn({ event: 'resume_flags_ignored', flags: ignored, recorded },
+      `resuming keeps the run's recorded ${ignored.join(', ')}; flags that change them are ignored (only --epochs may extend a run)`);
+  }
+}
+
 export async function start(opts: StartOptions, deps: StartDeps): Promise<StartResult> {
   const { logger } = deps;
   const { train, validation } = await loadCifar(opts.dataDir);
@@ -60,6 +70,7 @@ export async function start(opts: StartOptions, deps: StartDeps): Promise<StartR
   const resume = await findResume(opts, logger);
   // A resumed run keeps its recorded configuration (so the math continues unchanged);
   // only --epochs may extend it.
+  if (resume) warnIgnoredFlags(opts.train, resume.config, logger);
   const resolve = (workersAtStart: number): TrainConfig =>
     resume ? { ...resume.config, epochs: opts.train.epochs ?? resume.config.epochs } : resolveTrainConfig(opts.train, workersAtStart);
   const { executor, config, close } = await deps.executor({ train, validation, resolve });
