@@ -18,8 +18,9 @@ function tensor(bytes: Uint8Array, size: number, what: string): Float32Array {
   return values;
 }
 
-function counts(m: { lossSum: number; count: number }, expected: number, what: string): void {
+function counts(m: { lossSum: number; correct: number; count: number }, expected: number, what: string): void {
   if (m.count !== expected) throw rejected(`${what} covers ${m.count} samples, but ${expected} were assigned`);
+  if (!(m.correct >= 0 && m.correct <= m.count)) throw rejected(`${what} claims ${m.correct} correct of ${m.count}`);
   if (m.lossSum < 0) throw rejected(`${what} has negative loss ${m.lossSum}`);
 }
 
