@@ -1,7 +1,6 @@
 // Which samples of a split one worker already holds. The coordinator is the only source of
 // data: each image travels to a worker once per connection, the first time work needs it.
-import type { Dataset } from '../shared/data/cifar.js';
-import { IMAGE_BYTES } from '../shared/models/layers.js';
+import { subset, type Dataset } from '../shared/data/cifar.js';
 import { indicesToBytes, type WireSamples } from '../shared/protocol.js';
 
 export class SentSamples {
@@ -24,12 +23,7 @@ export class SentSamples {
         }
       }
     }
-    const images = new Uint8Array(missing.length * IMAGE_BYTES);
-    const labels = new Uint8Array(missing.length);
-    missing.forEach((i, k) => {
-      images.set(data.images.subarray(i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES), k * IMAGE_BYTES);
-      labels[k] = data.labels[i]!;
-    });
+    const { images, labels } = subset(data, missing);
     return { indices: indicesToBytes(Uint32Array.from(missing)), images, labels };
   }
 }

@@ -52,10 +52,13 @@ export class Trainer {
   private globalStep: number;
   private progress: EpochProgress;
   private history: EpochMetrics[];
+  /** Where each batch-norm layer's running statistics live in the buffers. */
+  private readonly batchNorm: ReturnType<typeof batchNormLayers>;
 
   constructor(readonly config: TrainConfig, private readonly deps: TrainerDeps, opts: Partial<TrainerOptions> & Pick<TrainerOptions, 'trainCount' | 'validationCount'>, resume?: Checkpoint) {
     this.opts = { ...TRAINER_DEFAULTS, ...opts };
     const model = modelSpec(config.model);
+    this.batchNorm = batchNormLayers(model);
     this.state = resume ? cloneState(resume.state) : initialState(model, config.seed);
     this.sgd = { momentum: resume ? resume.momentum.map((m) => m.slice()) : [] };
     this.epoch = resume?.epoch ?? 0;
@@ -90,13 +93,12 @@ export class Trainer {
   }
 
   private async step(plan: EpochPlan, log: Logger): Promise<StepTiming> {
-    const { config } = this;
-    const bn = batchNormLayers(modelSpec(config.model));
+    const { config, batchNorm } = this;
     const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch) };
     const { results, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
     const reduced = reduceStep(results);
     sgdStep(this.state.params, reduced.grads, this.sgd, config);
-    bn.forEach((layer, i) => {
+    batchNorm.forEach((layer, i) => {
       const stats = reduced.batchStats[i]!;
       updateRunning(this.state.buffers[layer.meanIndex]!, stats.mean);
       updateRunning(this.state.buffers[layer.varIndex]!, stats.unbiasedVariance);
