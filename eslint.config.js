@@ -16,8 +16,15 @@ export default tseslint.config(
       }],
       '@typescript-eslint/switch-exhaustiveness-check': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+      // process.kill(-1) or (0) signals every process of the user or the group: only
+      // test/signal-child.ts may call it, after checking the pid is a live descendant.
+      'no-restricted-properties': ['error', {
+        object: 'process', property: 'kill',
+        message: 'Use signalDescendant/pidExists from test/signal-child.ts, or ChildProcess.kill(): a missed pid lookup must never become kill(-1).',
+      }],
     },
   },
+  { files: ['test/signal-child.ts'], rules: { 'no-restricted-properties': 'off' } },
   { files: ['**/cli.ts', 'scripts/**/*.ts'], rules: { 'no-console': 'off' } },
   { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
 );

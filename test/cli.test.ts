@@ -7,13 +7,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { pidExists, signalDescendant } from './signal-child.js';
 
 const CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
 /** Runs the coordinator CLI; `onLine` sees each stdout line as it arrives. */
-function coordinator(args: string[], onLine?: (line: string, pid: number) => void, env: NodeJS.ProcessEnv = {}): Promise<Run> {
+function coordinator(args: string[], onLine?: (line: string, pid: number | undefined) => void, env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, FLOCK_DATA_DIR: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -24,7 +25,7 @@ function coordinator(args: string[], onLine?: (line: string, pid: number) => voi
       pending += chunk;
       let nl: number;
       while ((nl = pending.indexOf('\n')) >= 0) {
-        onLine?.(pending.slice(0, nl), child.pid!);
+        onLine?.(pending.slice(0, nl), child.pid);
         pending = pending.slice(nl + 1);
       }
     });
@@ -36,15 +37,6 @@ function coordinator(args: string[], onLine?: (line: string, pid: number) => voi
 
 const events = (stdout: string): Record<string, unknown>[] =>
   stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('coordinator CLI', () => {
   let root: string;
@@ -95,7 +87,7 @@ describe('coordinator CLI', () => {
     assert.equal(ev.filter((e) => e.event === 'worker_joined').length, 2);
     assert.ok(ev.some((e) => e.event === 'done'));
     assert.equal(pids.size, 2);
-    for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} was left running`);
+    for (const pid of pids) assert.equal(pidExists(pid), false, `worker ${pid} was left running`);
     const files = await readdir(ck);
     assert.ok(files.includes('model'));
     const checkpoint = join(ck, files.filter((f) => f.endsWith('.flock')).sort().at(-1)!);
@@ -121,13 +113,13 @@ describe('coordinator CLI', () => {
       if (line.includes('"name":"worker"')) pids.add((JSON.parse(line) as { pid: number }).pid);
       if (!sent && line.includes('"event":"epoch"') && line.includes('"name":"coordinator"')) {
         sent = true;
-        process.kill(pid, 'SIGTERM');
+        signalDescendant(pid, 'SIGTERM');
       }
     });
     assert.ok(sent);
     assert.equal(r.code, 130, r.stderr);
     assert.ok(events(r.stdout).some((e) => e.event === 'shutdown'));
-    for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} was left running`);
+    for (const pid of pids) assert.equal(pidExists(pid), false, `worker ${pid} was left running`);
     const resumed = await coordinator([...args, '--resume']);
     assert.equal(resumed.code, 0, resumed.stderr);
     const ev = events(resumed.stdout);

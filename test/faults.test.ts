@@ -35,6 +35,7 @@ import {
   type ClientOutcome, type LogEvent, type Proc,
 } from './fault-tools.js';
 import { silentLogger, trainingBackend } from './helpers.js';
+import { signalDescendant } from './signal-child.js';
 
 /** Every random choice of the suite (kill steps, victims, fuzz frames) derives from this. */
 const FAULT_SEED = 0xf10c4;
@@ -511,10 +512,11 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
       if (e.name === 'worker' && e.event === 'welcomed') pidOf.set(String(e.worker), e.pid as number);
       if (e.name !== 'coordinator' || e.event !== 'checkpoint' || !killSteps.has(e.globalStep as number)) return;
       const slot = `local-${1 + rng.int(2)}`;
-      const pid = pidOf.get(slot) ?? -1;
+      const pid = pidOf.get(slot);
+      // A missed lookup records pid -1 (the assertions below fail on it) and signals nothing.
       try {
-        process.kill(pid, 'SIGKILL');
-        killed.push({ step: e.globalStep as number, slot, pid });
+        signalDescendant(pid, 'SIGKILL');
+        killed.push({ step: e.globalStep as number, slot, pid: pid! });
       } catch {
         killed.push({ step: e.globalStep as number, slot, pid: -1 });
       }
