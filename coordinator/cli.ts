@@ -158,7 +158,7 @@ async function runEvaluate(flags: CommonFlags & { checkpoint: string }): Promise
   const checkpoint = await readCheckpointFile(flags.checkpoint);
   const backend = await loadBackend(flags.backend, log);
   const data = await loadCifar(resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR));
-  const acc = evaluateCheckpoint(backend, checkpoint, data);
+  const acc = await evaluateCheckpoint(backend, checkpoint, data);
   console.log(`model ${checkpoint.config.model}, epoch ${checkpoint.epoch}, step ${checkpoint.globalStep}`);
   console.log(`train accuracy:      ${acc.train.accuracy.toFixed(4)} (loss ${acc.train.loss.toFixed(4)}, ${acc.train.count} images)`);
   console.log(`validation accuracy: ${acc.validation.accuracy.toFixed(4)} (loss ${acc.validation.loss.toFixed(4)}, ${acc.validation.count} images)`);
@@ -181,7 +181,7 @@ async function runPredict(flags: CommonFlags & { checkpoint: string; image?: str
     image = validation.images.slice(i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES);
     truth = ` (true class: ${validation.labels[i] === 0 ? 'airplane' : 'bird'})`;
   }
-  const [p] = predictImages(backend, checkpoint, image, 1);
+  const [p] = await predictImages(backend, checkpoint, image, 1);
   console.log(`${p!.className}${truth}`);
   for (const [name, prob] of Object.entries(p!.probabilities)) console.log(`  ${name.padEnd(9)} ${prob.toFixed(4)}`);
   return 0;

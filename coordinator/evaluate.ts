@@ -13,22 +13,22 @@ export interface Accuracy {
   readonly count: number;
 }
 
-function withRuntime<T>(backend: ComputeBackend, checkpoint: Checkpoint, f: (rt: ModelRuntime) => T): T {
+async function withRuntime<T>(backend: ComputeBackend, checkpoint: Checkpoint, f: (rt: ModelRuntime) => Promise<T>): Promise<T> {
   const rt = new ModelRuntime(backend, modelSpec(checkpoint.config.model));
   try {
     rt.setState(checkpoint.state);
-    return f(rt);
+    return await f(rt);
   } finally {
     rt.dispose();
   }
 }
 
 /** Evaluation-mode loss and accuracy of a checkpoint on each named dataset. */
-export function evaluateCheckpoint<K extends string>(backend: ComputeBackend, checkpoint: Checkpoint, sets: Record<K, Dataset>): Record<K, Accuracy> {
-  return withRuntime(backend, checkpoint, (rt) => {
+export function evaluateCheckpoint<K extends string>(backend: ComputeBackend, checkpoint: Checkpoint, sets: Record<K, Dataset>): Promise<Record<K, Accuracy>> {
+  return withRuntime(backend, checkpoint, async (rt) => {
     const out = {} as Record<K, Accuracy>;
     for (const key of Object.keys(sets) as K[]) {
-      const r = rt.evaluate(sets[key]);
+      const r = await rt.evaluate(sets[key]);
       out[key] = { loss: r.lossSum / r.count, accuracy: r.correct / r.count, count: r.count };
     }
     return out;
@@ -42,9 +42,9 @@ export interface Prediction {
 }
 
 /** Predictions for `count` NHWC uint8 images. */
-export function predictImages(backend: ComputeBackend, checkpoint: Checkpoint, images: Uint8Array, count: number): Prediction[] {
+export async function predictImages(backend: ComputeBackend, checkpoint: Checkpoint, images: Uint8Array, count: number): Promise<Prediction[]> {
   if (images.length !== count * IMAGE_BYTES) throw new FlockError(ErrorCode.IMAGE, `expected ${count} images of 32x32x3 bytes, got ${images.length} bytes`);
-  const probs = withRuntime(backend, checkpoint, (rt) => rt.predict(images, count));
+  const probs = await withRuntime(backend, checkpoint, (rt) => rt.predict(images, count));
   return Array.from({ length: count }, (_, i) => {
     const row = Array.from(probs.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES));
     const classIndex = row.indexOf(Math.max(...row));

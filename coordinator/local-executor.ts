@@ -29,16 +29,22 @@ export class LocalExecutor implements Executor {
     }
   }
 
-  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: { computeMs: number; communicationMs: number; waitingMs: number } }> {
+  async gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: { computeMs: number; communicationMs: number; waitingMs: number } }> {
     const start = this.clock.now();
     this.use(weights);
-    const results = work.microBatches.map((mb) => this.runtime.gradients(subset(this.train, mb.indices), dropoutSeed(this.seed, work.globalStep, mb.id)));
-    return Promise.resolve({ results, timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } });
+    // One micro-batch at a time, in order, as a worker computes them.
+    const results: GradientResult[] = [];
+    for (const mb of work.microBatches) {
+      results.push(await this.runtime.gradients(subset(this.train, mb.indices), dropoutSeed(this.seed, work.globalStep, mb.id)));
+    }
+    return { results, timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } };
   }
 
-  evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
+  async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
     this.use(weights);
     const data = split === 'train' ? this.train : this.validation;
-    return Promise.resolve(chunks.map((c) => this.runtime.evaluate(subset(data, c.indices))));
+    const results: EvalResult[] = [];
+    for (const c of chunks) results.push(await this.runtime.evaluate(subset(data, c.indices)));
+    return results;
   }
 }

@@ -28,11 +28,11 @@ function syntheticBatch(count: number, seed: number): Batch {
   return { images, labels, count };
 }
 
-/** Loads every backend that is installed, in the order tensorflow, wasm, cpu. */
+/** Loads every backend that is installed, in the order tensorflow, webgpu, wasm, cpu. */
 async function availableBackends(): Promise<{ loaded: ComputeBackend[]; missing: string[] }> {
   const loaded: ComputeBackend[] = [];
   const missing: string[] = [];
-  for (const name of ['tensorflow', 'wasm', 'cpu'] as const) {
+  for (const name of ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const) {
     try {
       loaded.push(await loadBackend(name, logger));
     } catch (err) {
@@ -72,10 +72,10 @@ async function train(options: Options): Promise<void> {
       let stepMs = NaN;
       if (!skipTraining) {
         const steps = backend.name === 'cpu' ? Math.min(options.steps, 3) : options.steps;
-        for (let i = 0; i < (backend.name === 'cpu' ? 1 : WARMUP); i++) runtime.gradients(batch, i);
+        for (let i = 0; i < (backend.name === 'cpu' ? 1 : WARMUP); i++) await runtime.gradients(batch, i);
         const t0 = performance.now();
         const c0 = process.cpuUsage();
-        for (let i = 0; i < steps; i++) runtime.gradients(batch, 100 + i);
+        for (let i = 0; i < steps; i++) await runtime.gradients(batch, 100 + i);
         const cpu = process.cpuUsage(c0);
         stepMs = (performance.now() - t0) / steps;
         trainRate = (BATCH * 1000) / stepMs;
@@ -83,9 +83,9 @@ async function train(options: Options): Promise<void> {
       }
       const evalCount = backend.name === 'cpu' ? 500 : EVAL_IMAGES;
       const evalData: Batch = { images: evalBatch.images.subarray(0, evalCount * IMAGE_BYTES), labels: evalBatch.labels.subarray(0, evalCount), count: evalCount };
-      runtime.evaluate({ ...evalData, count: Math.min(evalCount, 500) }); // warm-up
+      await runtime.evaluate({ ...evalData, count: Math.min(evalCount, 500) }); // warm-up
       const t1 = performance.now();
-      runtime.evaluate(evalData);
+      await runtime.evaluate(evalData);
       const evalRate = (evalCount * 1000) / (performance.now() - t1);
       runtime.dispose();
       const fmt = (v: number, digits = 0): string => (Number.isNaN(v) ? 'skipped' : v.toFixed(digits));

@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   const offset = Math.min(Number(flags.offset), validation.count - 1);
   const count = Math.min(Number(flags.count), validation.count - offset);
   const images = validation.images.slice(offset * IMAGE_BYTES, (offset + count) * IMAGE_BYTES);
-  const predictions = predictImages(backend, checkpoint, images, count);
+  const predictions = await predictImages(backend, checkpoint, images, count);
   const correct = predictions.map((p, i) => p.classIndex === validation.labels[offset + i]);
   const size = writeImageGridPng(flags.out, images, count, { correct, columns: Number(flags.columns) });
   const right = correct.filter(Boolean).length;
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     const row = predictions.slice(r * Number(flags.columns), (r + 1) * Number(flags.columns));
     console.log(`row ${r + 1}: ${row.map((p) => p.className.padEnd(8)).join(' ')}`);
   }
-  const all = evaluateCheckpoint(backend, checkpoint, { validation });
+  const all = await evaluateCheckpoint(backend, checkpoint, { validation });
   console.log(`validation accuracy of the checkpoint: ${all.validation.accuracy.toFixed(4)} (${CLASS_NAMES.join(' vs ')})`);
 }
 

@@ -1,11 +1,12 @@
 // The compute-backend interface. Everything above it (models, workers, coordinator) only
 // sees a TensorFlow.js namespace bound to one backend; which library runs the kernels is
-// decided once, in loadBackend (backends/load.ts).
+// decided once, in loadBackend (backends/load.ts). Results are read asynchronously
+// (`await t.data()`): the webgpu backend cannot be read synchronously in Node.
 import type * as tfjs from '@tensorflow/tfjs';
 
 export type Tf = typeof tfjs;
 
-export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export type BackendRequest = BackendName | 'auto';
 

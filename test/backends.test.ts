@@ -1,7 +1,9 @@
-// Conformance of every compute backend that loads here (wasm, cpu, and 'tensorflow' where
-// tfjs-node is installed): Flock's kernels against the cpu backend's own kernels (or plain
-// tfjs autodiff), memory stability of training steps, and whole-model gradients across
-// backends. The cpu backend is slow, so its batches are tiny.
+// Conformance of every compute backend that loads here (wasm, cpu, webgpu where a WebGPU
+// adapter exists, and 'tensorflow' where tfjs-node is installed): Flock's kernels against
+// the cpu backend's own kernels (or plain tfjs autodiff), memory stability of training
+// steps, and whole-model gradients across backends. The cpu backend is slow, so its batches
+// are tiny. Under CI (CI=true) webgpu must load: CI installs a software Vulkan driver
+// (scripts/install-vulkan.sh), and a missing adapter fails the run instead of skipping.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import type * as tfjs from '@tensorflow/tfjs';
@@ -23,7 +25,7 @@ const unavailable = new Map<BackendName, string>();
 
 before(async () => {
   // cpu last: loading a backend makes it the active one, and cpu is the reference.
-  for (const name of ['tensorflow', 'wasm', 'cpu'] as const) {
+  for (const name of ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const) {
     try {
       backends.set(name, await loadBackend(name, logger));
     } catch (err) {
@@ -42,10 +44,16 @@ function backendOf(name: BackendName): ComputeBackend {
 async function on(name: BackendName, f: (tf: Tf) => tfjs.Tensor | tfjs.Tensor[]): Promise<Float32Array[]> {
   const { tf } = backendOf(name);
   await tf.setBackend(name);
-  return tf.tidy(() => {
+  // Read with data(), not dataSync(): webgpu can only be read asynchronously in Node.
+  const outs = tf.tidy(() => {
     const out = f(tf);
-    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync()));
+    return Array.isArray(out) ? out : [out];
   });
+  try {
+    return await Promise.all(outs.map(async (t) => Float32Array.from(await t.data())));
+  } finally {
+    tf.dispose(outs);
+  }
 }
 
 function random(seed: number, n: number, scale = 1, levels = 0): Float32Array {
@@ -76,10 +84,18 @@ function assertClose(actual: Float32Array, expected: Float32Array, rtol: number,
 const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 describe('backends load', () => {
-  test('wasm and cpu load; tensorflow is reported when it cannot', (t) => {
+  test('wasm and cpu load; tensorflow and webgpu are reported when they cannot', (t) => {
     for (const [name, why] of unavailable) t.diagnostic(`skipping backend '${name}': ${why}`);
     assert.ok(backends.has('wasm'), `wasm: ${unavailable.get('wasm')}`);
     assert.ok(backends.has('cpu'), `cpu: ${unavailable.get('cpu')}`);
+  });
+
+  test('webgpu loads (required under CI)', (t) => {
+    const why = unavailable.get('webgpu');
+    if (why === undefined) return t.diagnostic(`webgpu: ${backendOf('webgpu').detail}`);
+    // CI must exercise the webgpu path: without an adapter this fails rather than skips.
+    if (process.env.CI === 'true') assert.fail(`CI=true but the webgpu backend did not load: ${why}`);
+    t.skip(`no WebGPU adapter, webgpu conformance not run. Enable it with 'sudo scripts/install-vulkan.sh' (software Vulkan, Mesa >= 25), or on a GPU machine install libvulkan1 and the driver's Vulkan ICD. (${why})`);
   });
 
   test('registering the training kernels again is harmless', () => {
@@ -199,7 +215,7 @@ describe('kernels match the cpu backend', () => {
       const a = tf.tensor([1, 2, 3]);
       const b = tf.clone(a);
       a.dispose();
-      assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3], name);
+      assert.deepEqual(Array.from(await b.data()), [1, 2, 3], name);
       b.dispose();
       assert.equal(tf.memory().numTensors, before, name);
     }
@@ -259,9 +275,9 @@ describe('training steps', () => {
         const runtime = new ModelRuntime(backend, model);
         runtime.setState(initialState(model, 1));
         const batch = batchOf(name === 'cpu' ? 1 : 8, 2);
-        runtime.gradients(batch, 0);
+        await runtime.gradients(batch, 0);
         const start = backend.tf.memory().numTensors;
-        for (let step = 1; step <= 50; step++) runtime.gradients(batch, step);
+        for (let step = 1; step <= 50; step++) await runtime.gradients(batch, step);
         assert.equal(backend.tf.memory().numTensors, start, `${name} ${modelName}: tensors leaked`);
         runtime.dispose();
       }
@@ -273,13 +289,13 @@ describe('training steps', () => {
       const model = modelSpec(modelName);
       const state = initialState(model, 7);
       const batch = batchOf(4, 3);
-      const results = new Map<BackendName, ReturnType<ModelRuntime['gradients']>>();
+      const results = new Map<BackendName, Awaited<ReturnType<ModelRuntime['gradients']>>>();
       for (const name of [...backends.keys()]) {
         const backend = backendOf(name);
         await backend.tf.setBackend(name);
         const runtime = new ModelRuntime(backend, model);
         runtime.setState(state);
-        results.set(name, runtime.gradients(batch, 11));
+        results.set(name, await runtime.gradients(batch, 11));
         runtime.dispose();
       }
       const want = results.get('cpu')!;

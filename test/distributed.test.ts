@@ -161,15 +161,16 @@ describe('distributed training over WebSockets', () => {
     }
   });
 
-  it('(c) the averaged gradient of micro-batches equals the gradient of their union', () => {
+  it('(c) the averaged gradient of micro-batches equals the gradient of their union', async () => {
     const model = modelSpec('net');
     const runtime = new ModelRuntime(backend, model);
     try {
       runtime.setState(initialState(model, 9));
       const indices = Uint32Array.from({ length: 48 }, (_, i) => (i * 7) % train.count);
-      const parts = chunk(indices, 12).map((mb) => runtime.gradients(subset(train, mb.indices), dropoutSeed(9, 0, mb.id)));
+      const parts = [];
+      for (const mb of chunk(indices, 12)) parts.push(await runtime.gradients(subset(train, mb.indices), dropoutSeed(9, 0, mb.id)));
       const reduced = reduceStep(parts);
-      const whole = runtime.gradients(subset(train, indices), 0);
+      const whole = await runtime.gradients(subset(train, indices), 0);
       whole.grads.forEach((g, k) => {
         const mean = g.map((v) => v / indices.length);
         let diff = 0;

@@ -124,7 +124,8 @@ describe('in-process training', () => {
       }));
       const n = 20;
       const images = data.validation.images.subarray(0, n * 3072);
-      const expected = (runtime.setState(result.state), runtime.predict(images, n));
+      runtime.setState(result.state);
+      const expected = await runtime.predict(images, n);
       const x = tf.tensor4d(normalizeImages(images, n), [n, 32, 32, 3]);
       const y = loaded.predict(x) as ReturnType<typeof tf.tensor>;
       const got = y.dataSync();

@@ -198,7 +198,7 @@ export class Session {
       if (this.settled) return;
       const batch = run.stores.train.batch(bytesToIndices(mb.indices));
       const start = this.deps.clock.now();
-      const r = this.compute(() => run.runtime.gradients(batch, dropoutSeed(run.config.seed, msg.step, mb.id)));
+      const r = await this.compute(() => run.runtime.gradients(batch, dropoutSeed(run.config.seed, msg.step, mb.id)));
       this.send(encode({
         type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id,
         grads: r.grads.map(float32ToBytes), lossSum: r.lossSum, correct: r.correct, count: r.count,
@@ -218,16 +218,16 @@ export class Session {
       if (this.settled) return;
       const batch = store.batch(bytesToIndices(chunk.indices));
       const start = this.deps.clock.now();
-      const r = this.compute(() => run.runtime.evaluate(batch));
+      const r = await this.compute(() => run.runtime.evaluate(batch));
       this.send(encode({ type: MessageType.EVALUATION, requestId: msg.requestId, chunk: chunk.id, lossSum: r.lossSum, correct: r.correct, count: r.count, computeMs: this.deps.clock.now() - start }));
       await nextTick();
     }
   }
 
   /** Runs a computation; a backend failure is reported to the coordinator, then ends the worker. */
-  private compute<T>(f: () => T): T {
+  private async compute<T>(f: () => Promise<T>): Promise<T> {
     try {
-      return f();
+      return await f();
     } catch (err) {
       const e = new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `computation failed on the ${this.opts.backendName} backend: ${errorMessage(err)}`, { cause: err });
       this.send(encode({ type: MessageType.FAILURE, code: e.code, message: e.message }));

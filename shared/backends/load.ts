@@ -1,9 +1,12 @@
 // Picks and initialises a TensorFlow.js backend. `auto` prefers native TensorFlow
-// (tfjs-node-gpu, then tfjs-node), then WASM, then the pure-JS cpu backend.
+// (tfjs-node-gpu, then tfjs-node), then WebGPU on a hardware adapter, then WASM, then the
+// pure-JS cpu backend. A software WebGPU adapter (lavapipe, SwiftShader) is slower than
+// wasm, so `auto` never takes it; asked for by name it works, with a warning.
 import type { Logger } from 'pino';
 import type { BackendName, BackendRequest, ComputeBackend, Tf } from '../backend.js';
 import { ErrorCode, FlockError, errorMessage } from '../errors.js';
 import { registerTrainingKernels } from './kernels/register.js';
+import { adapterSummary, findWebgpuAdapter } from './webgpu.js';
 
 const NATIVE_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
 
@@ -47,17 +50,47 @@ async function loadJs(name: 'wasm' | 'cpu'): Promise<ComputeBackend> {
   return { name, tf, detail };
 }
 
+/** The webgpu backend on whatever adapter Dawn finds; `auto` takes only a hardware one. */
+async function loadWebgpu(logger: Logger, auto: boolean): Promise<ComputeBackend> {
+  const found = await findWebgpuAdapter();
+  const { report } = found;
+  const adapter = { vendor: report.vendor, architecture: report.architecture, device: report.device, description: report.description, software: report.software };
+  if (report.software && auto) {
+    const why = 'software adapter: slower than wasm, never picked by auto (ask for it with --backend webgpu)';
+    logger.info({ event: 'webgpu_adapter', adapter, used: false, why }, `webgpu adapter ${adapterSummary(report)} not used: ${why}`);
+    throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `the only WebGPU adapter is a software one, ${adapterSummary(report)} (auto skips it)`);
+  }
+  if (report.software) {
+    logger.warn({ event: 'webgpu_adapter', adapter, used: true, why: 'asked for by name' },
+      `webgpu adapter ${adapterSummary(report)} is a SOFTWARE adapter: correct but slow (~100 images/s); use it for tests, not training`);
+  } else {
+    logger.info({ event: 'webgpu_adapter', adapter, used: true, why: auto ? 'hardware adapter' : 'asked for by name' }, `webgpu adapter ${adapterSummary(report)}`);
+  }
+  return found.load();
+}
+
+function load(name: BackendName, logger: Logger, auto: boolean): Promise<ComputeBackend> {
+  switch (name) {
+    case 'tensorflow':
+      return loadTensorflow();
+    case 'webgpu':
+      return loadWebgpu(logger, auto);
+    default:
+      return loadJs(name);
+  }
+}
+
 export async function loadBackend(request: BackendRequest, logger: Logger): Promise<ComputeBackend> {
   if (request !== 'auto') {
-    const backend = request === 'tensorflow' ? await loadTensorflow() : await loadJs(request);
+    const backend = await load(request, logger, false);
     logger.info({ event: 'backend', backend: backend.name, detail: backend.detail }, `compute backend: ${backend.detail}`);
     return backend;
   }
-  const order: BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+  const order: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
   const skipped: string[] = [];
   for (const name of order) {
     try {
-      const backend = name === 'tensorflow' ? await loadTensorflow() : await loadJs(name);
+      const backend = await load(name, logger, true);
       const why = skipped.length === 0 ? 'fastest available' : `fastest that loads; skipped ${skipped.join('; ')}`;
       logger.info({ event: 'backend', backend: backend.name, detail: backend.detail, why }, `compute backend: ${backend.detail} (${why})`);
       return backend;

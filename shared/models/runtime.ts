@@ -92,60 +92,90 @@ export class ModelRuntime {
     return correct;
   }
 
-  /** Gradient of the summed loss over a micro-batch; `dropoutSeed` fixes the dropout masks. */
-  gradients(batch: Batch, dropoutSeed: number): GradientResult {
+  /**
+   * Gradient of the summed loss over a micro-batch; `dropoutSeed` fixes the dropout masks.
+   * Async because results are read with `data()`: the webgpu backend cannot be read
+   * synchronously in Node (its dataSync goes through OffscreenCanvas).
+   */
+  async gradients(batch: Batch, dropoutSeed: number): Promise<GradientResult> {
     const { tf, model } = this;
     const count = batch.count;
-    let result: GradientResult | undefined;
-    tf.tidy(() => {
-      const x = this.input(batch, 0, count);
-      const targets = this.oneHot(batch.labels, 0, count);
-      const masks = dropoutMasks(model.layers, count, dropoutSeed).map((m, k) =>
-        tf.tensor4d(m, [count, 1, 1, this.dropoutLayerChannels[k]!]));
-      let logits: Float32Array = new Float32Array(0);
-      let stats: BatchStats[] = [];
-      const f = (...params: tfjs.Tensor[]): tfjs.Scalar => {
-        const out = forward(tf, model.layers, x, { params, buffers: this.buffers, dropoutMasks: masks }, true);
-        logits = out.logits.dataSync() as Float32Array;
-        stats = out.batchStats.map((s) => ({ mean: s.mean.dataSync() as Float32Array, variance: s.variance.dataSync() as Float32Array }));
-        return this.lossSum(out.logits, targets);
-      };
-      const { value, grads } = tf.valueAndGrads(f)(this.params);
-      result = {
-        grads: grads.map((g) => g.dataSync() as Float32Array),
-        lossSum: value.dataSync()[0]!,
-        correct: ModelRuntime.countCorrect(logits, batch.labels, 0, count),
+    // The graph runs in tidy; the tensors to read are kept out of it and disposed below.
+    const kept: tfjs.Tensor[] = [];
+    const keep = <T extends tfjs.Tensor>(t: T): T => (kept.push(tf.keep(t)), t);
+    let logits: tfjs.Tensor | undefined;
+    let stats: { mean: tfjs.Tensor; variance: tfjs.Tensor }[] = [];
+    let value: tfjs.Tensor | undefined;
+    let grads: tfjs.Tensor[] = [];
+    try {
+      tf.tidy(() => {
+        const x = this.input(batch, 0, count);
+        const targets = this.oneHot(batch.labels, 0, count);
+        const masks = dropoutMasks(model.layers, count, dropoutSeed).map((m, k) =>
+          tf.tensor4d(m, [count, 1, 1, this.dropoutLayerChannels[k]!]));
+        const f = (...params: tfjs.Tensor[]): tfjs.Scalar => {
+          const out = forward(tf, model.layers, x, { params, buffers: this.buffers, dropoutMasks: masks }, true);
+          logits = keep(out.logits);
+          stats = out.batchStats.map((s) => ({ mean: keep(s.mean), variance: keep(s.variance) }));
+          return this.lossSum(out.logits, targets);
+        };
+        const r = tf.valueAndGrads(f)(this.params);
+        value = keep(r.value);
+        grads = r.grads.map(keep);
+      });
+      const read = (t: tfjs.Tensor): Promise<Float32Array> => t.data() as Promise<Float32Array>;
+      const [logitValues, lossValue, gradValues, statValues] = await Promise.all([
+        read(logits!),
+        read(value!),
+        Promise.all(grads.map(read)),
+        Promise.all(stats.map(async (s) => ({ mean: await read(s.mean), variance: await read(s.variance) }))),
+      ]);
+      return {
+        grads: gradValues,
+        lossSum: lossValue[0]!,
+        correct: ModelRuntime.countCorrect(logitValues, batch.labels, 0, count),
         count,
-        batchStats: stats,
+        batchStats: statValues,
       };
-    });
-    return result!;
+    } finally {
+      for (const t of kept) t.dispose();
+    }
   }
 
   /** Loss and accuracy in evaluation mode (running batch-norm statistics, no dropout). */
-  evaluate(batch: Batch): EvalResult {
+  async evaluate(batch: Batch): Promise<EvalResult> {
     let lossSum = 0;
     let correct = 0;
     for (let offset = 0; offset < batch.count; offset += EVAL_CHUNK) {
       const n = Math.min(EVAL_CHUNK, batch.count - offset);
-      this.tf.tidy(() => {
-        const logits = this.logits(batch, offset, n);
-        lossSum += this.lossSum(logits, this.oneHot(batch.labels, offset, n)).dataSync()[0]!;
-        correct += ModelRuntime.countCorrect(logits.dataSync() as Float32Array, batch.labels, offset, n);
+      const [logits, loss] = this.tf.tidy(() => {
+        const l = this.logits(batch, offset, n);
+        return [l, this.lossSum(l, this.oneHot(batch.labels, offset, n))];
       });
+      try {
+        const [logitValues, lossValue] = await Promise.all([logits.data() as Promise<Float32Array>, loss.data()]);
+        lossSum += lossValue[0]!;
+        correct += ModelRuntime.countCorrect(logitValues, batch.labels, offset, n);
+      } finally {
+        logits.dispose();
+        loss.dispose();
+      }
     }
     return { lossSum, correct, count: batch.count };
   }
 
   /** Class probabilities, [count x NUM_CLASSES] row-major. */
-  predict(images: Uint8Array, count: number): Float32Array {
+  async predict(images: Uint8Array, count: number): Promise<Float32Array> {
     const batch: Batch = { images, labels: new Uint8Array(count), count };
     const out = new Float32Array(count * NUM_CLASSES);
     for (let offset = 0; offset < count; offset += EVAL_CHUNK) {
       const n = Math.min(EVAL_CHUNK, count - offset);
-      this.tf.tidy(() => {
-        out.set(this.tf.softmax(this.logits(batch, offset, n)).dataSync(), offset * NUM_CLASSES);
-      });
+      const probs = this.tf.tidy(() => this.tf.softmax(this.logits(batch, offset, n)));
+      try {
+        out.set(await probs.data(), offset * NUM_CLASSES);
+      } finally {
+        probs.dispose();
+      }
     }
     return out;
   }
