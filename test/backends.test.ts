@@ -175,11 +175,17 @@ describe('kernels match the cpu backend', () => {
     }
   });
 
-  test('Tanh equals the cpu backend exactly, saturation included', async () => {
+  test('Tanh equals the cpu backend (webgpu: within float32 rounding), saturation included', async () => {
     const values = Float32Array.from([...random(70, 4000, 10), 0, -0, 1e-30, -1e-8, 8.5, 8.7, 9, 9.5, 20, -20, Infinity, -Infinity]);
     const run = (tf: Tf): tfjs.Tensor => tf.tanh(tf.tensor(values));
     const [expected] = await on('cpu', run);
-    for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 0, name, 0);
+    // webgpu's tanh is the GPU's float32 arithmetic: within a few ulps (about 1e-7 near 1),
+    // not bit-exact; saturation to exactly ±1 from 9.5 on still holds (the last five values).
+    for (const name of others()) {
+      const got = (await on(name, run))[0]!;
+      assertClose(got, expected!, 0, name, name === 'webgpu' ? 5e-7 : 0);
+      assert.deepEqual(Array.from(got.subarray(-5)), Array.from(expected!.subarray(-5)), `${name}: saturation`);
+    }
     for (const name of others()) assert.ok(Number.isNaN((await on(name, (tf) => tf.tanh(tf.tensor([NaN]))))[0]![0]), `${name}: tanh(NaN)`);
   });
 

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import type { KernelBackend } from '@tensorflow/tfjs';
 import type { ComputeBackend } from '../backend.js';
 import { ErrorCode, FlockError, errorMessage } from '../errors.js';
+import { registerKernelOnce } from './kernels/util.js';
+import { webgpuMaxPoolGradKernel } from './webgpu-kernels/max_pool_grad.js';
 
 /** What the adapter says about itself, and whether it is a software (CPU) implementation. */
 export interface AdapterReport {
@@ -116,6 +118,8 @@ async function loadOn(dawn: DawnModule, gpu: Gpu, adapter: GpuAdapter, report: A
   const globals = globalThis as Record<string, unknown>;
   for (const [name, value] of Object.entries(dawn.globals)) if (!(name in globals)) globals[name] = value;
   const { WebGPUBackend } = (await import('@tensorflow/tfjs-backend-webgpu')) as unknown as WebgpuBackendModule;
+  // Flock's kernels where tfjs-backend-webgpu's are wrong (test/backends.test.ts checks all).
+  registerKernelOnce(tf, webgpuMaxPoolGradKernel(tf));
   // One webgpu backend per process: a second load (tests, bench) reuses the registered one.
   if (!('webgpu' in tf.engine().registryFactory)) {
     // The limits tfjs-backend-webgpu's own factory asks for: the adapter's, not WebGPU's defaults.
