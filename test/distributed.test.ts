@@ -27,6 +27,7 @@ import { CloseCode, MessageType, decode, encode, type CoordinatorMessage } from 
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { reduceStep } from '../shared/training/reduce.js';
 import { chunk, dropoutSeed, validationChunks } from '../shared/training/schedule.js';
+import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { backoffDelay, BACKOFF_DEFAULTS } from '../worker/backoff.js';
 import { Worker } from '../worker/worker.js';
 import { silentLogger, trainingBackend } from './helpers.js';
@@ -68,8 +69,8 @@ interface Child {
   output(): string;
 }
 
-function spawnWorker(url: string, name: string, env: Record<string, string> = {}): Child {
-  const proc = spawn(process.execPath, [WORKER_CLI, '--connect', url, '--backend', 'wasm', '--name', name, '--log-level', 'warn'], {
+function spawnWorker(url: string, name: string, env: Record<string, string> = {}, backendName = 'wasm'): Child {
+  const proc = spawn(process.execPath, [WORKER_CLI, '--connect', url, '--backend', backendName, '--name', name, '--log-level', 'warn'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FLOCK_TOKEN: '', ...env },
   });
@@ -122,10 +123,13 @@ describe('distributed training over WebSockets', () => {
     }
   }
 
-  /** Trains with `n` spawned workers; `wrap` may intercept the pool (to inject faults). */
-  async function runDistributed(config: TrainConfig, n: number, trainCount: number, validationCount: number, logger?: Logger, wrap?: (pool: WorkerPool, children: Child[]) => Executor): Promise<TrainResult> {
+  /**
+   * Trains with `n` spawned workers (on `backends[i]`, default wasm); `wrap` may intercept
+   * the pool (to inject faults).
+   */
+  async function runDistributed(config: TrainConfig, n: number, trainCount: number, validationCount: number, logger?: Logger, wrap?: (pool: WorkerPool, children: Child[]) => Executor, backends: string[] = []): Promise<TrainResult> {
     const pool = await listen(config, logger);
-    const children = Array.from({ length: n }, (_, i) => spawnWorker(pool.url, `w${i + 1}`));
+    const children = Array.from({ length: n }, (_, i) => spawnWorker(pool.url, `w${i + 1}`, {}, backends[i] ?? 'wasm'));
     try {
       await pool.waitForWorkers(n);
       const result = await runTrainer(config, wrap ? wrap(pool, children) : pool, trainCount, validationCount);
@@ -159,6 +163,30 @@ describe('distributed training over WebSockets', () => {
       assert.ok(sameState(result.state, reference.state), `${n} worker(s): weights differ from the in-process run`);
       assert.deepEqual(result.history.map((h) => [h.trainLoss, h.valLoss, h.valAccuracy]), reference.history.map((h) => [h.trainLoss, h.valLoss, h.valAccuracy]));
     }
+  });
+
+  it('(b2) a mixed fleet (wasm + webgpu, or wasm + cpu without an adapter) ends within 1e-4 of the in-process weights', async (t) => {
+    // Different backends round differently, so the weights are close, not bit-identical.
+    const other = await findWebgpuAdapter().then(() => 'webgpu', () => 'cpu');
+    t.diagnostic(`fleet: wasm + ${other}`);
+    const config = resolveTrainConfig({ model: 'net', epochs: 1, batchSize: 16, microBatch: 8, lr: 0.05, momentum: 0.9, seed: 6 }, 2);
+    const steps = 3;
+    const reference = await runLocal(config, steps * 16, 16);
+    const result = await runDistributed(config, 2, steps * 16, 16, undefined, undefined, ['wasm', other]);
+    assert.equal(result.globalStep, steps);
+    const tensors = (s: ModelState): Float32Array[] => [...s.params, ...s.buffers];
+    const want = tensors(reference.state);
+    tensors(result.state).forEach((got, k) => {
+      const w = want[k]!;
+      let scale = 0;
+      let worst = 0;
+      for (let i = 0; i < w.length; i++) {
+        scale = Math.max(scale, Math.abs(w[i]!));
+        worst = Math.max(worst, Math.abs(got[i]! - w[i]!));
+      }
+      assert.ok(worst <= 1e-4 * scale + 1e-7, `tensor ${k}: max |diff| ${worst} > 1e-4 x ${scale}`);
+    });
+    assert.ok(Math.abs(result.history[0]!.trainLoss - reference.history[0]!.trainLoss) <= 1e-4 * reference.history[0]!.trainLoss);
   });
 
   it('(c) the averaged gradient of micro-batches equals the gradient of their union', async () => {
