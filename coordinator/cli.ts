@@ -63,7 +63,7 @@ interface StartFlags extends CommonFlags {
 
 const common = (cmd: Command): Command =>
   cmd
-    .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else webgpu on a hardware GPU adapter, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data-dir <dir>', 'CIFAR-10 binary folder (cifar-10-batches-bin); default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin')
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'));

@@ -89,7 +89,7 @@ function main(argv: string[]): void {
     .requiredOption('--connect <url>', 'coordinator address, ws://host:port (or wss:// when it serves TLS)')
     .option('--token <token>', 'shared secret the coordinator expects (default $FLOCK_TOKEN); sent as an Authorization header')
     .option('--name <name>', 'name shown in the coordinator\'s logs (default <hostname>-<pid>)')
-    .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else webgpu on a hardware GPU adapter, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data-dir <dir>', 'optional local CIFAR-10 copy (cifar-10-batches-bin); if it is identical to the coordinator\'s, images are not sent over the network')
     .option('--ca <file>', 'PEM CA certificate to trust for wss:// (e.g. the coordinator\'s self-signed certificate)')
     .option('--give-up-after <ms>', 'exit with an error after failing to reach the coordinator for this long', intArg(1), 300_000)

@@ -75,7 +75,8 @@ function load(name: BackendName, logger: Logger, auto: boolean): Promise<Compute
       return loadTensorflow();
     case 'webgpu':
       return loadWebgpu(logger, auto);
-    default:
+    case 'wasm':
+    case 'cpu':
       return loadJs(name);
   }
 }
