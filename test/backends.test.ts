@@ -5,11 +5,15 @@
 // are tiny. Under CI (CI=true) webgpu must load: CI installs a software Vulkan driver
 // (scripts/install-vulkan.sh), and a missing adapter fails the run instead of skipping.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type * as tfjs from '@tensorflow/tfjs';
 import pino from 'pino';
 import type { BackendName, ComputeBackend, Tf } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
+import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { registerTrainingKernels } from '../shared/backends/kernels/register.js';
 import { isFlockKernel } from '../shared/backends/kernels/util.js';
 import { errorMessage } from '../shared/errors.js';
@@ -96,6 +100,37 @@ describe('backends load', () => {
     // CI must exercise the webgpu path: without an adapter this fails rather than skips.
     if (process.env.CI === 'true') assert.fail(`CI=true but the webgpu backend did not load: ${why}`);
     t.skip(`no WebGPU adapter, webgpu conformance not run. Enable it with 'sudo scripts/install-vulkan.sh' (software Vulkan, Mesa >= 25), or on a GPU machine install libvulkan1 and the driver's Vulkan ICD. (${why})`);
+  });
+
+  test('auto never picks a software WebGPU adapter; asked for by name it is used, with a warning', async (t) => {
+    if (!backends.has('webgpu')) return t.skip('no WebGPU adapter');
+    if (!(await findWebgpuAdapter()).report.software) return t.skip('the adapter here is a hardware one');
+    const records: { level: number; event?: string; used?: boolean; backend?: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => records.push(JSON.parse(line) as (typeof records)[number]) });
+    try {
+      const auto = await loadBackend('auto', log);
+      assert.notEqual(auto.name, 'webgpu');
+      assert.ok(records.some((r) => r.event === 'webgpu_adapter' && r.used === false) || backends.has('tensorflow'), 'auto logs the adapter it skipped');
+      records.length = 0;
+      assert.equal((await loadBackend('webgpu', log)).name, 'webgpu');
+      assert.ok(records.some((r) => r.event === 'webgpu_adapter' && r.used === true && r.level === 40), 'a warning names the software adapter');
+    } finally {
+      await backendOf('cpu').tf.setBackend('cpu');
+    }
+  });
+
+  test('--backend webgpu without any Vulkan driver fails with what the machine lacks, and exits', async () => {
+    const cli = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
+    // An ICD list naming a file that does not exist: Dawn finds no adapter at all.
+    const run = promisify(execFile)(process.execPath, [cli, 'start', '--local', '--backend', 'webgpu', '--epochs', '1'], {
+      env: { ...process.env, VK_ICD_FILENAMES: '/nonexistent/flock_icd.json', VK_DRIVER_FILES: '/nonexistent/flock_icd.json' }, timeout: 60_000,
+    });
+    const err = await run.then(() => assert.fail('exited 0'), (e: unknown) => e as { code: number; stderr: string; killed: boolean });
+    assert.equal(err.killed, false, 'did not hang');
+    assert.equal(err.code, 1);
+    for (const needle of ['ERR_', 'no GPU adapter', 'libvulkan1', 'Vulkan ICD', 'NVIDIA_DRIVER_CAPABILITIES', 'graphics', 'scripts/install-vulkan.sh']) {
+      assert.ok(err.stderr.includes(needle), `message names ${needle}: ${err.stderr}`);
+    }
   });
 
   test('registering the training kernels again is harmless', () => {

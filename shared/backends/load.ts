@@ -58,7 +58,7 @@ async function loadWebgpu(logger: Logger, auto: boolean): Promise<ComputeBackend
   if (report.software && auto) {
     const why = 'software adapter: slower than wasm, never picked by auto (ask for it with --backend webgpu)';
     logger.info({ event: 'webgpu_adapter', adapter, used: false, why }, `webgpu adapter ${adapterSummary(report)} not used: ${why}`);
-    throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `the only WebGPU adapter is a software one, ${adapterSummary(report)} (auto skips it)`);
+    throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `software adapter only, auto skips it: ${adapterSummary(report)}`);
   }
   if (report.software) {
     logger.warn({ event: 'webgpu_adapter', adapter, used: true, why: 'asked for by name' },
