@@ -52,7 +52,12 @@ async function loadJs(name: 'wasm' | 'cpu'): Promise<ComputeBackend> {
 
 /** The webgpu backend on whatever adapter Dawn finds; `auto` takes only a hardware one. */
 async function loadWebgpu(logger: Logger, auto: boolean): Promise<ComputeBackend> {
-  const found = await findWebgpuAdapter();
+  const found = await findWebgpuAdapter().catch((err: unknown) => {
+    // Said in full here: auto's summary keeps only the first clause, and on a GPU server
+    // the diagnosis (no Vulkan loader, no ICD, no 'graphics' capability) is what matters.
+    if (auto) logger.info({ event: 'webgpu_adapter', adapter: null, used: false, why: errorMessage(err) }, `no webgpu adapter: ${errorMessage(err)}`);
+    throw err;
+  });
   const { report } = found;
   const adapter = { vendor: report.vendor, architecture: report.architecture, device: report.device, description: report.description, software: report.software };
   if (report.software && auto) {
