@@ -143,6 +143,11 @@ describe('backends load', () => {
     }
     // The cpu backend keeps its own kernels: it is the reference below.
     assert.ok(!isFlockKernel(tf.getKernel('Conv2DBackpropFilter', 'cpu')));
+    // On webgpu only MaxPoolGrad is Flock's (the stock one picks the wrong tied maximum).
+    if (backends.has('webgpu')) {
+      assert.ok(isFlockKernel(tf.getKernel('MaxPoolGrad', 'webgpu')), "MaxPoolGrad is Flock's on webgpu");
+      assert.ok(!isFlockKernel(tf.getKernel('Conv2DBackpropFilter', 'webgpu')));
+    }
   });
 });
 
