@@ -1,28 +1,23 @@
 // Benchmark section `peer` (used by scripts/bench.ts): Flock against PyTorch 1.13 on the same
-// machine, in the same run. Each round measures, back to back and in alternating order,
+// machine, in the same run. Each round measures, each pair back to back in alternating order,
 //  - `net` and `net-batchnorm` in one Flock process (wasm) against PyTorch with 1 thread,
 //  - the same with 2 spawned Flock worker processes against PyTorch with 2 threads;
 // both sides run whole SGD steps at batch 64 (Flock: the Trainer of `coordinator start`,
 // gradients + reduction + SGD + new weights; PyTorch: zero_grad, forward, loss, backward, step).
 // The machine is noisy, so each comparison is repeated and reported as medians.
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import pino from 'pino';
 import { loadBackend } from '../shared/backends/load.js';
 import { loadCifar, subset, type Dataset } from '../shared/data/cifar.js';
-import { errorMessage } from '../shared/errors.js';
-import { IMAGE_BYTES, isModelName, type ModelName } from '../shared/models/layers.js';
+import { IMAGE_BYTES, type ModelName } from '../shared/models/layers.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { Rng } from '../shared/random.js';
 import { printTable, realDataDir, trainEpochs } from './bench-distributed.js';
-import { PEER_HEADER, machineName, parseTorchOutput, peerMarkdown, peerRows, type Comparison, type RoundPair } from './peer-report.js';
+import { PEER_HEADER, machineName, peerMarkdown, peerRows, type Comparison, type RoundPair } from './peer-report.js';
+import { TorchServer, findTorchPython } from './torch-peer.js';
 
-const run = promisify(execFile);
 const logger = pino({ level: 'silent' });
-const TORCH_SCRIPT = fileURLToPath(new URL('../../scripts/torch_bench.py', import.meta.url));
 const MODELS: readonly ModelName[] = ['net', 'net-batchnorm'];
 const BATCH = 64;
 const VALIDATION_IMAGES = 250;
@@ -33,23 +28,6 @@ export interface PeerOptions {
   readonly rounds: number;
   /** FLOCK_TORCH_PYTHON, tried before python3 and /usr/bin/python3. */
   readonly torchPython: string | undefined;
-}
-
-/** The first of the candidate Pythons that imports torch, or why none does. */
-async function findTorchPython(preferred: string | undefined): Promise<{ python: string; version: string } | { tried: string[] }> {
-  const candidates = [...new Set([preferred, 'python3', '/usr/bin/python3'].filter((p): p is string => p !== undefined && p !== ''))];
-  const tried: string[] = [];
-  for (const python of candidates) {
-    try {
-      const { stdout } = await run(python, ['-c', 'import torch; print(torch.__version__)'], { timeout: 60_000 });
-      return { python, version: stdout.trim() };
-    } catch (err) {
-      const e = err as { code?: unknown; stderr?: unknown };
-      const why = e.code === 'ENOENT' ? 'not found' : (typeof e.stderr === 'string' && e.stderr.trim().split('\n').at(-1)) || errorMessage(err);
-      tried.push(`${python}${python === preferred ? ' (FLOCK_TORCH_PYTHON)' : ''}: ${why}`);
-    }
-  }
-  return { tried };
 }
 
 /** `steps` batches of training images and a small validation set: the real data when present. */
@@ -72,22 +50,6 @@ async function peerData(steps: number): Promise<{ train: Dataset; validation: Da
   return { train: random(trainCount, 1), validation: random(VALIDATION_IMAGES, 2), label: `${trainCount} random images (real data not found)` };
 }
 
-async function torchRates(python: string, threads: number, steps: number): Promise<Map<string, number>> {
-  const args = [TORCH_SCRIPT, '--threads', String(threads), '--models', MODELS.join(','), '--steps', String(steps), '--warmup', String(steps)];
-  const { stdout } = await run(python, args, { timeout: 300_000, maxBuffer: 1 << 20 });
-  const results = parseTorchOutput(stdout);
-  for (const r of results) {
-    // A different parameter count means a different network: the comparison would be void.
-    const expected = isModelName(r.model) ? modelSpec(r.model).parameterCount : NaN;
-    if (r.parameters !== expected || r.threads !== threads || r.batch !== BATCH) {
-      throw new Error(`torch_bench.py trained ${r.model} with ${r.parameters} parameters, ${r.threads} threads, batch ${r.batch}; Flock's has ${expected} parameters (asked: ${threads} threads, batch ${BATCH})`);
-    }
-  }
-  const rates = new Map(results.map((r) => [r.model, r.imagesPerSec]));
-  for (const m of MODELS) if (!rates.has(m)) throw new Error(`torch_bench.py printed no result for ${m}: ${stdout.slice(0, 500)}`);
-  return rates;
-}
-
 function cpuModel(): string {
   let cpuinfo = '';
   try {
@@ -98,6 +60,19 @@ function cpuModel(): string {
   return machineName(cpuinfo, cpus()[0]?.model ?? '', availableParallelism());
 }
 
+/** PyTorch's images/s for `model`, after checking it trained the same network at the same batch. */
+async function torchRate(server: TorchServer, model: ModelName, threads: number): Promise<number> {
+  const r = await server.measure(model);
+  const expected = modelSpec(model).parameterCount;
+  // A different parameter count means a different network: the comparison would be void.
+  if (r.parameters !== expected || r.threads !== threads || r.batch !== BATCH) {
+    throw new Error(`torch_bench.py trained ${model} with ${r.parameters} parameters, ${r.threads} threads, batch ${r.batch}; expected ${expected} parameters, ${threads} threads, batch ${BATCH}`);
+  }
+  return r.imagesPerSec;
+}
+
+const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 export async function benchPeer(options: PeerOptions): Promise<void> {
   const found = await findTorchPython(options.torchPython);
   if ('tried' in found) {
@@ -105,38 +80,43 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
     console.log("To run it, install Debian's PyTorch (`sudo apt-get install python3-torch`), or set FLOCK_TORCH_PYTHON to a Python that can `import torch`.");
     return;
   }
-  if (!existsSync(TORCH_SCRIPT)) throw new Error(`${TORCH_SCRIPT} is missing; run the benchmark from a full checkout (node dist/scripts/bench.js peer)`);
   const machine = cpuModel();
   const date = new Date().toISOString();
   const backend = await loadBackend('wasm', logger);
   const data = await peerData(options.steps);
   console.log(`machine: ${machine}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${date}; Node ${process.version}, ${backend.detail}; PyTorch ${found.version} (${found.python})`);
-  console.log(`batch ${BATCH}, full SGD steps, ${options.steps} timed steps each (Flock: 2nd epoch, after a warm-up epoch; PyTorch: after ${options.steps} warm-up steps); data: ${data.label}; ${options.rounds} round${options.rounds === 1 ? '' : 's'}, order alternating`);
+  console.log(`batch ${BATCH}, full SGD steps, ${options.steps} timed steps each (Flock: 2nd epoch, after a warm-up epoch; PyTorch: after ${options.steps} warm-up steps); data: ${data.label}; ${plural(options.rounds, 'round')}, order alternating`);
 
   const pairings = [
     { workers: 0, threads: 1, flockSetup: '1 process', torchSetup: '1 thread' },
     { workers: 2, threads: 2, flockSetup: '2 workers', torchSetup: '2 threads' },
   ] as const;
+  const torchOpts = { batch: BATCH, steps: options.steps, warmup: options.steps };
+  const servers = new Map<number, TorchServer>();
   const rounds = new Map<string, RoundPair[]>();
-  for (let round = 0; round < options.rounds; round++) {
-    for (const p of pairings) {
-      const flock = new Map<string, number>();
-      const measureFlock = async (): Promise<void> => {
-        for (const model of MODELS) flock.set(model, (await trainEpochs({ model, workers: p.workers, data, epochs: 2, backend })).imagesPerSec);
-      };
-      let torch = new Map<string, number>();
-      const measureTorch = async (): Promise<void> => {
-        torch = await torchRates(found.python, p.threads, options.steps);
-      };
-      // Alternate who goes first, so neither side always gets the fresher machine.
-      for (const measure of round % 2 === 0 ? [measureFlock, measureTorch] : [measureTorch, measureFlock]) await measure();
-      for (const model of MODELS) {
-        const pair = { flock: flock.get(model)!, torch: torch.get(model)! };
-        const key = `${p.workers}:${model}`;
-        rounds.set(key, [...(rounds.get(key) ?? []), pair]);
-        console.log(`round ${round + 1}/${options.rounds}: ${model}, Flock ${p.flockSetup} ${pair.flock.toFixed(0)} img/s, PyTorch ${p.torchSetup} ${pair.torch.toFixed(0)} img/s: ${(pair.flock / pair.torch).toFixed(2)}×`);
+  try {
+    for (const p of pairings) servers.set(p.threads, TorchServer.start(found.python, { ...torchOpts, threads: p.threads }));
+    for (let round = 0; round < options.rounds; round++) {
+      for (const p of pairings) {
+        for (const model of MODELS) {
+          let flock = NaN;
+          let torch = NaN;
+          const measureFlock = async (): Promise<void> => {
+            flock = (await trainEpochs({ model, workers: p.workers, data, epochs: 2, backend })).imagesPerSec;
+          };
+          const measureTorch = async (): Promise<void> => {
+            torch = await torchRate(servers.get(p.threads)!, model, p.threads);
+          };
+          // Alternate who goes first, so neither side always gets the fresher machine.
+          for (const measure of round % 2 === 0 ? [measureFlock, measureTorch] : [measureTorch, measureFlock]) await measure();
+          const key = `${p.workers}:${model}`;
+          rounds.set(key, [...(rounds.get(key) ?? []), { flock, torch }]);
+          console.log(`round ${round + 1}/${options.rounds}: ${model}, Flock ${p.flockSetup} ${flock.toFixed(0)} img/s, PyTorch ${p.torchSetup} ${torch.toFixed(0)} img/s: ${(flock / torch).toFixed(2)}×`);
+        }
       }
     }
+  } finally {
+    await Promise.all([...servers.values()].map((s) => s.stop()));
   }
   const comparisons: Comparison[] = pairings.flatMap((p) => MODELS.map((model) => ({
     model,
@@ -144,7 +124,7 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
     torchSetup: p.torchSetup,
     rounds: rounds.get(`${p.workers}:${model}`) ?? [],
   })));
-  console.log(`\nFlock (wasm) against PyTorch ${found.version}, medians of ${options.rounds} round${options.rounds === 1 ? '' : 's'}; ratio: median of the per-round ratios`);
+  console.log(`\nFlock (wasm) against PyTorch ${found.version}, medians of ${plural(options.rounds, 'round')}; ratio: median of the per-round ratios`);
   printTable([...PEER_HEADER], peerRows(comparisons));
   console.log(`\nFor the README (${machine}, ${date.slice(0, 10)}):\n${peerMarkdown(comparisons)}`);
 }

@@ -31,6 +31,7 @@ export function parseTorchOutput(stdout: string): TorchResult[] {
       throw new Error(`torch_bench.py output line ${n + 1} is not JSON: ${line.slice(0, 200)}`);
     }
     const v = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+    if (typeof v.error === 'string') throw new Error(`torch_bench.py: ${v.error}`);
     if (typeof v.model !== 'string' || !positive(v.parameters) || !positive(v.threads) || !positive(v.batch) || !positive(v.steps) || !positive(v.images_per_sec)) {
       throw new Error(`torch_bench.py output line ${n + 1} lacks model, parameters, threads, batch, steps or images_per_sec: ${line.slice(0, 200)}`);
     }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The PyTorch side of `npm run bench peer`: trains Flock's `net` and `net-batchnorm` with
 PyTorch on synthetic in-memory data and prints one JSON line of images/s per model.
+With --serve it stays up and measures each model named on a line of stdin, so the benchmark
+can pair every PyTorch measurement with a Flock one without paying for `import torch` each time.
 
 Each timed step is a whole SGD step, as Flock's side measures it: zero_grad, forward,
 summed-then-averaged cross-entropy, backward, optimizer step. The models are the ones of
@@ -8,6 +10,7 @@ summed-then-averaged cross-entropy, backward, optimizer step. The models are the
 with n_chans1 = 32).
 
     python3 scripts/torch_bench.py --threads 1 --models net,net-batchnorm --steps 30 --warmup 5
+    printf 'net\nnet\n' | python3 scripts/torch_bench.py --threads 2 --serve
 """
 import argparse
 import json
@@ -103,6 +106,7 @@ def main():
     parser.add_argument('--steps', type=int, default=30, help='timed steps per model')
     parser.add_argument('--warmup', type=int, default=5, help='untimed steps before them')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--serve', action='store_true', help='measure the models named on stdin, one a line, until EOF')
     args = parser.parse_args()
     names = [m for m in args.models.split(',') if m]
     unknown = [m for m in names if m not in MODELS]
@@ -111,6 +115,14 @@ def main():
     # Both pools must be sized before any parallel work starts; inter-op threads can only be set once.
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
+    if args.serve:
+        for line in sys.stdin:
+            name = line.strip()
+            if name not in MODELS:
+                print(json.dumps({'error': 'unknown model %r' % name}), flush=True)
+                continue
+            print(json.dumps(measure(name, args.batch, args.steps, args.warmup, args.seed)), flush=True)
+        return
     for name in names:
         print(json.dumps(measure(name, args.batch, args.steps, args.warmup, args.seed)), flush=True)
 

@@ -24,6 +24,10 @@ describe('torch_bench.py output', () => {
     assert.throws(() => parseTorchOutput(line({ parameters: undefined })), /line 1 lacks/);
     assert.throws(() => parseTorchOutput('[1, 2]'), /line 1 lacks/);
   });
+
+  it('passes on the error the script reports', () => {
+    assert.throws(() => parseTorchOutput('{"error": "unknown model \'foo\'"}'), /^Error: torch_bench.py: unknown model 'foo'$/);
+  });
 });
 
 describe('peer comparison', () => {
