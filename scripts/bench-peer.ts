@@ -14,7 +14,7 @@ import { IMAGE_BYTES, type ModelName } from '../shared/models/layers.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { Rng } from '../shared/random.js';
 import { printTable, realDataDir, trainEpochs } from './bench-distributed.js';
-import { PEER_HEADER, machineName, peerMarkdown, peerRows, type Comparison, type RoundPair } from './peer-report.js';
+import { PEER_HEADER, machineName, median, peerMarkdown, peerRows, type Comparison, type RoundPair, type TorchResult } from './peer-report.js';
 import { TorchServer, findTorchPython } from './torch-peer.js';
 
 const logger = pino({ level: 'silent' });
@@ -60,15 +60,15 @@ function cpuModel(): string {
   return machineName(cpuinfo, cpus()[0]?.model ?? '', availableParallelism());
 }
 
-/** PyTorch's images/s for `model`, after checking it trained the same network at the same batch. */
-async function torchRate(server: TorchServer, model: ModelName, threads: number): Promise<number> {
+/** PyTorch's result for `model`, after checking it trained the same network at the same batch. */
+async function torchResult(server: TorchServer, model: ModelName, threads: number): Promise<TorchResult> {
   const r = await server.measure(model);
   const expected = modelSpec(model).parameterCount;
   // A different parameter count means a different network: the comparison would be void.
   if (r.parameters !== expected || r.threads !== threads || r.batch !== BATCH) {
     throw new Error(`torch_bench.py trained ${model} with ${r.parameters} parameters, ${r.threads} threads, batch ${r.batch}; expected ${expected} parameters, ${threads} threads, batch ${BATCH}`);
   }
-  return r.imagesPerSec;
+  return r;
 }
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -94,6 +94,10 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
   const torchOpts = { batch: BATCH, steps: options.steps, warmup: options.steps };
   const servers = new Map<number, TorchServer>();
   const rounds = new Map<string, RoundPair[]>();
+  let cpuMs = 0;
+  let wallMs = 0;
+  /** CPU time / wall time of each 1-thread PyTorch measurement. */
+  const torchShares: number[] = [];
   try {
     for (const p of pairings) servers.set(p.threads, TorchServer.start(found.python, { ...torchOpts, threads: p.threads }));
     for (let round = 0; round < options.rounds; round++) {
@@ -102,10 +106,19 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
           let flock = NaN;
           let torch = NaN;
           const measureFlock = async (): Promise<void> => {
+            const cpu0 = process.cpuUsage();
+            const wall0 = performance.now();
             flock = (await trainEpochs({ model, workers: p.workers, data, epochs: 2, backend })).imagesPerSec;
+            if (p.workers === 0) {
+              const cpu = process.cpuUsage(cpu0);
+              cpuMs += (cpu.user + cpu.system) / 1000;
+              wallMs += performance.now() - wall0;
+            }
           };
           const measureTorch = async (): Promise<void> => {
-            torch = await torchRate(servers.get(p.threads)!, model, p.threads);
+            const r = await torchResult(servers.get(p.threads)!, model, p.threads);
+            torch = r.imagesPerSec;
+            if (p.threads === 1 && r.imagesPerCpuSec !== undefined) torchShares.push(r.imagesPerSec / r.imagesPerCpuSec);
           };
           // Alternate who goes first, so neither side always gets the fresher machine.
           for (const measure of round % 2 === 0 ? [measureFlock, measureTorch] : [measureTorch, measureFlock]) await measure();
@@ -124,6 +137,11 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
     torchSetup: p.torchSetup,
     rounds: rounds.get(`${p.workers}:${model}`) ?? [],
   })));
+  // A single-threaded process on a quiet machine gets a whole core: CPU time ≈ wall time.
+  const flockShare = cpuMs / wallMs;
+  const torchShare = torchShares.length > 0 ? median(torchShares) : NaN;
+  console.log(`\nshare of a core (CPU time / wall time) of the one-process Flock runs: ${flockShare.toFixed(2)}; of the 1-thread PyTorch runs (median): ${torchShare.toFixed(2)}`);
+  if (flockShare < 0.9 || torchShare < 0.9) console.log('warning: other jobs shared the cores during this run, so these ratios (the 2-thread ones most) are unreliable; rerun on a quiet machine');
   console.log(`\nFlock (wasm) against PyTorch ${found.version}, medians of ${plural(options.rounds, 'round')}; ratio: median of the per-round ratios`);
   printTable([...PEER_HEADER], peerRows(comparisons));
   console.log(`\nFor the README (${machine}, ${date.slice(0, 10)}):\n${peerMarkdown(comparisons)}`);

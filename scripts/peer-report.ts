@@ -11,6 +11,8 @@ export interface TorchResult {
   readonly batch: number;
   readonly steps: number;
   readonly imagesPerSec: number;
+  /** Per second of the process's CPU time (all its threads); absent if the script could not tell. */
+  readonly imagesPerCpuSec: number | undefined;
   readonly torchVersion: string;
 }
 
@@ -42,6 +44,7 @@ export function parseTorchOutput(stdout: string): TorchResult[] {
       batch: v.batch,
       steps: v.steps,
       imagesPerSec: v.images_per_sec,
+      imagesPerCpuSec: positive(v.images_per_cpu_sec) ? v.images_per_cpu_sec : undefined,
       torchVersion: typeof v.torch === 'string' ? v.torch : 'unknown',
     });
   }

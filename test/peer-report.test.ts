@@ -3,14 +3,14 @@ import { describe, it } from 'node:test';
 import { machineName, median, parseTorchOutput, peerMarkdown, peerRows, summarize, type Comparison } from '../scripts/peer-report.js';
 
 const line = (fields: Record<string, unknown>): string =>
-  JSON.stringify({ model: 'net', parameters: 18090, threads: 1, batch: 64, steps: 30, images_per_sec: 2100.5, torch: '1.13.0a0', ...fields });
+  JSON.stringify({ model: 'net', parameters: 18090, threads: 1, batch: 64, steps: 30, images_per_sec: 2100.5, images_per_cpu_sec: 2200, torch: '1.13.0a0', ...fields });
 
 describe('torch_bench.py output', () => {
   it('reads one result per JSON line, skipping blank lines', () => {
-    const out = `${line({})}\n\n${line({ model: 'net-batchnorm', parameters: 38482, images_per_sec: 900 })}\n`;
+    const out = `${line({})}\n\n${line({ model: 'net-batchnorm', parameters: 38482, images_per_sec: 900, images_per_cpu_sec: null })}\n`;
     assert.deepEqual(parseTorchOutput(out), [
-      { model: 'net', parameters: 18090, threads: 1, batch: 64, steps: 30, imagesPerSec: 2100.5, torchVersion: '1.13.0a0' },
-      { model: 'net-batchnorm', parameters: 38482, threads: 1, batch: 64, steps: 30, imagesPerSec: 900, torchVersion: '1.13.0a0' },
+      { model: 'net', parameters: 18090, threads: 1, batch: 64, steps: 30, imagesPerSec: 2100.5, imagesPerCpuSec: 2200, torchVersion: '1.13.0a0' },
+      { model: 'net-batchnorm', parameters: 38482, threads: 1, batch: 64, steps: 30, imagesPerSec: 900, imagesPerCpuSec: undefined, torchVersion: '1.13.0a0' },
     ]);
   });
 
