@@ -5,7 +5,7 @@ With --serve it stays up and measures each model named on a line of stdin, so th
 can pair every PyTorch measurement with a Flock one without paying for `import torch` each time.
 
 Each timed step is a whole SGD step, as Flock's side measures it: zero_grad, forward,
-summed-then-averaged cross-entropy, backward, optimizer step. The models are the ones of
+mean cross-entropy over the batch, backward, optimizer step. The models are the ones of
 "Deep Learning with PyTorch" ch. 8 with the layers of shared/models/layers.ts (Net; NetBatchNorm
 with n_chans1 = 32).
 
