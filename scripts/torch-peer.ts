@@ -44,6 +44,8 @@ export class TorchServer {
     child.on('error', (err) => {
       this.stderr += `\n${err.message}`;
     });
+    // Writing to a script that has died fails with EPIPE; measure() reports the exit instead.
+    child.stdin!.on('error', () => undefined);
     this.lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   }
 
