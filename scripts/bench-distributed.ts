@@ -21,35 +21,62 @@ import { loadBackend } from '../shared/backends/load.js';
 import { systemClock } from '../shared/clock.js';
 import { loadCifar, type Dataset } from '../shared/data/cifar.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import type { ComputeBackend } from '../shared/backend.js';
+import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
 
+/** The real bird/airplane data folder (FLOCK_DATA_DIR, ../shared/data, ./data), if one is reachable. */
+export function realDataDir(): string | undefined {
+  const candidates = [process.env.FLOCK_DATA_DIR, resolve('../shared/data/cifar-10-batches-bin'), resolve('data/cifar-10-batches-bin')];
+  return candidates.find((dir): dir is string => dir !== undefined && dir !== '' && existsSync(join(dir, 'test_batch.bin')));
+}
+
 /** The real bird/airplane data if it is reachable, else a synthetic set of the same size. */
 async function benchData(): Promise<{ dir: string; label: string; cleanup: () => Promise<void> }> {
-  const candidates = [process.env.FLOCK_DATA_DIR, resolve('../shared/data/cifar-10-batches-bin'), resolve('data/cifar-10-batches-bin')];
-  for (const dir of candidates) if (dir && existsSync(join(dir, 'test_batch.bin'))) return { dir, label: dir, cleanup: () => Promise.resolve() };
+  const real = realDataDir();
+  if (real) return { dir: real, label: real, cleanup: () => Promise.resolve() };
   const dir = await mkdtemp(join(tmpdir(), 'flock-bench-'));
   await writeSyntheticCifar(dir, { trainPerFile: 2300, testCount: 2000, seed: 9 });
   return { dir, label: 'synthetic (real data not found)', cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-/** Trains `epochs` epochs of Net and returns the last epoch's metrics (the first warms caches). */
-async function trainWith(workers: number, data: { train: Dataset; validation: Dataset }, epochs: number): Promise<EpochMetrics> {
-  const config = resolveTrainConfig({ model: 'net', epochs }, Math.max(1, workers));
+export interface TrainRun {
+  readonly model: ModelName;
+  /** 0: the in-process trainer (LocalExecutor); N: N spawned local worker processes. */
+  readonly workers: number;
+  readonly data: { readonly train: Dataset; readonly validation: Dataset };
+  readonly epochs: number;
+  /** The backend in this process (in-process runs); loaded here when absent. */
+  readonly backend?: ComputeBackend;
+}
+
+/**
+ * Trains `epochs` epochs as `coordinator start` does (--local, or --spawn-workers N, wasm
+ * backend) and returns the last epoch's metrics: full SGD steps, weights updated and sent
+ * every step. The first epoch warms caches (and ships the samples to the workers).
+ */
+export async function trainEpochs(run: TrainRun): Promise<EpochMetrics> {
+  const { model, workers, data, epochs } = run;
+  const config = resolveTrainConfig({ model, epochs }, Math.max(1, workers));
   const opts = { trainCount: data.train.count, validationCount: data.validation.count };
   if (workers === 0) {
-    const backend = await loadBackend('wasm', logger);
-    const runtime = new ModelRuntime(backend, modelSpec('net'));
-    const executor = new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock);
-    const result = await new Trainer(config, { executor, logger, clock: systemClock }, opts).run();
-    runtime.dispose();
-    return result.history.at(-1)!;
+    const backend = run.backend ?? await loadBackend('wasm', logger);
+    await backend.tf.setBackend(backend.name);
+    const runtime = new ModelRuntime(backend, modelSpec(model));
+    try {
+      const executor = new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock);
+      const result = await new Trainer(config, { executor, logger, clock: systemClock }, opts).run();
+      return result.history.at(-1)!;
+    } finally {
+      runtime.dispose();
+    }
   }
   const token = 'bench';
-  const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
+  const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec(model), config, ...data });
   const local = new LocalWorkers({ count: workers, url: pool.url, token, backend: 'wasm', logLevel: 'warn' }, logger);
   try {
     local.start();
@@ -70,7 +97,7 @@ export async function benchWorkers(): Promise<void> {
     const rows: string[][] = [];
     let one = 0;
     for (const workers of [0, 1, 2]) {
-      const m = await trainWith(workers, sets, 2);
+      const m = await trainEpochs({ model: 'net', workers, data: sets, epochs: 2 });
       const stepTime = m.computeSeconds + m.communicationSeconds + m.waitingSeconds;
       if (workers === 1) one = m.imagesPerSec;
       rows.push([
@@ -118,7 +145,7 @@ export async function benchCoordinator(): Promise<void> {
   }
 }
 
-function printTable(header: string[], rows: string[][]): void {
+export function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   console.log([line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n'));

@@ -1,12 +1,15 @@
 // Benchmarks, as named sections: `npm run bench` runs them all, `node dist/scripts/bench.js
 // train` only the named ones. Flags: --include-cpu (the cpu backend trains at a few images/s,
-// so it is skipped unless asked for), --steps N (timed training steps, default 30).
+// so it is skipped unless asked for), --steps N (timed training steps, default 30),
+// --rounds N (rounds of the `peer` comparison, default 3). Environment: FLOCK_TORCH_PYTHON
+// (the Python with PyTorch for `peer`), FLOCK_DATA_DIR (real data for `workers` and `peer`).
 // Each section is one async function in `sections`; add new ones there.
 import pino from 'pino';
 import type { ComputeBackend } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
 import { benchCoordinator, benchWorkers } from './bench-distributed.js';
+import { benchPeer } from './bench-peer.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
 import { ModelRuntime, type Batch } from '../shared/models/runtime.js';
 import { initialState, modelSpec } from '../shared/models/spec.js';
@@ -15,6 +18,8 @@ import { Rng } from '../shared/random.js';
 interface Options {
   readonly includeCpu: boolean;
   readonly steps: number;
+  readonly rounds: number;
+  readonly torchPython: string | undefined;
 }
 
 const logger = pino({ level: 'silent' });
@@ -48,7 +53,10 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** Training (gradients of batch-64 micro-batches) and evaluation throughput per model and backend. */
+/**
+ * Training (gradients of batch-64 micro-batches: no SGD update, no new weights) and evaluation
+ * throughput per model and backend. Whole training steps are what `peer` measures.
+ */
 async function train(options: Options): Promise<void> {
   const BATCH = 64;
   const WARMUP = 5;
@@ -101,25 +109,29 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
   train,
   workers: () => benchWorkers(),
   coordinator: () => benchCoordinator(),
+  peer: (options) => benchPeer(options),
 };
 
-function parseArgs(argv: string[]): { names: string[]; options: Options } {
+function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { names: string[]; options: Options } {
   const names: string[] = [];
   let includeCpu = false;
   let steps = 30;
+  let rounds = 3;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--include-cpu') includeCpu = true;
     else if (arg === '--steps') steps = Number(argv[++i]);
+    else if (arg === '--rounds') rounds = Number(argv[++i]);
     else if (arg.startsWith('--')) throw new Error(`unknown flag ${arg}`);
     else names.push(arg);
   }
   if (!Number.isInteger(steps) || steps < 1) throw new Error('--steps needs a positive integer');
-  return { names, options: { includeCpu, steps } };
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds needs a positive integer');
+  return { names, options: { includeCpu, steps, rounds, torchPython: env.FLOCK_TORCH_PYTHON } };
 }
 
 async function main(): Promise<void> {
-  const { names, options } = parseArgs(process.argv.slice(2));
+  const { names, options } = parseArgs(process.argv.slice(2), process.env);
   const unknown = names.filter((n) => !(n in sections));
   if (unknown.length > 0) throw new Error(`unknown section(s) ${unknown.join(', ')}; known: ${Object.keys(sections).join(', ')}`);
   for (const name of names.length > 0 ? names : Object.keys(sections)) {
