@@ -19,7 +19,7 @@ export interface PoolOptions {
   readonly insecure: boolean;
   /** Serve wss:// instead of ws://. */
   readonly tls?: TlsOptions;
-  /** Ping interval; a worker that has not answered the previous ping by the next one is dropped. */
+  /** Ping interval; a worker that answers none of HEARTBEAT_MISSES pings in a row is dropped. */
   readonly heartbeatMs: number;
   /** A worker with assigned work that returns no result for this long is dropped. */
   readonly stepTimeoutMs: number;

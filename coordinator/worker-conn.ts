@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import type { Dataset } from '../shared/data/cifar.js';
-import { closeReason } from '../shared/protocol.js';
+import { CLOSE_GRACE_MS, closeReason } from '../shared/protocol.js';
 import { SentSamples } from './sent-samples.js';
 
 export type ConnState = 'greeting' | 'ready' | 'gone';
@@ -68,6 +68,6 @@ export class WorkerConn {
     }
     s.close(code, closeReason(reason));
     // A peer that never answers the close frame is cut off rather than waited for.
-    setTimeout(() => s.terminate(), 2_000).unref();
+    setTimeout(() => s.terminate(), CLOSE_GRACE_MS).unref();
   }
 }

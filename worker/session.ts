@@ -11,7 +11,7 @@ import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import type { ModelRuntime } from '../shared/models/runtime.js';
 import {
-  CloseCode, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
   type AssignMessage, type CoordinatorMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
@@ -39,9 +39,6 @@ export interface SessionDeps {
   /** The runtime for a model (the worker keeps one per model across reconnects). */
   readonly runtime: (model: ModelName) => ModelRuntime;
 }
-
-/** The coordinator is considered gone after this many heartbeat intervals without a ping. */
-const SILENT_HEARTBEATS = 3;
 
 interface Run {
   readonly config: TrainConfig;
@@ -164,7 +161,7 @@ export class Session {
   private feedWatchdog(): void {
     if (this.heartbeatMs <= 0 || this.settled) return;
     clearTimeout(this.watchdog);
-    const limit = SILENT_HEARTBEATS * this.heartbeatMs;
+    const limit = HEARTBEAT_MISSES * this.heartbeatMs;
     const armed = this.deps.clock.now();
     this.watchdog = setTimeout(() => {
       // Fired far too late: our own loop was blocked (a long computation) and pings may
@@ -278,7 +275,7 @@ export class Session {
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
     if (closeCode !== undefined && ws.readyState === WebSocket.OPEN) {
       ws.close(closeCode, closeReason(reason));
-      setTimeout(() => ws.terminate(), 2_000).unref();
+      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     } else {
       ws.terminate();
     }

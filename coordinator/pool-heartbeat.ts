@@ -1,0 +1,40 @@
+// Pings every connection each interval and drops one that has answered none of the last
+// HEARTBEAT_MISSES pings. A worker busy in one long synchronous computation (a large
+// micro-batch on a slow backend) cannot answer, so a single missed ping is not enough.
+import type { Clock } from '../shared/clock.js';
+import { HEARTBEAT_MISSES } from '../shared/protocol.js';
+import type { WorkerConn } from './worker-conn.js';
+
+export class Heartbeat {
+  private readonly timer: NodeJS.Timeout;
+  private lastBeat: number;
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly clock: Clock,
+    private readonly conns: () => readonly WorkerConn[],
+    private readonly drop: (conn: WorkerConn, reason: string) => void,
+  ) {
+    this.lastBeat = clock.now();
+    this.timer = setInterval(() => this.beat(), intervalMs);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private beat(): void {
+    const now = this.clock.now();
+    // If this process's own event loop stalled, unread pongs may be queued: judge no one.
+    const judge = now - this.lastBeat < 1.5 * this.intervalMs;
+    this.lastBeat = now;
+    for (const conn of this.conns()) {
+      if (judge && !conn.alive && ++conn.missedBeats >= HEARTBEAT_MISSES) {
+        this.drop(conn, `missed ${HEARTBEAT_MISSES} heartbeats (no pong for ${HEARTBEAT_MISSES * this.intervalMs} ms)`);
+        continue;
+      }
+      conn.alive = false;
+      if (conn.socket.readyState === conn.socket.OPEN) conn.socket.ping();
+    }
+  }
+}
