@@ -246,7 +246,6 @@ export class Session {
     if (code === NORMAL_CLOSURE) return this.end({ kind: 'stopped', reason: `coordinator closed the connection (${why})` });
     const err = errorOfClose(code, reason);
     if (!err || code === CloseCode.TIMEOUT) return this.lose(`connection closed (${why})`);
-    if (code === CloseCode.SHUTDOWN) return this.end({ kind: 'stopped', reason: `coordinator shut down (${why})` });
     this.fail(new FlockError(err.code, `the coordinator closed the connection: ${err.message}`));
   }
 

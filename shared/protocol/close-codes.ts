@@ -4,17 +4,19 @@
 import { ErrorCode, FlockError } from '../errors.js';
 import { MAX_CLOSE_REASON_BYTES } from './limits.js';
 
-/** Application close codes (4000-4999). Normal shutdown uses the standard 1000. */
+/**
+ * Application close codes (4000-4999). Normal shutdown uses the standard 1000 (after a
+ * `stop` message); a wrong token never gets this far: it is refused with HTTP 401 on the
+ * upgrade. 4002 and 4008 were once reserved for those two and are not used.
+ */
 export const CloseCode = {
   PROTOCOL: 4000,
   PROTOCOL_VERSION: 4001,
-  UNAUTHORIZED: 4002,
   BAD_GRADIENT: 4003,
   TIMEOUT: 4004,
   MODEL_MISMATCH: 4005,
   DATA: 4006,
   BACKEND: 4007,
-  SHUTDOWN: 4008,
   INTERNAL: 4999,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
@@ -26,13 +28,11 @@ export const NORMAL_CLOSURE = 1000;
 const CLOSE_TABLE: Record<CloseCode, { readonly means: ErrorCode; readonly sentFor: readonly ErrorCode[] }> = {
   [CloseCode.PROTOCOL]: { means: ErrorCode.PROTOCOL, sentFor: [ErrorCode.PROTOCOL] },
   [CloseCode.PROTOCOL_VERSION]: { means: ErrorCode.PROTOCOL_VERSION, sentFor: [ErrorCode.PROTOCOL_VERSION] },
-  [CloseCode.UNAUTHORIZED]: { means: ErrorCode.UNAUTHORIZED, sentFor: [ErrorCode.UNAUTHORIZED] },
   [CloseCode.BAD_GRADIENT]: { means: ErrorCode.BAD_GRADIENT, sentFor: [ErrorCode.BAD_GRADIENT] },
   [CloseCode.TIMEOUT]: { means: ErrorCode.TIMEOUT, sentFor: [ErrorCode.TIMEOUT] },
   [CloseCode.MODEL_MISMATCH]: { means: ErrorCode.MODEL_MISMATCH, sentFor: [ErrorCode.MODEL_MISMATCH] },
   [CloseCode.DATA]: { means: ErrorCode.DATA_CORRUPT, sentFor: [ErrorCode.DATA_CORRUPT, ErrorCode.DATA_MISSING] },
   [CloseCode.BACKEND]: { means: ErrorCode.BACKEND_UNAVAILABLE, sentFor: [ErrorCode.BACKEND_UNAVAILABLE] },
-  [CloseCode.SHUTDOWN]: { means: ErrorCode.SHUTDOWN, sentFor: [ErrorCode.SHUTDOWN] },
   // Sent for every error without a code of its own.
   [CloseCode.INTERNAL]: { means: ErrorCode.PROTOCOL, sentFor: [] },
 };
