@@ -47,7 +47,7 @@ export class ConnectionRegistry {
   }
 
   accept(ws: WebSocket, req: IncomingMessage): WorkerConn {
-    const conn = new WorkerConn(this.nextId++, ws, req.socket.remoteAddress ?? '?', this.log);
+    const conn = new WorkerConn(this.nextId++, ws, req.socket, req.socket.remoteAddress ?? '?', this.log);
     this.conns.set(conn.id, conn);
     // ws closes the connection itself on broken framing (1002), invalid UTF-8 (1007) or a
     // frame over maxPayload (1009); its error says why, and the close event alone would not.

@@ -29,11 +29,21 @@ export interface Listener {
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /** Binds `opts.host:opts.port`; resolves once listening (`url` says where). */
-export async function listen(opts: PoolOptions, model: ModelSpec, logger: Logger, upgradeHandler: (wss: WebSocketServer) => UpgradeHandler): Promise<Listener> {
+export async function listen(opts: PoolOptions, model: ModelSpec, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler): Promise<Listener> {
   const handler = (_req: IncomingMessage, res: ServerResponse): void => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' }).end('This is a Flock coordinator; connect with `worker --connect`.\n');
   };
-  const server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : createHttpServer(handler);
+  // A request (here: an upgrade) must arrive whole within headersTimeoutMs; the server checks
+  // often enough that an idle socket does not hold a slot much longer than that.
+  const timeouts = {
+    headersTimeout: opts.headersTimeoutMs,
+    requestTimeout: opts.headersTimeoutMs,
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(opts.headersTimeoutMs / 4))),
+  };
+  const server = opts.tls
+    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: opts.headersTimeoutMs, ...timeouts }, handler)
+    : createHttpServer(timeouts, handler);
+  server.maxConnections = opts.maxConnections;
   await new Promise<void>((resolve, reject) => {
     const fail = (err: Error): void => reject(new FlockError(ErrorCode.BAD_OPTION, `cannot listen on ${opts.host}:${opts.port} (${err.message}); pick another --host/--port`, { cause: err }));
     server.once('error', fail);
@@ -46,7 +56,7 @@ export async function listen(opts: PoolOptions, model: ModelSpec, logger: Logger
   server.on('clientError', (err, socket) => socket.destroy(err));
   const wss = new WebSocketServer({ noServer: true, maxPayload: maxPayload(model), perMessageDeflate: false });
   wss.on('error', (err) => logger.error({ event: 'server_error', err: err.message }, `websocket server error: ${err.message}`));
-  server.on('upgrade', upgradeHandler(wss));
+  server.on('upgrade', upgradeHandler(server, wss));
   const { port } = server.address() as AddressInfo;
   const host = opts.host.includes(':') && !opts.host.startsWith('[') ? `[${opts.host}]` : opts.host;
   const url = `${opts.tls ? 'wss' : 'ws'}://${host}:${port}`;

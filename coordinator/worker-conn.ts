@@ -1,5 +1,6 @@
 // The coordinator's view of one worker connection: identity, what it holds (weights
 // version, samples), its outstanding work units and its timers.
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import type { Dataset } from '../shared/data/cifar.js';
@@ -25,7 +26,8 @@ export class WorkerConn {
   private helloTimer: NodeJS.Timeout | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly id: number, readonly socket: WebSocket, readonly remote: string, logger: Logger) {
+  /** @param transport the underlying TCP (or TLS) socket, as the server saw it connect */
+  constructor(readonly id: number, readonly socket: WebSocket, readonly transport: Duplex, readonly remote: string, logger: Logger) {
     this.log = logger.child({ workerId: id });
   }
 

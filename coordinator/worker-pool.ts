@@ -43,6 +43,7 @@ export class WorkerPool implements Executor {
   private readonly waiters: JoinWaiters;
   private readonly heartbeat: Heartbeat;
   private listener!: Listener;
+  private admission!: Admission;
   private closing: Promise<void> | undefined;
   /** Set first thing in close(), so everything shutdown() triggers sees it. */
   private stopping = false;
@@ -79,8 +80,11 @@ export class WorkerPool implements Executor {
     if (deps.model.name !== deps.config.model) throw new FlockError(ErrorCode.BAD_OPTION, `model spec ${deps.model.name} does not match the config's model ${deps.config.model}`);
     const pool = new WorkerPool(opts, deps);
     try {
-      pool.listener = await listen(opts, deps.model, deps.logger,
-        (wss) => new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req)).onUpgrade);
+      pool.listener = await listen(opts, deps.model, deps.logger, (server, wss) => {
+        pool.admission = new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req));
+        pool.admission.attach(server);
+        return pool.admission.onUpgrade;
+      });
     } catch (err) {
       pool.heartbeat.stop();
       throw err;
@@ -133,6 +137,7 @@ export class WorkerPool implements Executor {
   private onHello(conn: WorkerConn, msg: HelloMessage): void {
     if (conn.state !== 'greeting') throw violation('second hello');
     const local = { train: msg.dataHashes?.train === this.hashes.train, validation: msg.dataHashes?.validation === this.hashes.validation };
+    this.admission.greeted(conn.transport);
     conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local);
     const w = this.scheduler.currentWeights();
     conn.send(encode({
@@ -167,6 +172,7 @@ export class WorkerPool implements Executor {
     });
     await Promise.all(closed);
     await this.listener.close();
+    this.admission.close();
     this.log.info({ event: 'pool_closed', reason }, 'worker pool closed');
   }
 }

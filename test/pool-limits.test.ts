@@ -1,0 +1,140 @@
+// The worker pool's limits on real sockets: connection caps and HTTP timeouts against a
+// flood, summarised refusals, cleartext refusal, a stalling token holder, a reader that does
+// not read, and images that are not sent again when a worker reconnects.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import type { Logger } from 'pino';
+import type { PoolOptions } from '../coordinator/pool-options.js';
+import { resolvePoolOptions } from '../coordinator/pool-options.js';
+import { WorkerPool } from '../coordinator/worker-pool.js';
+import type { ComputeBackend } from '../shared/backend.js';
+import { systemClock } from '../shared/clock.js';
+import { loadCifar, type Dataset } from '../shared/data/cifar.js';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { ErrorCode, isFlockError } from '../shared/errors.js';
+import { initialState, modelSpec, type ModelSpec } from '../shared/models/spec.js';
+import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
+import { planEpoch } from '../shared/training/schedule.js';
+import { Worker } from '../worker/worker.js';
+import { LogRecorder } from './fault-tools.js';
+import { silentLogger, trainingBackend } from './helpers.js';
+
+/** An upgrade request with `authorization`; resolves with the HTTP status (0 if cut before one). */
+function upgradeStatus(url: string, authorization: string): Promise<number> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  let received = '';
+  socket.on('error', () => undefined);
+  socket.setEncoding('latin1').on('data', (d: string) => (received += d));
+  socket.on('connect', () => socket.write(
+    `GET / HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nAuthorization: ${authorization}\r\n\r\n`));
+  return new Promise((resolve) => socket.once('close', resolve)).then(() => Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1] ?? 0));
+}
+
+const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
+
+const FAST_BACKOFF = { initialMs: 20, factor: 2, maxMs: 200, jitter: 0.2 };
+
+describe('worker pool limits', () => {
+  let backend: ComputeBackend;
+  let dataDir: string;
+  let train: Dataset;
+  let validation: Dataset;
+  let config: TrainConfig;
+  let model: ModelSpec;
+
+  before(async () => {
+    backend = await trainingBackend();
+    dataDir = await mkdtemp(join(tmpdir(), 'flock-limits-'));
+    await writeSyntheticCifar(dataDir, { trainPerFile: 24, testCount: 40, seed: 21 });
+    ({ train, validation } = await loadCifar(dataDir));
+    config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed: 3 }, 1);
+    model = modelSpec(config.model);
+  });
+  after(() => rm(dataDir, { recursive: true, force: true }));
+
+  function listen(logger: Logger, opts: Partial<PoolOptions> = {}): Promise<WorkerPool> {
+    return WorkerPool.listen({ port: 0, ...opts }, { logger, clock: systemClock, model, config, train, validation });
+  }
+
+  function worker(url: string, name: string, opts: { token?: string } = {}): Worker {
+    return new Worker({ url, name, token: opts.token, backoff: FAST_BACKOFF, giveUpAfterMs: 10 * 60_000 }, { logger: silentLogger(), backend });
+  }
+
+  /** One training step of the first epoch through `pool`. */
+  async function oneStep(pool: WorkerPool, step = 0): Promise<number> {
+    const microBatches = planEpoch(train.count, config.batchSize, config.microBatch, config.seed, 0).microBatches(step);
+    const { results } = await pool.gradients({ epoch: 0, globalStep: step, microBatches }, { version: step, state: initialState(model, config.seed) });
+    return results.reduce((n, r) => n + r.count, 0);
+  }
+
+  it('a flood of idle and unauthenticated sockets does not keep a worker out; refusals are summarised', async () => {
+    const rec = new LogRecorder();
+    const pool = await listen(rec.logger('info'), { token: 'secret', maxConnections: 40, maxPending: 8, headersTimeoutMs: 300, helloTimeoutMs: 300 });
+    const { hostname, port } = new URL(pool.url);
+    const idle: Socket[] = [];
+    let w: Worker | undefined;
+    let run: Promise<unknown> = Promise.resolve();
+    try {
+      // 50 sockets that never send a byte: 10 over --max-connections, the rest over --max-pending
+      // or cut by the headers timeout. The server closes every one of them.
+      const idleClosed: Promise<unknown>[] = [];
+      for (let i = 0; i < 50; i++) {
+        const s = connect(Number(port), hostname);
+        s.on('error', () => undefined);
+        idleClosed.push(new Promise((resolve) => s.once('close', resolve)));
+        idle.push(s);
+      }
+      // 20 upgrade requests with a wrong token, at the same time.
+      const intruders = Promise.all(Array.from({ length: 20 }, () => upgradeStatus(pool.url, 'Bearer wrong')));
+      w = worker(pool.url, 'legit', { token: 'secret' });
+      run = w.run();
+      await pool.waitForWorkers(1);
+      assert.equal(await oneStep(pool), config.batchSize, 'the legitimate worker trains');
+      await Promise.all(idleClosed);
+      const outcomes = await intruders;
+      assert.ok(outcomes.every((status) => status === 401 || status === 0), `an intruder gets 401 or is cut before its request is read (${outcomes.join(' ')})`);
+      const refused401 = outcomes.filter((status) => status === 401).length;
+      await pool.close();
+      await run;
+      const unauthorized = rec.filter((e) => e.event === 'unauthorized');
+      assert.equal(unauthorized.reduce((n, e) => n + (e.count as number), 0), refused401, 'every 401 is counted');
+      assert.ok(unauthorized.length <= 2, `401s are summarised, not logged one by one (${unauthorized.length} records)`);
+      const refused = rec.filter((e) => e.event === 'connection_refused').reduce((n, e) => n + (e.count as number), 0);
+      assert.ok(refused >= 10, `sockets over the caps are refused and counted (${refused})`);
+      assert.ok(rec.filter((e) => e.event === 'connection_refused').length <= 2, 'refusals are summarised');
+    } finally {
+      for (const s of idle) s.destroy();
+      w?.close();
+      await run.catch(() => undefined);
+      await pool.close();
+    }
+  });
+
+  it('refuses a token on a non-loopback host without TLS unless --insecure (options and CLI)', async () => {
+    const cleartext = (err: unknown): boolean => isFlockError(err, ErrorCode.INSECURE) && /clear text/.test(err.message) && /--tls-cert/.test(err.message) && /--insecure/.test(err.message);
+    assert.throws(() => resolvePoolOptions({ host: '0.0.0.0', token: 't' }), cleartext);
+    assert.throws(() => resolvePoolOptions({ host: '192.168.1.7', token: 't' }), cleartext);
+    resolvePoolOptions({ host: '0.0.0.0', token: 't', insecure: true });
+    resolvePoolOptions({ host: '0.0.0.0', token: 't', tls: { cert: 'c', key: 'k' } });
+    resolvePoolOptions({ host: '127.0.0.1', token: 't' });
+    resolvePoolOptions({ host: '::1', token: 't' });
+    await assert.rejects(listen(silentLogger(), { host: '0.0.0.0', token: 't' }), cleartext);
+
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'FLOCK_TOKEN' && k !== 'FLOCK_DATA_DIR'));
+    const child = spawn(process.execPath, [COORDINATOR_CLI, 'start', '--host', '0.0.0.0', '--token', 'secret', '--data-dir', dataDir, '--epochs', '1', '--checkpoint-dir', join(dataDir, 'ckpt')], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout.resume();
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /clear text.*--tls-cert.*--insecure.*\[ERR_INSECURE\]/s);
+  });
+});
