@@ -164,15 +164,16 @@ export class Scheduler {
     }
     const wireUnits = units.map((u) => ({ id: u.id, indices: indicesToBytes(u.indices) }));
     const lists = units.map((u) => u.indices);
-    const samples = conn.samples!;
+    const split = open.kind === 'gradients' ? 'train' : open.split;
+    const samples = conn.samples![split].take(this.data(split), lists);
     const frame = open.kind === 'gradients'
-      ? encode({ type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples: samples.train.take(this.deps.train, lists) })
-      : encode({ type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples: samples[open.split].take(this.data(open.split), lists) });
+      ? encode({ type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples })
+      : encode({ type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples });
     for (const u of units) {
       open.round.assign(u.id, conn.id);
       conn.outstanding.add(u.id);
     }
-    conn.log.debug({ event: 'assigned', kind: open.kind, key: open.round.key, units: units.map((u) => u.id) }, 'work assigned');
+    conn.log.debug({ event: 'assigned', kind: open.kind, key: open.round.key, units: units.map((u) => u.id), imagesSent: samples.labels.byteLength }, 'work assigned');
     this.watch(conn);
     conn.send(frame, (err) => this.deps.drop(conn, `send failed: ${err.message}`));
   }

@@ -31,11 +31,11 @@ export class WorkerConn {
     this.log = logger.child({ workerId: id });
   }
 
-  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }): void {
+  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }, held?: { train?: Uint8Array; validation?: Uint8Array }): void {
     this.name = name;
     this.backend = backend;
     this.state = 'ready';
-    this.samples = { train: new SentSamples(data.train.count, local.train), validation: new SentSamples(data.validation.count, local.validation) };
+    this.samples = { train: new SentSamples(data.train.count, local.train, held?.train), validation: new SentSamples(data.validation.count, local.validation, held?.validation) };
     clearTimeout(this.helloTimer);
   }
 

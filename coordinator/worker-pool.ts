@@ -12,7 +12,7 @@ import { datasetHash, type Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import type { ModelSpec } from '../shared/models/spec.js';
-import { MessageType, NORMAL_CLOSURE, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
+import { MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { TrainConfig } from '../shared/training/config.js';
 import type { Executor, Split, StepTiming, StepWork, VersionedState } from './executor.js';
@@ -137,8 +137,13 @@ export class WorkerPool implements Executor {
   private onHello(conn: WorkerConn, msg: HelloMessage): void {
     if (conn.state !== 'greeting') throw violation('second hello');
     const local = { train: msg.dataHashes?.train === this.hashes.train, validation: msg.dataHashes?.validation === this.hashes.validation };
+    // Images a reconnecting worker kept; a bitset for another data set is ignored.
+    const sameData = msg.held?.hashes.train === this.hashes.train && msg.held.hashes.validation === this.hashes.validation;
+    const kept = (split: 'train' | 'validation'): Uint8Array | undefined =>
+      msg.held && sameData && !local[split] ? bitsToFlags(msg.held[split], this.deps[split].count) : undefined;
+    const held = { train: kept('train'), validation: kept('validation') };
     this.admission.greeted(conn.transport);
-    conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local);
+    conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local, held);
     const w = this.scheduler.currentWeights();
     conn.send(encode({
       type: MessageType.WELCOME,
@@ -151,7 +156,8 @@ export class WorkerPool implements Executor {
       ...(w ? { weights: { version: w.version, ...w.wire } } : {}),
     }), (err) => this.conns.drop(conn, `send failed: ${err.message}`));
     if (w) conn.weightsVersion = w.version;
-    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, remote: conn.remote, localData: local, workers: this.workerCount() },
+    const imagesHeld = { train: conn.samples!.train.count(), validation: conn.samples!.validation.count() };
+    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
       `worker ${conn.id} (${msg.name}, ${msg.backend}) joined; ${this.workerCount()} ready`);
     this.waiters.joined();
     this.scheduler.dispatch();

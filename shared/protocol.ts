@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import { ErrorCode, FlockError, errorMessage } from './errors.js';
 import {
-  bad, bool, datasetInfo, describe, list, nonNegative, num, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
+  bad, bool, datasetInfo, describe, heldSamples, list, nonNegative, num, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
 } from './protocol/fields.js';
 import { MAX_CHARS } from './protocol/limits.js';
 import { MessageType, PROTOCOL_VERSION, type CoordinatorMessage, type Message, type Sender, type WorkerMessage } from './protocol/messages.js';
@@ -49,7 +49,11 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
   switch (t) {
     case MessageType.HELLO: {
       const hashes = o.dataHashes === undefined || o.dataHashes === null ? undefined : datasetInfo(o.dataHashes, 'dataHashes');
-      return { type: MessageType.HELLO, name: str(o, 'name', MAX_CHARS.name), backend: str(o, 'backend', MAX_CHARS.backend), ...(hashes ? { dataHashes: hashes } : {}) };
+      const held = o.held === undefined || o.held === null ? undefined : heldSamples(o.held);
+      return {
+        type: MessageType.HELLO, name: str(o, 'name', MAX_CHARS.name), backend: str(o, 'backend', MAX_CHARS.backend),
+        ...(hashes ? { dataHashes: hashes } : {}), ...(held ? { held } : {}),
+      };
     }
     case MessageType.GRADIENT: {
       const count = uint(o, 'count');

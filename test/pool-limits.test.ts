@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,8 @@ import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
 import { initialState, modelSpec, type ModelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { planEpoch } from '../shared/training/schedule.js';
+import { planEpoch, validationChunks } from '../shared/training/schedule.js';
+import { IMAGE_BYTES } from '../shared/models/layers.js';
 import { Worker } from '../worker/worker.js';
 import { LogRecorder } from './fault-tools.js';
 import { silentLogger, trainingBackend } from './helpers.js';
@@ -36,6 +37,35 @@ function upgradeStatus(url: string, authorization: string): Promise<number> {
     `GET / HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: ${Buffer.alloc(16, 1).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nAuthorization: ${authorization}\r\n\r\n`));
   return new Promise((resolve) => socket.once('close', resolve)).then(() => Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1] ?? 0));
+}
+
+/** A TCP relay in front of `target` that the test can cut; counts bytes from the server per connection. */
+async function relay(target: string): Promise<{ url: string; fromServer: number[]; cut: () => void; close: () => Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  const pairs = new Set<[Socket, Socket]>();
+  const fromServer: number[] = [];
+  const server = createServer((client) => {
+    const k = fromServer.push(0) - 1;
+    const upstream = connect(Number(port), hostname);
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.add(pair);
+    for (const s of pair) s.on('error', () => undefined).on('close', () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    });
+    upstream.on('data', (d: Buffer) => (fromServer[k]! += d.byteLength));
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const cut = (): void => pairs.forEach(([a, b]) => (a.destroy(), b.destroy()));
+  const close = (): Promise<void> => {
+    cut();
+    return new Promise((resolve) => server.close(() => resolve()));
+  };
+  return { url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`, fromServer, cut, close };
 }
 
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
@@ -136,5 +166,41 @@ describe('worker pool limits', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     assert.equal(code, 1, stderr);
     assert.match(stderr, /clear text.*--tls-cert.*--insecure.*\[ERR_INSECURE\]/s);
+  });
+
+  it('a worker that reconnects keeps its images: they are not sent again', async () => {
+    const rec = new LogRecorder();
+    const pool = await listen(rec.logger('debug'));
+    const proxy = await relay(pool.url);
+    const w = worker(proxy.url, 'keeper');
+    const run = w.run();
+    const weights = { version: 0, state: initialState(model, config.seed) };
+    const epoch = async (): Promise<void> => {
+      const plan = planEpoch(train.count, config.batchSize, config.microBatch, config.seed, 0);
+      for (let step = 0; step < plan.stepsPerEpoch; step++) await pool.gradients({ epoch: 0, globalStep: step, microBatches: plan.microBatches(step) }, weights);
+      await pool.evaluate('validation', validationChunks(validation.count, 16), weights);
+    };
+    const imagesSent = (workerId: number): number => rec.filter((e) => e.event === 'assigned' && e.workerId === workerId).reduce((n, e) => n + (e.imagesSent as number), 0);
+    try {
+      await pool.waitForWorkers(1);
+      await epoch();
+      const used = Math.floor(train.count / config.batchSize) * config.batchSize + validation.count;
+      assert.equal(imagesSent(1), used, 'the first connection gets every image it needs, once');
+      proxy.cut();
+      const joined = await rec.next((e) => e.event === 'worker_joined' && e.workerId === 2);
+      assert.deepEqual(joined.imagesHeld, { train: used - validation.count, validation: validation.count }, 'the worker says what it kept');
+      await epoch();
+      assert.equal(imagesSent(2), 0, 'no image is sent again after the reconnect');
+      assert.equal(proxy.fromServer.length, 2);
+      assert.ok(proxy.fromServer[1]! < used * IMAGE_BYTES, `the second connection carried ${proxy.fromServer[1]} bytes, less than the images (${used * IMAGE_BYTES})`);
+      assert.ok(proxy.fromServer[0]! > used * IMAGE_BYTES, 'the first one carried them');
+      await pool.close();
+      await run;
+    } finally {
+      w.close();
+      await run.catch(() => undefined);
+      await pool.close();
+      await proxy.close();
+    }
   });
 });

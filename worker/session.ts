@@ -16,7 +16,7 @@ import {
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { dropoutSeed } from '../shared/training/schedule.js';
-import { SampleStore } from './sample-store.js';
+import type { SampleCache, SplitStores } from './sample-cache.js';
 
 /** How a session ended, when it was not a fatal error (those reject). */
 export type SessionEnd =
@@ -38,12 +38,14 @@ export interface SessionDeps {
   readonly clock: Clock;
   /** The runtime for a model (the worker keeps one per model across reconnects). */
   readonly runtime: (model: ModelName) => ModelRuntime;
+  /** The images this worker holds; the worker keeps it across reconnects. */
+  readonly samples: SampleCache;
 }
 
 interface Run {
   readonly config: TrainConfig;
   readonly runtime: ModelRuntime;
-  readonly stores: { readonly train: SampleStore; readonly validation: SampleStore };
+  readonly stores: SplitStores;
   weightsVersion: number;
 }
 
@@ -108,7 +110,8 @@ export class Session {
   private onOpen(): void {
     this.log.info({ event: 'connected', url: this.opts.url }, `connected to ${this.opts.url}`);
     const local = this.opts.localData;
-    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}) }));
+    const held = this.deps.samples.held();
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
   }
 
   private onFrame(data: RawData, isBinary: boolean): void {
@@ -143,13 +146,8 @@ export class Session {
 
   private onWelcome(msg: WelcomeMessage): void {
     if (this.run) throw violation('second welcome');
-    const local = this.opts.localData?.data;
-    const store = (split: 'train' | 'validation'): SampleStore => {
-      if (!msg.localData[split]) return SampleStore.empty(msg.counts[split]);
-      if (!local) throw violation(`told to read the ${split} split locally, but this worker has no local data`);
-      return SampleStore.local(local[split]);
-    };
-    this.run = { config: msg.config, runtime: this.deps.runtime(msg.config.model), stores: { train: store('train'), validation: store('validation') }, weightsVersion: -1 };
+    const stores = this.deps.samples.stores(msg, this.opts.localData?.data);
+    this.run = { config: msg.config, runtime: this.deps.runtime(msg.config.model), stores, weightsVersion: -1 };
     this.log = this.deps.logger.child({ workerId: msg.workerId });
     if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     this.heartbeatMs = msg.heartbeatMs;

@@ -31,7 +31,7 @@ const CLOSE_TABLE: Record<CloseCode, { readonly means: ErrorCode; readonly sentF
   [CloseCode.BAD_GRADIENT]: { means: ErrorCode.BAD_GRADIENT, sentFor: [ErrorCode.BAD_GRADIENT] },
   [CloseCode.TIMEOUT]: { means: ErrorCode.TIMEOUT, sentFor: [ErrorCode.TIMEOUT] },
   [CloseCode.MODEL_MISMATCH]: { means: ErrorCode.MODEL_MISMATCH, sentFor: [ErrorCode.MODEL_MISMATCH] },
-  [CloseCode.DATA]: { means: ErrorCode.DATA_CORRUPT, sentFor: [ErrorCode.DATA_CORRUPT, ErrorCode.DATA_MISSING] },
+  [CloseCode.DATA]: { means: ErrorCode.DATA_CORRUPT, sentFor: [ErrorCode.DATA_CORRUPT, ErrorCode.DATA_MISSING, ErrorCode.DATA_TOO_LARGE] },
   [CloseCode.BACKEND]: { means: ErrorCode.BACKEND_UNAVAILABLE, sentFor: [ErrorCode.BACKEND_UNAVAILABLE] },
   // Sent for every error without a code of its own.
   [CloseCode.INTERNAL]: { means: ErrorCode.PROTOCOL, sentFor: [] },

@@ -27,3 +27,20 @@ export function bytesToIndices(b: Uint8Array): Uint32Array {
   for (let i = 0; i < out.length; i++) out[i] = view.getUint32(i * 4, true);
   return out;
 }
+
+/** One byte per sample (1 = set) as a bitset: bit i is byte i >> 3, bit i & 7. */
+export function flagsToBits(flags: Uint8Array): Uint8Array {
+  const bits = new Uint8Array(Math.ceil(flags.length / 8));
+  flags.forEach((f, i) => {
+    if (f !== 0) bits[i >> 3]! |= 1 << (i & 7);
+  });
+  return bits;
+}
+
+/** A bitset over `count` samples as one byte per sample; its length must fit `count`. */
+export function bitsToFlags(bits: Uint8Array, count: number): Uint8Array {
+  if (bits.byteLength !== Math.ceil(count / 8)) throw bad(`a bitset over ${count} samples has ${Math.ceil(count / 8)} bytes, got ${bits.byteLength}`);
+  const flags = new Uint8Array(count);
+  for (let i = 0; i < count; i++) flags[i] = (bits[i >> 3]! >> (i & 7)) & 1;
+  return flags;
+}

@@ -4,7 +4,7 @@ import { resolveTrainConfig, type TrainConfig } from '../training/config.js';
 import { ErrorCode, FlockError, errorMessage } from '../errors.js';
 import { IMAGE_BYTES, NUM_CLASSES } from '../models/layers.js';
 import { MAX_CHARS } from './limits.js';
-import type { DatasetInfo, WireSamples, WireState, WireWork } from './messages.js';
+import type { DatasetInfo, HeldSamples, WireSamples, WireState, WireWork } from './messages.js';
 
 export type Obj = Record<string, unknown>;
 
@@ -112,6 +112,11 @@ export function datasetInfo(v: unknown, at: string): DatasetInfo {
   const validation = str(o, 'validation', MAX_CHARS.hash);
   if (!HASH.test(train) || !HASH.test(validation)) throw bad(`${at} must hold sha256 hex digests`);
   return { train, validation };
+}
+
+export function heldSamples(v: unknown): HeldSamples {
+  const o = record(v, 'held');
+  return { hashes: datasetInfo(o.hashes, 'held.hashes'), train: bytes(o.train, 'held.train'), validation: bytes(o.validation, 'held.validation') };
 }
 
 export function trainConfig(v: unknown): TrainConfig {

@@ -59,6 +59,18 @@ export interface HelloMessage {
   readonly backend: string;
   /** datasetHash of the worker's local copy, if it has one. */
   readonly dataHashes?: DatasetInfo;
+  /**
+   * Images this worker kept from earlier connections (it keeps them across reconnects):
+   * bitsets over each split's samples (bit i = byte i >> 3, bit i & 7), for the data set
+   * with these hashes. The coordinator sends only the samples not set here.
+   */
+  readonly held?: HeldSamples;
+}
+
+export interface HeldSamples {
+  readonly hashes: DatasetInfo;
+  readonly train: Uint8Array;
+  readonly validation: Uint8Array;
 }
 
 export interface WelcomeMessage {
