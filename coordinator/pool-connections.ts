@@ -29,7 +29,7 @@ export class ConnectionRegistry {
 
   constructor(
     private readonly log: Logger,
-    private readonly helloTimeoutMs: number,
+    private readonly opts: { readonly helloTimeoutMs: number; readonly maxBufferedBytes: number },
     private readonly events: ConnectionEvents,
   ) {}
 
@@ -47,7 +47,7 @@ export class ConnectionRegistry {
   }
 
   accept(ws: WebSocket, req: IncomingMessage): WorkerConn {
-    const conn = new WorkerConn(this.nextId++, ws, req.socket, req.socket.remoteAddress ?? '?', this.log);
+    const conn = new WorkerConn(this.nextId++, ws, req.socket, req.socket.remoteAddress ?? '?', this.log, this.opts.maxBufferedBytes);
     this.conns.set(conn.id, conn);
     // ws closes the connection itself on broken framing (1002), invalid UTF-8 (1007) or a
     // frame over maxPayload (1009); its error says why, and the close event alone would not.
@@ -69,9 +69,9 @@ export class ConnectionRegistry {
       const why = reason.length > 0 ? reason.toString('utf8') : framingError ?? 'no reason';
       this.drop(conn, `connection closed (${code}: ${why})`);
     });
-    conn.expectHello(this.helloTimeoutMs, () => {
+    conn.expectHello(this.opts.helloTimeoutMs, () => {
       if (conn.state !== 'greeting') return;
-      const reason = `no hello within ${this.helloTimeoutMs} ms`;
+      const reason = `no hello within ${this.opts.helloTimeoutMs} ms`;
       conn.log.warn({ event: 'worker_rejected', code: CloseCode.TIMEOUT, remote: conn.remote, err: reason }, `closing connection ${conn.id} from ${conn.remote}: ${reason}`);
       this.drop(conn, reason, CloseCode.TIMEOUT);
     });

@@ -7,6 +7,8 @@ import type { Dataset } from '../shared/data/cifar.js';
 import { CLOSE_GRACE_MS, closeReason } from '../shared/protocol.js';
 import { SentSamples } from './sent-samples.js';
 
+export const notReading = (queued: number, max: number): string => `worker is not reading: ${queued} bytes queued (over ${max})`;
+
 export type ConnState = 'greeting' | 'ready' | 'gone';
 
 export class WorkerConn {
@@ -24,10 +26,15 @@ export class WorkerConn {
   /** Consecutive heartbeats without a pong. */
   missedBeats = 0;
   private helloTimer: NodeJS.Timeout | undefined;
+  private lastBacklog: number | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
 
   /** @param transport the underlying TCP (or TLS) socket, as the server saw it connect */
-  constructor(readonly id: number, readonly socket: WebSocket, readonly transport: Duplex, readonly remote: string, logger: Logger) {
+  constructor(
+    readonly id: number, readonly socket: WebSocket, readonly transport: Duplex, readonly remote: string, logger: Logger,
+    /** Bytes that may wait in this process for the socket; more means the worker is not reading. */
+    private readonly maxBufferedBytes: number,
+  ) {
     this.log = logger.child({ workerId: id });
   }
 
@@ -49,8 +56,34 @@ export class WorkerConn {
     this.progressTimer = this.outstanding.size > 0 ? setTimeout(onTimeout, ms) : undefined;
   }
 
+  /** Bytes queued for the socket beyond what it took, when over the limit (the worker is not reading). */
+  backlog(): number | undefined {
+    const queued = this.socket.bufferedAmount;
+    return queued > this.maxBufferedBytes ? queued : undefined;
+  }
+
+  /**
+   * Called once per heartbeat: the backlog when it is over the limit and has not shrunk since
+   * the previous call (a large frame that is being read drains; one that is not read stays).
+   */
+  stuckBacklog(): number | undefined {
+    const queued = this.backlog();
+    const previous = this.lastBacklog;
+    this.lastBacklog = queued;
+    return queued !== undefined && previous !== undefined && queued >= previous ? queued : undefined;
+  }
+
+  /**
+   * Queues a frame, unless too much already waits for this worker: then nothing is queued and
+   * `onError` is called (on the next turn, like a failed write, so callers finish first).
+   */
   send(frame: Uint8Array, onError: (err: Error) => void): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
+    const backlog = this.backlog();
+    if (backlog !== undefined) {
+      setImmediate(() => onError(new Error(notReading(backlog, this.maxBufferedBytes))));
+      return;
+    }
     this.socket.send(frame, { binary: true }, (err) => {
       if (err) onError(err);
     });

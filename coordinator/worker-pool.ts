@@ -54,7 +54,7 @@ export class WorkerPool implements Executor {
     this.log = deps.logger;
     this.hashes = { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
     const stopping = (): boolean => this.stopping;
-    this.conns = new ConnectionRegistry(this.log, opts.helloTimeoutMs, {
+    this.conns = new ConnectionRegistry(this.log, opts, {
       message: (conn, msg) => this.handle(conn, msg),
       release: (conn) => this.scheduler.release(conn),
       dropped: () => this.scheduler.dispatch(),
@@ -67,7 +67,7 @@ export class WorkerPool implements Executor {
       drop: (conn, reason, code) => this.conns.drop(conn, reason, code),
       stopping, waitingChanged: () => this.waiters.update(),
     });
-    this.heartbeat = new Heartbeat(opts.heartbeatMs, deps.clock, () => this.conns.all(), (conn, reason) => this.conns.drop(conn, reason));
+    this.heartbeat = new Heartbeat(opts.heartbeatMs, deps.clock, () => this.conns.all(), (conn, reason) => this.conns.drop(conn, reason), opts.maxBufferedBytes);
   }
 
   get url(): string {

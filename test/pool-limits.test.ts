@@ -23,7 +23,7 @@ import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.
 import { planEpoch, validationChunks } from '../shared/training/schedule.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import { Worker } from '../worker/worker.js';
-import { LogRecorder } from './fault-tools.js';
+import { LogRecorder, helloFrame, wsFrame } from './fault-tools.js';
 import { silentLogger, trainingBackend } from './helpers.js';
 
 /** An upgrade request with `authorization`; resolves with the HTTP status (0 if cut before one). */
@@ -201,6 +201,57 @@ describe('worker pool limits', () => {
       await run.catch(() => undefined);
       await pool.close();
       await proxy.close();
+    }
+  });
+
+  it('backpressure: a worker that stops reading is dropped instead of being queued data without bound', async () => {
+    // A validation split of ~3,500 images (~10 MB): the unread share is far more than the socket takes.
+    const bigDir = await mkdtemp(join(tmpdir(), 'flock-limits-big-'));
+    await writeSyntheticCifar(bigDir, { trainPerFile: 8, testCount: 4000, seed: 22 });
+    const big = await loadCifar(bigDir);
+    const rec = new LogRecorder();
+    const maxBufferedBytes = 2 ** 20;
+    const pool = await WorkerPool.listen({ port: 0, heartbeatMs: 100, maxBufferedBytes }, { logger: rec.logger('info'), clock: systemClock, model, config, train: big.train, validation: big.validation });
+    const { hostname, port } = new URL(pool.url);
+    // A client that upgrades, says hello and then never reads another byte.
+    const deaf = connect(Number(port), hostname);
+    deaf.on('error', () => undefined);
+    const deafClosed = new Promise((resolve) => deaf.once('close', resolve));
+    let head = '';
+    const upgraded = new Promise<void>((resolve) => deaf.setEncoding('latin1').on('data', (d: string) => {
+      head += d;
+      if (head.includes('\r\n\r\n')) resolve();
+    }));
+    deaf.write(`GET / HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${Buffer.alloc(16, 2).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    await upgraded;
+    assert.match(head, /^HTTP\/1\.1 101/);
+    deaf.removeAllListeners('data');
+    deaf.pause();
+    deaf.write(wsFrame(0x2, helloFrame('deaf')));
+    await rec.next((e) => e.event === 'worker_joined' && e.workerName === 'deaf');
+    // The reader has its own copy of the data: its frames are small, so only the deaf one's pile up.
+    const w = new Worker({ url: pool.url, name: 'reader', localData: big, backoff: FAST_BACKOFF }, { logger: silentLogger(), backend });
+    const run = w.run();
+    try {
+      await pool.waitForWorkers(2);
+      const chunks = validationChunks(big.validation.count, 500);
+      const results = await pool.evaluate('validation', chunks, { version: 0, state: initialState(model, config.seed) });
+      assert.equal(results.reduce((n, r) => n + r.count, 0), big.validation.count, 'every chunk evaluated, the unread ones elsewhere');
+      const left = await rec.next((e) => e.event === 'worker_left' && e.workerName === 'deaf');
+      assert.match(String(left.reason), /not reading: \d+ bytes queued/);
+      assert.ok(Number(/(\d+) bytes/.exec(String(left.reason))![1]) > maxBufferedBytes);
+      assert.ok((left.reassigned as number[]).length > 0, 'its chunks went to the reader');
+      deaf.resume();
+      await deafClosed;
+      await pool.close();
+      await run;
+    } finally {
+      deaf.destroy();
+      w.close();
+      await run.catch(() => undefined);
+      await pool.close();
+      await rm(bigDir, { recursive: true, force: true });
     }
   });
 });
