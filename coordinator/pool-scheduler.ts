@@ -1,7 +1,10 @@
 // Scheduling of one open round at a time (a training step or an evaluation): its units are
 // spread round-robin over ready workers, results are accepted only from the worker that
-// holds the unit, a worker that makes no progress for too long is dropped, and a departed
-// worker's units go back to the others. Results come back in unit-id order.
+// holds the unit, a worker that makes no progress within a deadline derived from the
+// fleet's measured pace is dropped, and a departed worker's units go back to the others:
+// to workers that have returned results when there are any (so a token holder whose
+// connections stall cannot draw the same units again and again), and at most --max-attempts
+// times each. Results come back in unit-id order.
 import type { Dataset } from '../shared/data/cifar.js';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
@@ -13,6 +16,7 @@ import {
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { Split, StepTiming, StepWork, VersionedState } from './executor.js';
 import { violation } from './pool-connections.js';
+import { ResultPace, type PaceOptions } from './result-pace.js';
 import { checkEvaluation, checkGradient } from './result-check.js';
 import type { WorkerConn } from './worker-conn.js';
 import { WorkRound, poolClosed } from './work-round.js';
@@ -35,17 +39,20 @@ export interface SchedulerDeps {
   readonly waitingChanged: () => void;
 }
 
-export interface SchedulerOptions {
+export interface SchedulerOptions extends PaceOptions {
   readonly minWorkers: number;
-  readonly stepTimeoutMs: number;
+  readonly maxAttempts: number;
 }
 
 export class Scheduler {
   private open: OpenRound | undefined;
   private nextRequest = 1;
   private weights: { version: number; wire: WireState; frame: Uint8Array } | undefined;
+  private readonly pace: ResultPace;
 
-  constructor(private readonly opts: SchedulerOptions, private readonly deps: SchedulerDeps) {}
+  constructor(private readonly opts: SchedulerOptions, private readonly deps: SchedulerDeps) {
+    this.pace = new ResultPace(opts);
+  }
 
   /** The weights the last round was sent, for a worker that joins now. */
   currentWeights(): { version: number; wire: WireState } | undefined {
@@ -124,14 +131,28 @@ export class Scheduler {
       this.deps.waitingChanged();
       return;
     }
+    const spent = units.find((u) => open.round.attemptsOf(u.id) >= this.opts.maxAttempts);
+    if (spent) {
+      const what = open.kind === 'gradients' ? `micro-batch ${spent.id} of step ${open.round.key}` : `evaluation chunk ${spent.id}`;
+      open.round.fail(new FlockError(ErrorCode.TIMEOUT,
+        `${what} was handed out ${this.opts.maxAttempts} times and no worker returned it (each left, stalled or sent something invalid); ` +
+        'check the workers\' logs, or raise --max-attempts'));
+      return;
+    }
     open.round.setWaiting(false, now);
     this.deps.waitingChanged();
+    // Units tried before go only to workers that have returned results, when there are any.
+    const proven = workers.filter((w) => w.results > 0);
+    const retries = units.filter((u) => open.round.attemptsOf(u.id) > 0 && proven.length > 0);
+    const fresh = units.filter((u) => !retries.includes(u));
     const shares = new Map<WorkerConn, MicroBatch[]>();
-    units.forEach((u, k) => {
-      const w = workers[k % workers.length]!;
+    const spread = (list: readonly MicroBatch[], to: readonly WorkerConn[]): void => list.forEach((u, k) => {
+      const w = to[k % to.length]!;
       shares.set(w, [...(shares.get(w) ?? []), u]);
     });
-    for (const [conn, share] of shares) this.sendWork(conn, open, share);
+    spread(fresh, workers);
+    spread(retries, proven);
+    for (const [conn, share] of shares) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
   }
 
   private begin(open: OpenRound, weights: VersionedState): void {
@@ -151,7 +172,7 @@ export class Scheduler {
     this.open = undefined;
     for (const c of this.deps.all()) {
       c.outstanding.clear();
-      this.watch(c);
+      this.watch(c, undefined);
     }
     this.deps.waitingChanged();
   }
@@ -173,8 +194,12 @@ export class Scheduler {
       open.round.assign(u.id, conn.id);
       conn.outstanding.add(u.id);
     }
-    conn.log.debug({ event: 'assigned', kind: open.kind, key: open.round.key, units: units.map((u) => u.id), imagesSent: samples.labels.byteLength }, 'work assigned');
-    this.watch(conn);
+    conn.log.debug({
+      event: 'assigned', kind: open.kind, key: open.round.key, units: units.map((u) => u.id),
+      attempts: units.map((u) => open.round.attemptsOf(u.id)), imagesSent: samples.labels.byteLength,
+    }, 'work assigned');
+    if (conn.outstanding.size === units.length) conn.lastProgress = this.deps.clock.now();
+    this.watch(conn, open.kind);
     conn.send(frame, (err) => this.deps.drop(conn, `send failed: ${err.message}`));
   }
 
@@ -182,10 +207,12 @@ export class Scheduler {
     return split === 'train' ? this.deps.train : this.deps.validation;
   }
 
-  private watch(conn: WorkerConn): void {
-    conn.watchProgress(this.opts.stepTimeoutMs, () => {
+  private watch(conn: WorkerConn, kind: OpenRound['kind'] | undefined): void {
+    const deadline = kind === undefined ? this.opts.stepTimeoutMs : this.pace.deadline(kind);
+    conn.watchProgress(deadline, () => {
       const ids = [...conn.outstanding].sort((a, b) => a - b);
-      this.deps.drop(conn, `returned no result for [${ids.join(', ')}] within ${this.opts.stepTimeoutMs} ms`, CloseCode.TIMEOUT);
+      const why = deadline < this.opts.stepTimeoutMs ? ` (${this.opts.deadlineFactor}x the fleet's recent median of ${Math.round(this.pace.median(kind!) ?? 0)} ms, at least ${this.opts.stepTimeoutFloorMs})` : '';
+      this.deps.drop(conn, `returned no result for [${ids.join(', ')}] within ${deadline} ms${why}`, CloseCode.TIMEOUT);
     });
   }
 
@@ -197,8 +224,13 @@ export class Scheduler {
   }
 
   private accepted<R>(conn: WorkerConn, round: WorkRound<R>, id: number, result: R, computeMs: number): void {
+    const kind = this.open!.kind;
+    const now = this.deps.clock.now();
+    this.pace.record(kind, now - conn.lastProgress);
+    conn.lastProgress = now;
+    conn.results++;
     conn.outstanding.delete(id);
-    this.watch(conn);
+    this.watch(conn, kind);
     round.complete(id, conn.id, result, computeMs);
   }
 }

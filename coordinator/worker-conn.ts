@@ -21,6 +21,10 @@ export class WorkerConn {
   samples: { train: SentSamples; validation: SentSamples } | undefined;
   /** Unit ids of the open round this worker still owes. */
   readonly outstanding = new Set<number>();
+  /** Results accepted from this connection; units already tried elsewhere go to connections with some. */
+  results = 0;
+  /** When this connection last got work or returned a result (for the fleet's pace). */
+  lastProgress = 0;
   /** A pong arrived since the last ping. */
   alive = true;
   /** Consecutive heartbeats without a pong. */

@@ -24,6 +24,7 @@ import { planEpoch, validationChunks } from '../shared/training/schedule.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import { Worker } from '../worker/worker.js';
 import { LogRecorder, helloFrame, wsFrame } from './fault-tools.js';
+import WebSocket from 'ws';
 import { silentLogger, trainingBackend } from './helpers.js';
 
 /** An upgrade request with `authorization`; resolves with the HTTP status (0 if cut before one). */
@@ -100,8 +101,10 @@ describe('worker pool limits', () => {
 
   /** One training step of the first epoch through `pool`. */
   async function oneStep(pool: WorkerPool, step = 0): Promise<number> {
-    const microBatches = planEpoch(train.count, config.batchSize, config.microBatch, config.seed, 0).microBatches(step);
-    const { results } = await pool.gradients({ epoch: 0, globalStep: step, microBatches }, { version: step, state: initialState(model, config.seed) });
+    const perEpoch = Math.floor(train.count / config.batchSize);
+    const epoch = Math.floor(step / perEpoch);
+    const microBatches = planEpoch(train.count, config.batchSize, config.microBatch, config.seed, epoch).microBatches(step % perEpoch);
+    const { results } = await pool.gradients({ epoch, globalStep: step, microBatches }, { version: step, state: initialState(model, config.seed) });
     return results.reduce((n, r) => n + r.count, 0);
   }
 
@@ -252,6 +255,63 @@ describe('worker pool limits', () => {
       await run.catch(() => undefined);
       await pool.close();
       await rm(bigDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a token holder whose connections answer pings but never return results: its units finish elsewhere, each retried at most once', async () => {
+    const rec = new LogRecorder();
+    const stepTimeoutMs = 10 * 60_000;
+    // The ceiling is far away: only the deadline measured from the fleet's pace can end a stall.
+    const pool = await listen(rec.logger('debug'), { token: 'secret', stepTimeoutMs, stepTimeoutFloorMs: 3_000, deadlineFactor: 4 });
+    const w = worker(pool.url, 'honest', { token: 'secret' });
+    const run = w.run();
+    let stopped = false;
+    const stallers = new Set<WebSocket>();
+    let stallerConnections = 0;
+    /** A connection that says hello, answers pings, never returns a result, and comes back at once when dropped. */
+    const stall = (): void => {
+      if (stopped) return;
+      stallerConnections++;
+      const ws = new WebSocket(pool.url, { headers: { Authorization: 'Bearer secret' }, perMessageDeflate: false });
+      stallers.add(ws);
+      ws.on('error', () => undefined);
+      ws.on('open', () => ws.send(helloFrame('staller')));
+      ws.on('close', () => {
+        stallers.delete(ws);
+        stall();
+      });
+    };
+    try {
+      await pool.waitForWorkers(1);
+      await oneStep(pool, 0);
+      stall();
+      stall();
+      for (let step = 1; step <= 2; step++) {
+        await pool.waitForWorkers(3);
+        assert.equal(await oneStep(pool, step), config.batchSize, `step ${step} complete`);
+      }
+      stopped = true;
+      const honestId = rec.events.find((e) => e.event === 'worker_joined' && e.workerName === 'honest')!.workerId;
+      const assigned = rec.filter((e) => e.event === 'assigned' && e.kind === 'gradients');
+      const attempts = assigned.flatMap((e) => e.attempts as number[]);
+      assert.ok(Math.max(...attempts) <= 2, `no unit is handed out more than twice (${attempts.join(',')})`);
+      const retries = assigned.filter((e) => (e.attempts as number[]).some((a) => a > 1));
+      assert.ok(retries.length > 0, 'stalled units were retried');
+      assert.ok(retries.every((e) => e.workerId === honestId), 'retries go only to the worker that returns results');
+      const stalled = rec.filter((e) => e.event === 'worker_left' && e.workerName === 'staller');
+      assert.ok(stalled.length >= 4 && stallerConnections >= 4, `the stallers were dropped and came back (${stalled.length} drops, ${stallerConnections} connections)`);
+      for (const e of stalled) {
+        const m = /within (\d+) ms \(4x the fleet's recent median/.exec(String(e.reason));
+        assert.ok(m, `dropped for the measured deadline: ${String(e.reason)}`);
+        assert.ok(Number(m[1]) < stepTimeoutMs && Number(m[1]) >= 3_000);
+      }
+      assert.ok(!rec.events.some((e) => e.event === 'worker_left' && e.workerName === 'honest'), 'the honest worker stayed');
+    } finally {
+      stopped = true;
+      for (const ws of stallers) ws.terminate();
+      w.close();
+      await run.catch(() => undefined);
+      await pool.close();
     }
   });
 });
