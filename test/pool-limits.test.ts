@@ -314,4 +314,30 @@ describe('worker pool limits', () => {
       await pool.close();
     }
   });
+
+  it('a unit is handed out at most maxAttempts times: then the step fails with ERR_TIMEOUT', async () => {
+    const pool = await listen(silentLogger(), { stepTimeoutMs: 300, maxAttempts: 2 });
+    let stopped = false;
+    const stallers = new Set<WebSocket>();
+    const stall = (): void => {
+      if (stopped) return;
+      const ws = new WebSocket(pool.url, { perMessageDeflate: false });
+      stallers.add(ws);
+      ws.on('error', () => undefined);
+      ws.on('open', () => ws.send(helloFrame('staller')));
+      ws.on('close', () => {
+        stallers.delete(ws);
+        stall();
+      });
+    };
+    try {
+      stall();
+      await pool.waitForWorkers(1);
+      await assert.rejects(oneStep(pool, 0), (err: unknown) => isFlockError(err, ErrorCode.TIMEOUT) && /handed out 2 times/.test(err.message) && /--max-attempts/.test(err.message));
+    } finally {
+      stopped = true;
+      for (const ws of stallers) ws.terminate();
+      await pool.close();
+    }
+  });
 });
