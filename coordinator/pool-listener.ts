@@ -12,10 +12,13 @@ import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';
 import { ENVELOPE_SLACK_BYTES } from '../shared/protocol.js';
 import type { PoolOptions } from './pool-options.js';
 
-/** Bytes of a worker's largest legitimate frame (a gradient), with room for the envelope. */
-export function maxPayload(model: ModelSpec): number {
+/**
+ * Bytes of a worker's largest legitimate frame, with room for the envelope: a gradient, or a
+ * hello whose bitsets cover `samples` images (train and validation together).
+ */
+export function maxPayload(model: ModelSpec, samples = 0): number {
   const statChannels = batchNormLayers(model).reduce((n, l) => n + l.channels, 0);
-  return model.parameterCount * 4 + statChannels * 8 + ENVELOPE_SLACK_BYTES;
+  return Math.max(model.parameterCount * 4 + statChannels * 8, Math.ceil(samples / 8) + 2) + ENVELOPE_SLACK_BYTES;
 }
 
 export interface Listener {
@@ -29,7 +32,7 @@ export interface Listener {
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /** Binds `opts.host:opts.port`; resolves once listening (`url` says where). */
-export async function listen(opts: PoolOptions, model: ModelSpec, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler): Promise<Listener> {
+export async function listen(opts: PoolOptions, model: ModelSpec, samples: number, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler): Promise<Listener> {
   const handler = (_req: IncomingMessage, res: ServerResponse): void => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' }).end('This is a Flock coordinator; connect with `worker --connect`.\n');
   };
@@ -54,7 +57,7 @@ export async function listen(opts: PoolOptions, model: ModelSpec, logger: Logger
   });
   server.on('error', (err) => logger.error({ event: 'server_error', err: err.message }, `server error: ${err.message}`));
   server.on('clientError', (err, socket) => socket.destroy(err));
-  const wss = new WebSocketServer({ noServer: true, maxPayload: maxPayload(model), perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: maxPayload(model, samples), perMessageDeflate: false });
   wss.on('error', (err) => logger.error({ event: 'server_error', err: err.message }, `websocket server error: ${err.message}`));
   server.on('upgrade', upgradeHandler(server, wss));
   const { port } = server.address() as AddressInfo;

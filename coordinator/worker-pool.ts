@@ -80,7 +80,7 @@ export class WorkerPool implements Executor {
     if (deps.model.name !== deps.config.model) throw new FlockError(ErrorCode.BAD_OPTION, `model spec ${deps.model.name} does not match the config's model ${deps.config.model}`);
     const pool = new WorkerPool(opts, deps);
     try {
-      pool.listener = await listen(opts, deps.model, deps.logger, (server, wss) => {
+      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, deps.logger, (server, wss) => {
         pool.admission = new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req));
         pool.admission.attach(server);
         return pool.admission.onUpgrade;
