@@ -110,7 +110,7 @@ describe('worker pool limits', () => {
 
   it('a flood of idle and unauthenticated sockets does not keep a worker out; refusals are summarised', async () => {
     const rec = new LogRecorder();
-    const pool = await listen(rec.logger('info'), { token: 'secret', maxConnections: 40, maxPending: 8, headersTimeoutMs: 300, helloTimeoutMs: 300 });
+    const pool = await listen(rec.logger('info'), { token: 'secret', maxConnections: 40, maxPending: 8, headersTimeoutMs: 1_000, helloTimeoutMs: 1_000, rejectLogMs: 10 * 60_000 });
     const { hostname, port } = new URL(pool.url);
     const idle: Socket[] = [];
     let w: Worker | undefined;
