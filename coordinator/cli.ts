@@ -58,7 +58,12 @@ interface StartFlags extends CommonFlags {
   tlsKey?: string;
   heartbeatMs: number;
   stepTimeout: number;
+  stepTimeoutFloor: number;
+  maxAttempts: number;
   helloTimeoutMs: number;
+  headersTimeoutMs: number;
+  maxConnections: number;
+  maxPending: number;
 }
 
 const common = (cmd: Command): Command =>
@@ -135,7 +140,9 @@ async function runStart(flags: StartFlags): Promise<number> {
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
       const pool = await WorkerPool.listen({
         host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
-        heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, helloTimeoutMs: flags.helloTimeoutMs,
+        heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
+        maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
+        maxConnections: flags.maxConnections, maxPending: flags.maxPending,
         minWorkers: flags.minWorkers ?? 1,
       }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation });
       if (flags.spawnWorkers > 0) {
@@ -220,12 +227,17 @@ function main(argv: string[]): void {
     .option('--export-dir <dir>', 'where the final TensorFlow.js model goes (default <checkpoint-dir>/model)')
     .option('--fetch-missing', 'download CIFAR-10 first if the data folder is missing')
     .option('--token <token>', 'shared secret workers must present (default $FLOCK_TOKEN; a random one with --spawn-workers)')
-    .option('--insecure', 'allow listening on a non-loopback address without a token')
+    .option('--insecure', 'allow listening on a non-loopback address without a token, or with a token but without TLS')
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--heartbeat-ms <ms>', 'ping workers this often; one that answers none of 3 pings in a row is dropped', intArg(100), 5000)
-    .option('--step-timeout <ms>', 'a worker that does not return a micro-batch within this is dropped and its work reassigned', intArg(100), 120000)
+    .option('--step-timeout <ms>', 'ceiling of the wait for a worker\'s next result: one that returns nothing for this long is dropped and its work reassigned', intArg(100), 120000)
+    .option('--step-timeout-floor <ms>', 'the wait for a result is 10x the fleet\'s recent median time per result, but at least this (and at most --step-timeout)', intArg(100), 10000)
+    .option('--max-attempts <n>', 'times one micro-batch may be handed out before the step fails; retries go to workers that have returned results', intArg(1), 5)
     .option('--hello-timeout-ms <ms>', 'close connections that do not say hello within this', intArg(100), 10000)
+    .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
+    .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
+    .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
   common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))
     .requiredOption('--checkpoint <file>', 'a checkpoint file (checkpoints/checkpoint-*.flock)')

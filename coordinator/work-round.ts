@@ -7,6 +7,8 @@ import type { MicroBatch } from '../shared/training/schedule.js';
 export class WorkRound<R> {
   private readonly units = new Map<number, MicroBatch>();
   private readonly owners = new Map<number, number>();
+  /** Times each unit was handed out. */
+  private readonly attempts = new Map<number, number>();
   private readonly results = new Map<number, R>();
   /** Summed reported compute time per worker id. */
   private readonly compute = new Map<number, number>();
@@ -38,6 +40,12 @@ export class WorkRound<R> {
 
   assign(unitId: number, workerId: number): void {
     this.owners.set(unitId, workerId);
+    this.attempts.set(unitId, this.attemptsOf(unitId) + 1);
+  }
+
+  /** Times the unit was handed out so far. */
+  attemptsOf(unitId: number): number {
+    return this.attempts.get(unitId) ?? 0;
   }
 
   /** The worker holding an unfinished unit, if any. */

@@ -1,10 +1,13 @@
 // The coordinator's view of one worker connection: identity, what it holds (weights
 // version, samples), its outstanding work units and its timers.
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import type { Dataset } from '../shared/data/cifar.js';
-import { closeReason } from '../shared/protocol.js';
+import { CLOSE_GRACE_MS, closeReason } from '../shared/protocol.js';
 import { SentSamples } from './sent-samples.js';
+
+export const notReading = (queued: number, max: number): string => `worker is not reading: ${queued} bytes queued (over ${max})`;
 
 export type ConnState = 'greeting' | 'ready' | 'gone';
 
@@ -18,22 +21,32 @@ export class WorkerConn {
   samples: { train: SentSamples; validation: SentSamples } | undefined;
   /** Unit ids of the open round this worker still owes. */
   readonly outstanding = new Set<number>();
+  /** Results accepted from this connection; units already tried elsewhere go to connections with some. */
+  results = 0;
+  /** When this connection last got work or returned a result (for the fleet's pace). */
+  lastProgress = 0;
   /** A pong arrived since the last ping. */
   alive = true;
   /** Consecutive heartbeats without a pong. */
   missedBeats = 0;
   private helloTimer: NodeJS.Timeout | undefined;
+  private lastBacklog: number | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly id: number, readonly socket: WebSocket, readonly remote: string, logger: Logger) {
+  /** @param transport the underlying TCP (or TLS) socket, as the server saw it connect */
+  constructor(
+    readonly id: number, readonly socket: WebSocket, readonly transport: Duplex, readonly remote: string, logger: Logger,
+    /** Bytes that may wait in this process for the socket; more means the worker is not reading. */
+    private readonly maxBufferedBytes: number,
+  ) {
     this.log = logger.child({ workerId: id });
   }
 
-  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }): void {
+  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }, held?: { train?: Uint8Array; validation?: Uint8Array }): void {
     this.name = name;
     this.backend = backend;
     this.state = 'ready';
-    this.samples = { train: new SentSamples(data.train.count, local.train), validation: new SentSamples(data.validation.count, local.validation) };
+    this.samples = { train: new SentSamples(data.train.count, local.train, held?.train), validation: new SentSamples(data.validation.count, local.validation, held?.validation) };
     clearTimeout(this.helloTimer);
   }
 
@@ -47,8 +60,34 @@ export class WorkerConn {
     this.progressTimer = this.outstanding.size > 0 ? setTimeout(onTimeout, ms) : undefined;
   }
 
+  /** Bytes queued for the socket beyond what it took, when over the limit (the worker is not reading). */
+  backlog(): number | undefined {
+    const queued = this.socket.bufferedAmount;
+    return queued > this.maxBufferedBytes ? queued : undefined;
+  }
+
+  /**
+   * Called once per heartbeat: the backlog when it is over the limit and has not shrunk since
+   * the previous call (a large frame that is being read drains; one that is not read stays).
+   */
+  stuckBacklog(): number | undefined {
+    const queued = this.backlog();
+    const previous = this.lastBacklog;
+    this.lastBacklog = queued;
+    return queued !== undefined && previous !== undefined && queued >= previous ? queued : undefined;
+  }
+
+  /**
+   * Queues a frame, unless too much already waits for this worker: then nothing is queued and
+   * `onError` is called (on the next turn, like a failed write, so callers finish first).
+   */
   send(frame: Uint8Array, onError: (err: Error) => void): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
+    const backlog = this.backlog();
+    if (backlog !== undefined) {
+      setImmediate(() => onError(new Error(notReading(backlog, this.maxBufferedBytes))));
+      return;
+    }
     this.socket.send(frame, { binary: true }, (err) => {
       if (err) onError(err);
     });
@@ -68,6 +107,6 @@ export class WorkerConn {
     }
     s.close(code, closeReason(reason));
     // A peer that never answers the close frame is cut off rather than waited for.
-    setTimeout(() => s.terminate(), 2_000).unref();
+    setTimeout(() => s.terminate(), CLOSE_GRACE_MS).unref();
   }
 }

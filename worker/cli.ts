@@ -21,6 +21,7 @@ interface WorkerFlags {
   dataDir?: string;
   ca?: string;
   giveUpAfter: number;
+  maxDataMb: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
 }
@@ -75,7 +76,7 @@ async function run(flags: WorkerFlags): Promise<number> {
   });
   const localData = flags.dataDir === undefined ? undefined : await loadCifar(flags.dataDir);
   const backend = await loadBackend(flags.backend, log);
-  const worker = new Worker({ url: flags.connect, name, token, ca, localData, giveUpAfterMs: flags.giveUpAfter }, { logger: log, backend });
+  const worker = new Worker({ url: flags.connect, name, token, ca, localData, giveUpAfterMs: flags.giveUpAfter, maxDataBytes: flags.maxDataMb * 2 ** 20 }, { logger: log, backend });
   onShutdown(log, worker);
   exitWithParent(log, worker);
   const outcome = await worker.run();
@@ -92,6 +93,7 @@ function main(argv: string[]): void {
     .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else webgpu on a hardware GPU adapter, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data-dir <dir>', 'optional local CIFAR-10 copy (cifar-10-batches-bin); if it is identical to the coordinator\'s, images are not sent over the network')
     .option('--ca <file>', 'PEM CA certificate to trust for wss:// (e.g. the coordinator\'s self-signed certificate)')
+    .option('--max-data-mb <mb>', 'memory the images sent by the coordinator may take at most; a coordinator announcing more is refused [ERR_DATA_TOO_LARGE]', intArg(1, 1 << 20), 512)
     .option('--give-up-after <ms>', 'exit with an error after failing to reach the coordinator for this long', intArg(1), 300_000)
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'))

@@ -6,8 +6,8 @@ import { IMAGE_BYTES } from '../shared/models/layers.js';
 import type { Batch } from '../shared/models/runtime.js';
 import { bytesToIndices, type WireSamples } from '../shared/protocol.js';
 
-/** More images than any split Flock trains on; a larger count in a welcome is refused. */
-const MAX_SAMPLES = 1_000_000;
+/** Bytes a store of `count` shipped samples allocates: images, labels and arrival flags. */
+export const storeBytes = (count: number): number => count * (IMAGE_BYTES + 2);
 
 function protocol(reason: string): FlockError {
   return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
@@ -24,9 +24,14 @@ export class SampleStore {
     return new SampleStore(data, undefined);
   }
 
+  /** A store for `count` samples, none arrived yet (the caller bounds `count`, see SampleCache). */
   static empty(count: number): SampleStore {
-    if (count > MAX_SAMPLES) throw protocol(`dataset of ${count} samples exceeds the ${MAX_SAMPLES} a worker accepts`);
     return new SampleStore({ images: new Uint8Array(count * IMAGE_BYTES), labels: new Uint8Array(count), count }, new Uint8Array(count));
+  }
+
+  /** One byte per sample, 1 where it has arrived; undefined for a local copy. */
+  arrived(): Uint8Array | undefined {
+    return this.held;
   }
 
   add(samples: WireSamples): void {

@@ -11,12 +11,12 @@ import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import type { ModelRuntime } from '../shared/models/runtime.js';
 import {
-  CloseCode, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
   type AssignMessage, type CoordinatorMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { dropoutSeed } from '../shared/training/schedule.js';
-import { SampleStore } from './sample-store.js';
+import type { SampleCache, SplitStores } from './sample-cache.js';
 
 /** How a session ended, when it was not a fatal error (those reject). */
 export type SessionEnd =
@@ -38,15 +38,14 @@ export interface SessionDeps {
   readonly clock: Clock;
   /** The runtime for a model (the worker keeps one per model across reconnects). */
   readonly runtime: (model: ModelName) => ModelRuntime;
+  /** The images this worker holds; the worker keeps it across reconnects. */
+  readonly samples: SampleCache;
 }
-
-/** The coordinator is considered gone after this many heartbeat intervals without a ping. */
-const SILENT_HEARTBEATS = 3;
 
 interface Run {
   readonly config: TrainConfig;
   readonly runtime: ModelRuntime;
-  readonly stores: { readonly train: SampleStore; readonly validation: SampleStore };
+  readonly stores: SplitStores;
   weightsVersion: number;
 }
 
@@ -111,7 +110,8 @@ export class Session {
   private onOpen(): void {
     this.log.info({ event: 'connected', url: this.opts.url }, `connected to ${this.opts.url}`);
     const local = this.opts.localData;
-    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}) }));
+    const held = this.deps.samples.held();
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
   }
 
   private onFrame(data: RawData, isBinary: boolean): void {
@@ -146,13 +146,8 @@ export class Session {
 
   private onWelcome(msg: WelcomeMessage): void {
     if (this.run) throw violation('second welcome');
-    const local = this.opts.localData?.data;
-    const store = (split: 'train' | 'validation'): SampleStore => {
-      if (!msg.localData[split]) return SampleStore.empty(msg.counts[split]);
-      if (!local) throw violation(`told to read the ${split} split locally, but this worker has no local data`);
-      return SampleStore.local(local[split]);
-    };
-    this.run = { config: msg.config, runtime: this.deps.runtime(msg.config.model), stores: { train: store('train'), validation: store('validation') }, weightsVersion: -1 };
+    const stores = this.deps.samples.stores(msg, this.opts.localData?.data);
+    this.run = { config: msg.config, runtime: this.deps.runtime(msg.config.model), stores, weightsVersion: -1 };
     this.log = this.deps.logger.child({ workerId: msg.workerId });
     if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     this.heartbeatMs = msg.heartbeatMs;
@@ -164,7 +159,7 @@ export class Session {
   private feedWatchdog(): void {
     if (this.heartbeatMs <= 0 || this.settled) return;
     clearTimeout(this.watchdog);
-    const limit = SILENT_HEARTBEATS * this.heartbeatMs;
+    const limit = HEARTBEAT_MISSES * this.heartbeatMs;
     const armed = this.deps.clock.now();
     this.watchdog = setTimeout(() => {
       // Fired far too late: our own loop was blocked (a long computation) and pings may
@@ -249,7 +244,6 @@ export class Session {
     if (code === NORMAL_CLOSURE) return this.end({ kind: 'stopped', reason: `coordinator closed the connection (${why})` });
     const err = errorOfClose(code, reason);
     if (!err || code === CloseCode.TIMEOUT) return this.lose(`connection closed (${why})`);
-    if (code === CloseCode.SHUTDOWN) return this.end({ kind: 'stopped', reason: `coordinator shut down (${why})` });
     this.fail(new FlockError(err.code, `the coordinator closed the connection: ${err.message}`));
   }
 
@@ -278,7 +272,7 @@ export class Session {
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
     if (closeCode !== undefined && ws.readyState === WebSocket.OPEN) {
       ws.close(closeCode, closeReason(reason));
-      setTimeout(() => ws.terminate(), 2_000).unref();
+      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     } else {
       ws.terminate();
     }

@@ -5,11 +5,13 @@ import type { Logger } from 'pino';
 import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
+import { definedOnly } from '../shared/defaults.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { BACKOFF_DEFAULTS, backoffDelay, type BackoffOptions } from './backoff.js';
+import { SampleCache } from './sample-cache.js';
 import { Session, type SessionOptions } from './session.js';
 
 export interface WorkerOptions {
@@ -22,11 +24,13 @@ export interface WorkerOptions {
   /** A local copy of the data; used instead of shipped images when its hash matches. */
   readonly localData?: { readonly train: Dataset; readonly validation: Dataset };
   readonly backoff: BackoffOptions;
+  /** Bytes the images sent by the coordinator may take at most (checked against the welcome's counts). */
+  readonly maxDataBytes: number;
   /** Give up after failing to (re)connect for this long. */
   readonly giveUpAfterMs: number;
 }
 
-export const WORKER_DEFAULTS: Pick<WorkerOptions, 'backoff' | 'giveUpAfterMs'> = { backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000 };
+export const WORKER_DEFAULTS: Pick<WorkerOptions, 'backoff' | 'giveUpAfterMs' | 'maxDataBytes'> = { backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000, maxDataBytes: 512 * 2 ** 20 };
 
 export interface WorkerDeps {
   readonly logger: Logger;
@@ -45,12 +49,15 @@ export class Worker {
   private readonly opts: WorkerOptions;
   private readonly sessionOpts: SessionOptions;
   private readonly runtimes = new Map<ModelName, ModelRuntime>();
+  private readonly samples: SampleCache;
   private session: Session | undefined;
   private closed = false;
   private wake: (() => void) | undefined;
 
   constructor(opts: Partial<WorkerOptions> & Pick<WorkerOptions, 'url' | 'name'>, private readonly deps: WorkerDeps) {
-    this.opts = { ...WORKER_DEFAULTS, ...opts, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
+    this.opts = { ...WORKER_DEFAULTS, ...definedOnly(opts), url: opts.url, name: opts.name, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
+    if (!Number.isSafeInteger(this.opts.maxDataBytes) || this.opts.maxDataBytes < 0) throw new FlockError(ErrorCode.BAD_OPTION, `maxDataBytes must be a non-negative integer (got ${this.opts.maxDataBytes})`);
+    this.samples = new SampleCache(this.opts.maxDataBytes);
     const local = this.opts.localData;
     this.sessionOpts = {
       url: this.opts.url, name: this.opts.name, token: this.opts.token, ca: this.opts.ca, backendName: deps.backend.name,
@@ -67,7 +74,7 @@ export class Worker {
     try {
       for (;;) {
         if (this.closed) return { reason: 'worker shutting down' };
-        this.session = new Session(this.sessionOpts, { logger: log, clock, runtime: (m) => this.runtime(m) });
+        this.session = new Session(this.sessionOpts, { logger: log, clock, runtime: (m) => this.runtime(m), samples: this.samples });
         const end = await this.session.start();
         this.session = undefined;
         if (end.kind === 'stopped') return { reason: end.reason };
