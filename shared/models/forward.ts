@@ -3,6 +3,7 @@
 // and applies the dropout masks it is given; evaluation mode uses the running statistics.
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../backend.js';
+import { FLOCK_TANH_GRAD, hasFlockTanhGrad } from '../backends/kernels/tanh_grad.js';
 import type { Layer } from './layers.js';
 
 export const BATCH_NORM_EPSILON = 1e-5;
@@ -49,6 +50,23 @@ function addChannelBias(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tenso
     return { value: tf.add<tfjs.Tensor4D>(xIn, bIn), gradFunc };
   });
   return f(x, bias);
+}
+
+/**
+ * tanh whose gradient, (1 − y²)·dy, is one FlockTanhGrad kernel where the backend has it
+ * (bit-identical to tfjs's Square, Sub, Multiply); tfjs's own gradient elsewhere.
+ */
+function tanh(tf: Tf, x: tfjs.Tensor): tfjs.Tensor {
+  if (!hasFlockTanhGrad(tf)) return tf.tanh(x);
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const [xIn, save] = args as [tfjs.Tensor, tfjs.GradSaveFunc];
+    const y = tf.tanh(xIn);
+    save([y]);
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor =>
+      tf.engine().runKernel(FLOCK_TANH_GRAD, { y: saved[0]!, dy }) as tfjs.Tensor;
+    return { value: y, gradFunc };
+  });
+  return f(x);
 }
 
 function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
@@ -118,7 +136,7 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
         break;
       }
       case 'tanh':
-        h = tf.tanh(h);
+        h = training ? tanh(tf, h) : tf.tanh(h);
         break;
       case 'maxpool2':
         h = tf.maxPool(h as tfjs.Tensor4D, 2, 2, 'valid');

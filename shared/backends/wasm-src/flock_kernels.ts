@@ -1,0 +1,227 @@
+// Flock's WebAssembly SIMD kernels (AssemblyScript, built by `npm run build` into
+// dist/shared/backends/kernels/flock_kernels.wasm). The module imports tfjs-backend-wasm's
+// own WebAssembly.Memory, so every pointer here is a tensor's offset in that heap: kernels
+// read and write tensors in place. It has no data segments and allocates nothing (it must
+// never write outside the buffers it is given), and no function here traps on any input.
+
+// ---- Tanh ------------------------------------------------------------------------------
+// tanh(a + r) = (tanh a + tanh r) / (1 + tanh a · tanh r) in double precision, with
+// a = x truncated to a multiple of 1/16 (tanh a from a table the caller fills with
+// Math.tanh(j / 16), j = -152..152, f64) and an odd series for tanh r, |r| < 1/16. The same
+// operations in the same order as the former JS kernel, so the results are identical:
+// Math.tanh rounded to float32 (error before rounding < 1e-13), ±1 from |x| ≈ 8.7 on.
+
+const STEPS: f64 = 16;
+const STEP: f64 = 1.0 / 16;
+const LIMIT: f64 = 9.5;
+const HALF: i32 = 152; // LIMIT * STEPS
+
+@inline function tanhPair(v0: v128, table: usize): v128 {
+  const v = f64x2.max(f64x2.splat(-LIMIT), f64x2.min(f64x2.splat(LIMIT), v0)); // NaN stays NaN
+  const jf = f64x2.trunc(f64x2.mul(v, f64x2.splat(STEPS)));
+  const r = f64x2.sub(v, f64x2.mul(jf, f64x2.splat(STEP)));
+  const r2 = f64x2.mul(r, r);
+  let p = f64x2.add(f64x2.splat(-17.0 / 315), f64x2.mul(r2, f64x2.splat(62.0 / 2835)));
+  p = f64x2.add(f64x2.splat(2.0 / 15), f64x2.mul(r2, p));
+  p = f64x2.add(f64x2.splat(-1.0 / 3), f64x2.mul(r2, p));
+  const tr = f64x2.add(r, f64x2.mul(f64x2.mul(r, r2), p));
+  const j = i32x4.trunc_sat_f64x2_s_zero(jf); // NaN -> 0: any entry, r is NaN anyway
+  const j0 = i32x4.extract_lane(j, 0) + HALF;
+  const j1 = i32x4.extract_lane(j, 1) + HALF;
+  const ta = f64x2.replace_lane(f64x2.splat(load<f64>(table + (<usize>j0 << 3))), 1, load<f64>(table + (<usize>j1 << 3)));
+  return f64x2.div(f64x2.add(ta, tr), f64x2.add(f64x2.splat(1), f64x2.mul(ta, tr)));
+}
+
+@inline function tanhScalar(x: f32, table: usize): f32 {
+  const v = f64x2.promote_low_f32x4(f32x4.splat(x));
+  return f32x4.extract_lane(f32x4.demote_f64x2_zero(tanhPair(v, table)), 0);
+}
+
+export function tanh(src: usize, dst: usize, n: i32, table: usize): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(src + (<usize>i << 2));
+    const lo = tanhPair(f64x2.promote_low_f32x4(v), table);
+    const hi = tanhPair(f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1)), table);
+    v128.store(dst + (<usize>i << 2), v128.shuffle<f32>(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5));
+  }
+  for (; i < n; i++) store<f32>(dst + (<usize>i << 2), tanhScalar(load<f32>(src + (<usize>i << 2)), table));
+}
+
+// ---- Tanh gradient -----------------------------------------------------------------------
+// dx = (1 − y·y) · dy in float32, the operations and rounding of tfjs's own Tanh gradient
+// (square, sub, mul: three kernels and two temporaries there, one pass here).
+
+export function tanhGrad(y: usize, dy: usize, dx: usize, n: i32): void {
+  const one = f32x4.splat(1);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    const yv = v128.load(y + o);
+    v128.store(dx + o, f32x4.mul(f32x4.sub(one, f32x4.mul(yv, yv)), v128.load(dy + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    const yv = load<f32>(y + o);
+    store<f32>(dx + o, (1 - yv * yv) * load<f32>(dy + o));
+  }
+}
+
+// ---- MaxPoolGrad, 2x2 windows, stride 2, no padding ------------------------------------------
+// Each window's gradient goes to its FIRST maximum in the order (0,0), (0,1), (1,0), (1,1);
+// a NaN counts as a maximum (the last NaN wins, as in PyTorch). Every cell of a window is
+// written (zero except at the maximum); cells no window covers (odd sizes) are zeroed too.
+
+@inline function isNan(v: v128): v128 { return f32x4.ne(v, v); }
+
+export function maxPoolGrad2x2(x: usize, dy: usize, dx: usize, batch: i32, inH: i32, inW: i32, c: i32, outH: i32, outW: i32): void {
+  if (inH != 2 * outH || inW != 2 * outW) memory.fill(dx, 0, <usize>batch * inH * inW * c * 4);
+  const rowStride = <usize>inW * c * 4;
+  const cb = <usize>c * 4;
+  let g = dy;
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < outH; oy++) {
+      for (let ox = 0; ox < outW; ox++) {
+        const p00 = ((<usize>b * inH + 2 * oy) * inW + 2 * ox) * cb;
+        let k = 0;
+        for (; k + 4 <= c; k += 4) {
+          const o = <usize>k << 2;
+          const a = p00 + o;
+          const bb = a + cb;
+          const cc = a + rowStride;
+          const dd = cc + cb;
+          const va = v128.load(x + a);
+          const vb = v128.load(x + bb);
+          const vc = v128.load(x + cc);
+          const vd = v128.load(x + dd);
+          const sb = v128.or(f32x4.gt(vb, va), isNan(vb));
+          let m = v128.bitselect(vb, va, sb);
+          const sc = v128.or(f32x4.gt(vc, m), isNan(vc));
+          m = v128.bitselect(vc, m, sc);
+          const sd = v128.or(f32x4.gt(vd, m), isNan(vd));
+          const gv = v128.load(g + o);
+          const later = v128.or(sc, sd);
+          v128.store(dx + a, v128.andnot(gv, v128.or(sb, later)));
+          v128.store(dx + bb, v128.andnot(v128.and(gv, sb), later));
+          v128.store(dx + cc, v128.andnot(v128.and(gv, sc), sd));
+          v128.store(dx + dd, v128.and(gv, sd));
+        }
+        for (; k < c; k++) {
+          const o = <usize>k << 2;
+          const a = p00 + o;
+          const bb = a + cb;
+          const cc = a + rowStride;
+          const dd = cc + cb;
+          const va = load<f32>(x + a);
+          const vb = load<f32>(x + bb);
+          const vc = load<f32>(x + cc);
+          const vd = load<f32>(x + dd);
+          let w = 0;
+          let m = va;
+          if (vb > m || vb != vb) { w = 1; m = vb; }
+          if (vc > m || vc != vc) { w = 2; m = vc; }
+          if (vd > m || vd != vd) w = 3;
+          const gv = load<f32>(g + o);
+          store<f32>(dx + a, w == 0 ? gv : 0);
+          store<f32>(dx + bb, w == 1 ? gv : 0);
+          store<f32>(dx + cc, w == 2 ? gv : 0);
+          store<f32>(dx + dd, w == 3 ? gv : 0);
+        }
+        g += cb;
+      }
+    }
+  }
+}
+
+// ---- Conv2DBackpropFilter, stride 1, dilation 1, NHWC, out channels a multiple of 8 -----------
+// dW[i, j, c, o] = Σ over (b, oy, ox) of x[b, oy + i − padTop, ox + j − padLeft, c] · dy[b, oy, ox, o],
+// directly, without an unfolded (im2col) copy of the input. For each output row (b, oy) and
+// filter tap (i, j), a block of up to 4 input channels × 8 output channels is accumulated
+// in registers along the row (the input and dy rows stay in L1 cache), then added into dW:
+// a sum per row, then over rows (float32, a fixed order: deterministic).
+
+@inline function block4(xp: usize, dyp: usize, wp: usize, count: i32, xStride: usize, dyStride: usize, wRow: usize): void {
+  let a0 = f32x4.splat(0); let a1 = f32x4.splat(0); let b0 = f32x4.splat(0); let b1 = f32x4.splat(0);
+  let c0 = f32x4.splat(0); let c1 = f32x4.splat(0); let d0 = f32x4.splat(0); let d1 = f32x4.splat(0);
+  for (let n = 0; n < count; n++) {
+    const g0 = v128.load(dyp);
+    const g1 = v128.load(dyp, 16);
+    let s = v128.load32_splat(xp);
+    a0 = f32x4.add(a0, f32x4.mul(s, g0)); a1 = f32x4.add(a1, f32x4.mul(s, g1));
+    s = v128.load32_splat(xp, 4);
+    b0 = f32x4.add(b0, f32x4.mul(s, g0)); b1 = f32x4.add(b1, f32x4.mul(s, g1));
+    s = v128.load32_splat(xp, 8);
+    c0 = f32x4.add(c0, f32x4.mul(s, g0)); c1 = f32x4.add(c1, f32x4.mul(s, g1));
+    s = v128.load32_splat(xp, 12);
+    d0 = f32x4.add(d0, f32x4.mul(s, g0)); d1 = f32x4.add(d1, f32x4.mul(s, g1));
+    xp += xStride;
+    dyp += dyStride;
+  }
+  v128.store(wp, f32x4.add(v128.load(wp), a0)); v128.store(wp, f32x4.add(v128.load(wp, 16), a1), 16);
+  wp += wRow;
+  v128.store(wp, f32x4.add(v128.load(wp), b0)); v128.store(wp, f32x4.add(v128.load(wp, 16), b1), 16);
+  wp += wRow;
+  v128.store(wp, f32x4.add(v128.load(wp), c0)); v128.store(wp, f32x4.add(v128.load(wp, 16), c1), 16);
+  wp += wRow;
+  v128.store(wp, f32x4.add(v128.load(wp), d0)); v128.store(wp, f32x4.add(v128.load(wp, 16), d1), 16);
+}
+
+@inline function block2(xp: usize, dyp: usize, wp: usize, count: i32, xStride: usize, dyStride: usize, wRow: usize): void {
+  let a0 = f32x4.splat(0); let a1 = f32x4.splat(0); let b0 = f32x4.splat(0); let b1 = f32x4.splat(0);
+  for (let n = 0; n < count; n++) {
+    const g0 = v128.load(dyp);
+    const g1 = v128.load(dyp, 16);
+    let s = v128.load32_splat(xp);
+    a0 = f32x4.add(a0, f32x4.mul(s, g0)); a1 = f32x4.add(a1, f32x4.mul(s, g1));
+    s = v128.load32_splat(xp, 4);
+    b0 = f32x4.add(b0, f32x4.mul(s, g0)); b1 = f32x4.add(b1, f32x4.mul(s, g1));
+    xp += xStride;
+    dyp += dyStride;
+  }
+  v128.store(wp, f32x4.add(v128.load(wp), a0)); v128.store(wp, f32x4.add(v128.load(wp, 16), a1), 16);
+  wp += wRow;
+  v128.store(wp, f32x4.add(v128.load(wp), b0)); v128.store(wp, f32x4.add(v128.load(wp, 16), b1), 16);
+}
+
+@inline function block1(xp: usize, dyp: usize, wp: usize, count: i32, xStride: usize, dyStride: usize): void {
+  let a0 = f32x4.splat(0); let a1 = f32x4.splat(0);
+  for (let n = 0; n < count; n++) {
+    const s = v128.load32_splat(xp);
+    a0 = f32x4.add(a0, f32x4.mul(s, v128.load(dyp))); a1 = f32x4.add(a1, f32x4.mul(s, v128.load(dyp, 16)));
+    xp += xStride;
+    dyp += dyStride;
+  }
+  v128.store(wp, f32x4.add(v128.load(wp), a0)); v128.store(wp, f32x4.add(v128.load(wp, 16), a1), 16);
+}
+
+export function conv2dFilterGrad(x: usize, dy: usize, dw: usize, batch: i32, inH: i32, inW: i32, c: i32,
+  outH: i32, outW: i32, o: i32, kh: i32, kw: i32, padTop: i32, padLeft: i32): void {
+  memory.fill(dw, 0, <usize>kh * kw * c * o * 4);
+  const xStride = <usize>c * 4;
+  const dyStride = <usize>o * 4;
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < outH; oy++) {
+      const dyRow = dy + (<usize>b * outH + oy) * outW * dyStride;
+      for (let i = 0; i < kh; i++) {
+        const iy = oy + i - padTop;
+        if (iy < 0 || iy >= inH) continue;
+        const xRow = x + (<usize>b * inH + iy) * inW * xStride;
+        for (let j = 0; j < kw; j++) {
+          const ox0 = max(0, padLeft - j);
+          const ox1 = min(outW, inW + padLeft - j);
+          if (ox0 >= ox1) continue;
+          const count = ox1 - ox0;
+          const xp = xRow + <usize>(ox0 + j - padLeft) * xStride;
+          const dyp = dyRow + <usize>ox0 * dyStride;
+          const tap = dw + <usize>(i * kw + j) * c * dyStride;
+          for (let o0 = 0; o0 < o; o0 += 8) {
+            let k = 0;
+            for (; k + 4 <= c; k += 4) block4(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride, dyStride);
+            for (; k + 2 <= c; k += 2) block2(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride, dyStride);
+            for (; k < c; k++) block1(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride);
+          }
+        }
+      }
+    }
+  }
+}
