@@ -3,6 +3,7 @@
 // and applies the dropout masks it is given; evaluation mode uses the running statistics.
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../backend.js';
+import { FLOCK_BATCH_NORM_GRAD, FLOCK_BATCH_NORM_TRAIN, hasFlockBatchNorm } from '../backends/kernels/batch_norm.js';
 import { FLOCK_TANH_GRAD, hasFlockTanhGrad } from '../backends/kernels/tanh_grad.js';
 import type { Layer } from './layers.js';
 
@@ -71,6 +72,7 @@ function tanh(tf: Tf, x: tfjs.Tensor): tfjs.Tensor {
 
 function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
   { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
+  if (hasFlockBatchNorm(tf)) return batchNormTrainFused(tf, x, gamma, beta);
   const c = x.shape[3];
   const m = x.size / c;
   // The statistics are computed outside the custom-gradient function (tensors made inside
@@ -98,6 +100,26 @@ function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs
   });
   const y = f(x, gamma, beta);
   return { y, mean: tf.reshape<tfjs.Rank.R1>(mean, [c]), variance: tf.reshape<tfjs.Rank.R1>(variance, [c]) };
+}
+
+/**
+ * The same closed form in two Flock kernels (forward: statistics, x̂, y; backward: dx, dγ,
+ * dβ). The forward kernel runs outside the custom-gradient function so that the statistics
+ * outlive it; the function's value is a (zero-copy) clone of y, so the gradient reaches x,
+ * γ and β through gradFunc only.
+ */
+function batchNormTrainFused(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
+  { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
+  const [yFused, xhat, scale, mean, variance] = tf.engine().runKernel(FLOCK_BATCH_NORM_TRAIN, { x, gamma, beta }, { epsilon: BATCH_NORM_EPSILON }) as
+    [tfjs.Tensor4D, tfjs.Tensor4D, tfjs.Tensor1D, tfjs.Tensor1D, tfjs.Tensor1D];
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const save = args[3] as tfjs.GradSaveFunc;
+    save([xhat, scale]);
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] =>
+      tf.engine().runKernel(FLOCK_BATCH_NORM_GRAD, { dy, xhat: saved[0]!, scale: saved[1]! }) as tfjs.Tensor[];
+    return { value: tf.clone(yFused), gradFunc };
+  });
+  return { y: f(x, gamma, beta), mean, variance };
 }
 
 export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inputs: ForwardInputs, training: boolean): ForwardResult {

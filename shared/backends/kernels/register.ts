@@ -8,6 +8,7 @@
 // runs one worker process per core instead, so single-thread speed is what counts.
 import type { Tf } from '../../backend.js';
 import { batchMatMulKernel } from './batch_mat_mul.js';
+import { batchNormGradKernel, batchNormTrainKernel } from './batch_norm.js';
 import { conv2DBackpropFilterKernel } from './conv2d_backprop_filter.js';
 import { conv2DBackpropInputKernel } from './conv2d_backprop_input.js';
 import { flockWasmLoader } from './flock_wasm.js';
@@ -27,6 +28,8 @@ export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   registerKernelOnce(tf, maxPoolGradKernel(tf, flock));
   registerKernelOnce(tf, tanhKernel(tf, flock));
   registerKernelOnce(tf, tanhGradKernel(flock));
+  registerKernelOnce(tf, batchNormTrainKernel(flock));
+  registerKernelOnce(tf, batchNormGradKernel(flock));
   registerKernelOnce(tf, identityKernel(tf, backend));
   const matMul = tf.getKernel(tf.BatchMatMul, backend);
   if (matMul && !isFlockKernel(matMul)) registerKernelOnce(tf, batchMatMulKernel(tf, backend, matMul));

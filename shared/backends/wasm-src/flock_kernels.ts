@@ -225,3 +225,167 @@ export function conv2dFilterGrad(x: usize, dy: usize, dw: usize, batch: i32, inH
     }
   }
 }
+
+// ---- Batch norm in training mode, over the channels of NHWC --------------------------------
+// Per-channel sums are taken in float32 along one image row (w pixels) and added up over
+// rows in float64: a fixed order, so deterministic, and more accurate than one float32 sum
+// over N·H·W elements. `scratch` holds 8·c floats (8-byte aligned): two float32 row sums,
+// two float64 totals, two float32 per-channel results.
+
+@inline function zero32(p: usize, c: i32): void { memory.fill(p, 0, <usize>c << 2); }
+
+/** Adds the float32 row sums at p32 into the float64 totals at p64 and clears the row sums. */
+@inline function fold(p32: usize, p64: usize, c: i32): void {
+  for (let k = 0; k < c; k++) {
+    store<f64>(p64 + (<usize>k << 3), load<f64>(p64 + (<usize>k << 3)) + <f64>load<f32>(p32 + (<usize>k << 2)));
+  }
+  zero32(p32, c);
+}
+
+/** mean[c] = Σx / M and variance[c] = Σ(x − mean)² / M (biased), M = rows·w. */
+export function batchNormStats(x: usize, rows: i32, w: i32, c: i32, mean: usize, variance: usize, scratch: usize): void {
+  const rowSum = scratch;
+  const total = scratch + (<usize>c << 3);
+  zero32(rowSum, c);
+  memory.fill(total, 0, <usize>c << 3);
+  const m = <f64>rows * <f64>w;
+  let p = x;
+  for (let r = 0; r < rows; r++) {
+    for (let px = 0; px < w; px++) {
+      let k = 0;
+      for (; k + 4 <= c; k += 4) {
+        const a = rowSum + (<usize>k << 2);
+        v128.store(a, f32x4.add(v128.load(a), v128.load(p)));
+        p += 16;
+      }
+      for (; k < c; k++) {
+        const a = rowSum + (<usize>k << 2);
+        store<f32>(a, load<f32>(a) + load<f32>(p));
+        p += 4;
+      }
+    }
+    fold(rowSum, total, c);
+  }
+  for (let k = 0; k < c; k++) {
+    store<f32>(mean + (<usize>k << 2), <f32>(load<f64>(total + (<usize>k << 3)) / m));
+    store<f64>(total + (<usize>k << 3), 0);
+  }
+  p = x;
+  for (let r = 0; r < rows; r++) {
+    for (let px = 0; px < w; px++) {
+      let k = 0;
+      for (; k + 4 <= c; k += 4) {
+        const a = rowSum + (<usize>k << 2);
+        const d = f32x4.sub(v128.load(p), v128.load(mean + (<usize>k << 2)));
+        v128.store(a, f32x4.add(v128.load(a), f32x4.mul(d, d)));
+        p += 16;
+      }
+      for (; k < c; k++) {
+        const a = rowSum + (<usize>k << 2);
+        const d = load<f32>(p) - load<f32>(mean + (<usize>k << 2));
+        store<f32>(a, load<f32>(a) + d * d);
+        p += 4;
+      }
+    }
+    fold(rowSum, total, c);
+  }
+  for (let k = 0; k < c; k++) store<f32>(variance + (<usize>k << 2), <f32>(load<f64>(total + (<usize>k << 3)) / m));
+}
+
+/**
+ * x̂ = (x − mean)·rstd, y = x̂·γ + β, scale = γ·rstd with rstd = 1/sqrt(variance + eps), all
+ * in float32 (scale is what the gradient needs). n pixels of c channels.
+ */
+export function batchNormApply(x: usize, n: i32, c: i32, mean: usize, variance: usize, gamma: usize, beta: usize, eps: f32,
+  y: usize, xhat: usize, scale: usize, scratch: usize): void {
+  const rstd = scratch;
+  for (let k = 0; k < c; k++) {
+    const o = <usize>k << 2;
+    const rs: f32 = 1 / sqrt<f32>(load<f32>(variance + o) + eps);
+    store<f32>(rstd + o, rs);
+    store<f32>(scale + o, load<f32>(gamma + o) * rs);
+  }
+  let p: usize = 0;
+  for (let i = 0; i < n; i++) {
+    let k = 0;
+    for (; k + 4 <= c; k += 4) {
+      const o = <usize>k << 2;
+      const h = f32x4.mul(f32x4.sub(v128.load(x + p), v128.load(mean + o)), v128.load(rstd + o));
+      v128.store(xhat + p, h);
+      v128.store(y + p, f32x4.add(f32x4.mul(h, v128.load(gamma + o)), v128.load(beta + o)));
+      p += 16;
+    }
+    for (; k < c; k++) {
+      const o = <usize>k << 2;
+      const h = (load<f32>(x + p) - load<f32>(mean + o)) * load<f32>(rstd + o);
+      store<f32>(xhat + p, h);
+      store<f32>(y + p, h * load<f32>(gamma + o) + load<f32>(beta + o));
+      p += 4;
+    }
+  }
+}
+
+/**
+ * dx = (dy − x̂·mean(dy·x̂) − mean(dy))·scale, dγ = Σ dy·x̂, dβ = Σ dy (the closed form of
+ * shared/models/forward.ts), over rows of w pixels of c channels.
+ */
+export function batchNormGrad(dy: usize, xhat: usize, scale: usize, rows: i32, w: i32, c: i32,
+  dx: usize, dgamma: usize, dbeta: usize, scratch: usize): void {
+  const rowA = scratch;
+  const rowB = scratch + (<usize>c << 2);
+  const totA = scratch + (<usize>c << 3);
+  const totB = scratch + (<usize>c << 4);
+  const meanA = scratch + <usize>c * 24;
+  const meanB = scratch + <usize>c * 28;
+  zero32(rowA, c);
+  zero32(rowB, c);
+  memory.fill(totA, 0, <usize>c << 4);
+  const m = <f64>rows * <f64>w;
+  let p: usize = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let px = 0; px < w; px++) {
+      let k = 0;
+      for (; k + 4 <= c; k += 4) {
+        const o = <usize>k << 2;
+        const g = v128.load(dy + p);
+        v128.store(rowA + o, f32x4.add(v128.load(rowA + o), g));
+        v128.store(rowB + o, f32x4.add(v128.load(rowB + o), f32x4.mul(g, v128.load(xhat + p))));
+        p += 16;
+      }
+      for (; k < c; k++) {
+        const o = <usize>k << 2;
+        const g = load<f32>(dy + p);
+        store<f32>(rowA + o, load<f32>(rowA + o) + g);
+        store<f32>(rowB + o, load<f32>(rowB + o) + g * load<f32>(xhat + p));
+        p += 4;
+      }
+    }
+    fold(rowA, totA, c);
+    fold(rowB, totB, c);
+  }
+  for (let k = 0; k < c; k++) {
+    const sa = load<f64>(totA + (<usize>k << 3));
+    const sb = load<f64>(totB + (<usize>k << 3));
+    store<f32>(dbeta + (<usize>k << 2), <f32>sa);
+    store<f32>(dgamma + (<usize>k << 2), <f32>sb);
+    store<f32>(meanA + (<usize>k << 2), <f32>(sa / m));
+    store<f32>(meanB + (<usize>k << 2), <f32>(sb / m));
+  }
+  const n = rows * w;
+  p = 0;
+  for (let i = 0; i < n; i++) {
+    let k = 0;
+    for (; k + 4 <= c; k += 4) {
+      const o = <usize>k << 2;
+      const t = f32x4.sub(f32x4.sub(v128.load(dy + p), f32x4.mul(v128.load(xhat + p), v128.load(meanB + o))), v128.load(meanA + o));
+      v128.store(dx + p, f32x4.mul(t, v128.load(scale + o)));
+      p += 16;
+    }
+    for (; k < c; k++) {
+      const o = <usize>k << 2;
+      const t = load<f32>(dy + p) - load<f32>(xhat + p) * load<f32>(meanB + o) - load<f32>(meanA + o);
+      store<f32>(dx + p, t * load<f32>(scale + o));
+      p += 4;
+    }
+  }
+}
