@@ -4,6 +4,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../backend.js';
 import { FLOCK_BATCH_NORM_GRAD, FLOCK_BATCH_NORM_TRAIN, hasFlockBatchNorm } from '../backends/kernels/batch_norm.js';
+import { FLOCK_BIAS_TANH } from '../backends/kernels/tanh.js';
 import { FLOCK_TANH_GRAD, hasFlockTanhGrad } from '../backends/kernels/tanh_grad.js';
 import type { Layer } from './layers.js';
 
@@ -70,6 +71,31 @@ function tanh(tf: Tf, x: tfjs.Tensor): tfjs.Tensor {
   return f(x);
 }
 
+/**
+ * tanh(x + bias) over the channels of [N, H, W, C] as one FlockBiasTanh kernel (training
+ * mode, where the backend has it and FlockTanhGrad): dx = (1 − y²)·dy, dbias = M·channelMean(dx)
+ * as in addChannelBias. Bit-identical to addChannelBias followed by tanh.
+ */
+function hasFlockBiasTanh(tf: Tf): boolean {
+  return hasFlockTanhGrad(tf) && tf.getKernel(FLOCK_BIAS_TANH, tf.getBackend()) !== undefined;
+}
+
+function biasTanh(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tensor4D {
+  const c = x.shape[3];
+  const m = x.size / c;
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const [xIn, bIn, save] = args as [tfjs.Tensor4D, tfjs.Tensor, tfjs.GradSaveFunc];
+    const y = tf.engine().runKernel(FLOCK_BIAS_TANH, { x: xIn, bias: bIn }) as tfjs.Tensor4D;
+    save([y]);
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
+      const dx = tf.engine().runKernel(FLOCK_TANH_GRAD, { y: saved[0]!, dy }) as tfjs.Tensor4D;
+      return [dx, tf.reshape(tf.mul(channelMean(tf, dx), m), [c])];
+    };
+    return { value: y, gradFunc };
+  });
+  return f(x, bias);
+}
+
 function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
   { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
   if (hasFlockBatchNorm(tf)) return batchNormTrainFused(tf, x, gamma, beta);
@@ -128,17 +154,25 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
   let b = 0;
   let d = 0;
   const batchStats: { mean: tfjs.Tensor1D; variance: tfjs.Tensor1D }[] = [];
+  let skipTanh = false; // the conv2d layer before it applied tanh already (FlockBiasTanh)
   const param = (): tfjs.Tensor => {
     const t = inputs.params[p++];
     if (!t) throw new Error('forward: fewer parameters than layers need');
     return t;
   };
-  for (const layer of layers) {
+  const fuseBiasTanh = training && hasFlockBiasTanh(tf);
+  for (const [index, layer] of layers.entries()) {
     switch (layer.kind) {
       case 'conv2d': {
         const w = param() as tfjs.Tensor4D;
         const bias = param();
-        h = addChannelBias(tf, tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same'), bias);
+        const conv = tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same');
+        if (fuseBiasTanh && layers[index + 1]?.kind === 'tanh') {
+          h = biasTanh(tf, conv, bias);
+          skipTanh = true;
+        } else {
+          h = addChannelBias(tf, conv, bias);
+        }
         break;
       }
       case 'batchnorm': {
@@ -158,7 +192,8 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
         break;
       }
       case 'tanh':
-        h = training ? tanh(tf, h) : tf.tanh(h);
+        if (!skipTanh) h = training ? tanh(tf, h) : tf.tanh(h);
+        skipTanh = false;
         break;
       case 'maxpool2':
         h = tf.maxPool(h as tfjs.Tensor4D, 2, 2, 'valid');

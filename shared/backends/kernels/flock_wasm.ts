@@ -9,6 +9,7 @@ import type { TensorInfo } from './util.js';
 /** The exports of flock_kernels.wasm; pointers are byte offsets into the backend's heap. */
 export interface FlockWasmExports {
   tanh(src: number, dst: number, n: number, table: number): void;
+  biasTanh(src: number, bias: number, dst: number, n: number, c: number, table: number): void;
   tanhGrad(y: number, dy: number, dx: number, n: number): void;
   maxPoolGrad2x2(x: number, dy: number, dx: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number): void;
   conv2dFilterGrad(x: number, dy: number, dw: number, batch: number, inH: number, inW: number, c: number,

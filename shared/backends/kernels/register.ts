@@ -14,7 +14,7 @@ import { conv2DBackpropInputKernel } from './conv2d_backprop_input.js';
 import { flockWasmLoader } from './flock_wasm.js';
 import { identityKernel } from './identity.js';
 import { maxPoolGradKernel } from './max_pool_grad.js';
-import { tanhKernel } from './tanh.js';
+import { biasTanhKernel, tanhKernel } from './tanh.js';
 import { tanhGradKernel } from './tanh_grad.js';
 import { isFlockKernel, registerKernelOnce } from './util.js';
 
@@ -28,6 +28,7 @@ export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   registerKernelOnce(tf, maxPoolGradKernel(tf, flock));
   registerKernelOnce(tf, tanhKernel(tf, flock));
   registerKernelOnce(tf, tanhGradKernel(flock));
+  registerKernelOnce(tf, biasTanhKernel(flock));
   registerKernelOnce(tf, batchNormTrainKernel(flock));
   registerKernelOnce(tf, batchNormGradKernel(flock));
   registerKernelOnce(tf, identityKernel(tf, backend));

@@ -20,3 +20,23 @@ export function tanhKernel(tf: Tf, flock: (backend: unknown) => FlockWasm): Kern
   };
   return { kernelName: tf.Tanh, backendName: 'wasm', kernelFunc };
 }
+
+/**
+ * FlockBiasTanh: tanh(x + bias) over the last axis, one pass instead of Add then Tanh (the
+ * float32 sum is rounded first, so the result is bit-identical to the two kernels).
+ */
+export const FLOCK_BIAS_TANH = 'FlockBiasTanh';
+
+export function biasTanhKernel(flock: (backend: unknown) => FlockWasm): KernelConfig {
+  const kernelFunc = ({ inputs, backend }: KernelArgs): TensorInfo => {
+    const { x, bias } = inputs as unknown as { x: TensorInfo; bias: TensorInfo };
+    const c = x.shape[x.shape.length - 1] ?? 0;
+    if (x.dtype !== 'float32' || bias.dtype !== 'float32') throw new Error('FlockBiasTanh: float32 tensors only');
+    if (bias.shape.length !== 1 || bias.shape[0] !== c) throw new Error('FlockBiasTanh: bias must be [channels]');
+    const out = floatMemory('wasm', backend).alloc([...x.shape]);
+    const f = flock(backend);
+    f.exports.biasTanh(f.ptr(x), f.ptr(bias), f.ptr(out), x.shape.reduce((a, b) => a * b, 1) / c, c, f.tanhTable);
+    return out;
+  };
+  return { kernelName: FLOCK_BIAS_TANH, backendName: 'wasm', kernelFunc };
+}

@@ -9,7 +9,8 @@
 // a = x truncated to a multiple of 1/16 (tanh a from a table the caller fills with
 // Math.tanh(j / 16), j = -152..152, f64) and an odd series for tanh r, |r| < 1/16. The same
 // operations in the same order as the former JS kernel, so the results are identical:
-// Math.tanh rounded to float32 (error before rounding < 1e-13), ±1 from |x| ≈ 8.7 on.
+// Math.tanh rounded to float32 (error before rounding < 1e-13), ±1 from |x| ≈ 8.7 on;
+// the sign of x is OR-ed into the result, so tanh(−0) = −0 as in Math.tanh.
 
 const STEPS: f64 = 16;
 const STEP: f64 = 1.0 / 16;
@@ -17,7 +18,8 @@ const LIMIT: f64 = 9.5;
 const HALF: i32 = 152; // LIMIT * STEPS
 
 @inline function tanhPair(v0: v128, table: usize): v128 {
-  const v = f64x2.max(f64x2.splat(-LIMIT), f64x2.min(f64x2.splat(LIMIT), v0)); // NaN stays NaN
+  // pmin/pmax (a single minpd/maxpd on x64, unlike min/max): with x first, NaN stays NaN
+  const v = f64x2.pmin(f64x2.pmax(v0, f64x2.splat(-LIMIT)), f64x2.splat(LIMIT));
   const jf = f64x2.trunc(f64x2.mul(v, f64x2.splat(STEPS)));
   const r = f64x2.sub(v, f64x2.mul(jf, f64x2.splat(STEP)));
   const r2 = f64x2.mul(r, r);
@@ -25,16 +27,18 @@ const HALF: i32 = 152; // LIMIT * STEPS
   p = f64x2.add(f64x2.splat(2.0 / 15), f64x2.mul(r2, p));
   p = f64x2.add(f64x2.splat(-1.0 / 3), f64x2.mul(r2, p));
   const tr = f64x2.add(r, f64x2.mul(f64x2.mul(r, r2), p));
-  const j = i32x4.trunc_sat_f64x2_s_zero(jf); // NaN -> 0: any entry, r is NaN anyway
+  // jf + 1.5·2^52 holds the integer jf in its low 32 bits (NaN: 0, any entry: r is NaN anyway)
+  const j = f64x2.add(jf, f64x2.splat(6755399441055744.0));
   const j0 = i32x4.extract_lane(j, 0) + HALF;
-  const j1 = i32x4.extract_lane(j, 1) + HALF;
+  const j1 = i32x4.extract_lane(j, 2) + HALF;
   const ta = f64x2.replace_lane(f64x2.splat(load<f64>(table + (<usize>j0 << 3))), 1, load<f64>(table + (<usize>j1 << 3)));
   return f64x2.div(f64x2.add(ta, tr), f64x2.add(f64x2.splat(1), f64x2.mul(ta, tr)));
 }
 
 @inline function tanhScalar(x: f32, table: usize): f32 {
   const v = f64x2.promote_low_f32x4(f32x4.splat(x));
-  return f32x4.extract_lane(f32x4.demote_f64x2_zero(tanhPair(v, table)), 0);
+  const out = f32x4.demote_f64x2_zero(tanhPair(v, table));
+  return f32x4.extract_lane(v128.or(out, v128.and(f32x4.splat(x), i32x4.splat(0x80000000))), 0);
 }
 
 export function tanh(src: usize, dst: usize, n: i32, table: usize): void {
@@ -43,9 +47,30 @@ export function tanh(src: usize, dst: usize, n: i32, table: usize): void {
     const v = v128.load(src + (<usize>i << 2));
     const lo = tanhPair(f64x2.promote_low_f32x4(v), table);
     const hi = tanhPair(f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1)), table);
-    v128.store(dst + (<usize>i << 2), v128.shuffle<f32>(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5));
+    const out = v128.shuffle<f32>(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5);
+    v128.store(dst + (<usize>i << 2), v128.or(out, v128.and(v, i32x4.splat(0x80000000)))); // tanh(−0) = −0
   }
   for (; i < n; i++) store<f32>(dst + (<usize>i << 2), tanhScalar(load<f32>(src + (<usize>i << 2)), table));
+}
+
+/** tanh(x + bias) over n pixels of c channels: the float32 sum, then tanh as above. */
+export function biasTanh(src: usize, bias: usize, dst: usize, n: i32, c: i32, table: usize): void {
+  let p: usize = 0;
+  for (let i = 0; i < n; i++) {
+    let k = 0;
+    for (; k + 4 <= c; k += 4) {
+      const v = f32x4.add(v128.load(src + p), v128.load(bias + (<usize>k << 2)));
+      const lo = tanhPair(f64x2.promote_low_f32x4(v), table);
+      const hi = tanhPair(f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1)), table);
+      const out = v128.shuffle<f32>(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5);
+      v128.store(dst + p, v128.or(out, v128.and(v, i32x4.splat(0x80000000))));
+      p += 16;
+    }
+    for (; k < c; k++) {
+      store<f32>(dst + p, tanhScalar(load<f32>(src + p) + load<f32>(bias + (<usize>k << 2)), table));
+      p += 4;
+    }
+  }
 }
 
 // ---- Tanh gradient -----------------------------------------------------------------------
