@@ -211,12 +211,12 @@ describe('kernels match the cpu backend', () => {
         const xs = random(130, size(shape), 6);
         xs[0] = NaN; xs[1] = Infinity; xs[2] = -Infinity; xs[3] = 9.25; xs[4] = -0;
         const bs = random(131, c, 2);
-        const fused = await on(name, (tf2) => tf2.engine().runKernel('FlockBiasTanh', { x: tf2.tensor(xs, shape), bias: tf2.tensor(bs) }) as tfjs.Tensor);
+        const fused = await on(name, (tf2) => tf2.engine().runKernel<tfjs.Tensor>('FlockBiasTanh', { x: tf2.tensor(xs, shape), bias: tf2.tensor(bs) }));
         const plain = await on('cpu', (tf2) => tf2.tanh(tf2.add(tf2.tensor(xs, shape), tf2.tensor(bs))));
         assert.deepEqual(Array.from(fused[0]!), Array.from(plain[0]!), `${name} FlockBiasTanh [${shape.join()}]`);
         const ys = plain[0]!;
         const dys = random(132, ys.length, 3);
-        const grad = await on(name, (tf2) => tf2.engine().runKernel('FlockTanhGrad', { y: tf2.tensor(ys, shape), dy: tf2.tensor(dys, shape) }) as tfjs.Tensor);
+        const grad = await on(name, (tf2) => tf2.engine().runKernel<tfjs.Tensor>('FlockTanhGrad', { y: tf2.tensor(ys, shape), dy: tf2.tensor(dys, shape) }));
         const want = await on('cpu', (tf2) => tf2.mul(tf2.sub(tf2.scalar(1), tf2.square(tf2.tensor(ys, shape))), tf2.tensor(dys, shape)));
         assert.deepEqual(Array.from(grad[0]!), Array.from(want[0]!), `${name} FlockTanhGrad [${shape.join()}]`);
       }

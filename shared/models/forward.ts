@@ -65,7 +65,7 @@ function tanh(tf: Tf, x: tfjs.Tensor): tfjs.Tensor {
     const y = tf.tanh(xIn);
     save([y]);
     const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor =>
-      tf.engine().runKernel(FLOCK_TANH_GRAD, { y: saved[0]!, dy }) as tfjs.Tensor;
+      tf.engine().runKernel<tfjs.Tensor>(FLOCK_TANH_GRAD, { y: saved[0]!, dy });
     return { value: y, gradFunc };
   });
   return f(x);
@@ -85,10 +85,10 @@ function biasTanh(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tensor4D {
   const m = x.size / c;
   const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
     const [xIn, bIn, save] = args as [tfjs.Tensor4D, tfjs.Tensor, tfjs.GradSaveFunc];
-    const y = tf.engine().runKernel(FLOCK_BIAS_TANH, { x: xIn, bias: bIn }) as tfjs.Tensor4D;
+    const y = tf.engine().runKernel<tfjs.Tensor4D>(FLOCK_BIAS_TANH, { x: xIn, bias: bIn });
     save([y]);
     const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
-      const dx = tf.engine().runKernel(FLOCK_TANH_GRAD, { y: saved[0]!, dy }) as tfjs.Tensor4D;
+      const dx = tf.engine().runKernel<tfjs.Tensor4D>(FLOCK_TANH_GRAD, { y: saved[0]!, dy });
       return [dx, tf.reshape(tf.mul(channelMean(tf, dx), m), [c])];
     };
     return { value: y, gradFunc };
@@ -136,13 +136,13 @@ function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs
  */
 function batchNormTrainFused(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
   { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
-  const [yFused, xhat, scale, mean, variance] = tf.engine().runKernel(FLOCK_BATCH_NORM_TRAIN, { x, gamma, beta }, { epsilon: BATCH_NORM_EPSILON }) as
-    [tfjs.Tensor4D, tfjs.Tensor4D, tfjs.Tensor1D, tfjs.Tensor1D, tfjs.Tensor1D];
+  const outs = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_TRAIN, { x, gamma, beta }, { epsilon: BATCH_NORM_EPSILON });
+  const [yFused, xhat, scale, mean, variance] = outs as [tfjs.Tensor4D, tfjs.Tensor4D, tfjs.Tensor1D, tfjs.Tensor1D, tfjs.Tensor1D];
   const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
     const save = args[3] as tfjs.GradSaveFunc;
     save([xhat, scale]);
     const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] =>
-      tf.engine().runKernel(FLOCK_BATCH_NORM_GRAD, { dy, xhat: saved[0]!, scale: saved[1]! }) as tfjs.Tensor[];
+      tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_GRAD, { dy, xhat: saved[0]!, scale: saved[1]! });
     return { value: tf.clone(yFused), gradFunc };
   });
   return { y: f(x, gamma, beta), mean, variance };
