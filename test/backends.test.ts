@@ -149,6 +149,7 @@ describe('kernels match the cpu backend', () => {
       { x: [1, 6, 5, 2], f: 2, s: 1, pad: 'valid', levels: 4 },
       { x: [2, 8, 6, 16], f: 2, s: 2, pad: 'valid', levels: 3 }, // SIMD: four channels at a time
       { x: [2, 9, 7, 13], f: 2, s: 2, pad: 'valid', levels: 2 }, // SIMD and a scalar tail, odd sizes
+      { x: [2, 7, 9, 8], f: 2, s: 2, pad: 'same', levels: 0 }, // partial last windows: general path
     ];
     for (const [k, c] of cases.entries()) {
       const run = (tf: Tf): tfjs.Tensor => {

@@ -22,7 +22,9 @@ export function maxPoolGradKernel(tf: Tf, flock: (backend: unknown) => FlockWasm
     const padLeft = info.padInfo.left;
     const mem = floatMemory(backendName, backend);
     const out = mem.alloc([...input.shape]);
-    const twoByTwo = filterHeight === 2 && filterWidth === 2 && strideHeight === 2 && strideWidth === 2 && padTop === 0 && padLeft === 0;
+    // Whole windows only: 'same' padding of an odd size has a partial last window (general path).
+    const twoByTwo = filterHeight === 2 && filterWidth === 2 && strideHeight === 2 && strideWidth === 2 && padTop === 0 && padLeft === 0 &&
+      2 * outHeight <= inHeight && 2 * outWidth <= inWidth;
     if (twoByTwo) {
       const f = flock(backend);
       f.exports.maxPoolGrad2x2(f.ptr(input), f.ptr(dy), f.ptr(out), batchSize, inHeight, inWidth, channels, outHeight, outWidth);
