@@ -306,6 +306,51 @@ describe('layer gradients match tfjs autodiff of the plain formula', () => {
     }
   });
 
+  test('convolution, bias, tanh and max pool; batch norm, tanh and max pool (fused on wasm)', async () => {
+    for (const c of [8, 6]) {
+      await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: c, kernel: 3 }, { kind: 'tanh' }, { kind: 'maxpool2' }], [2, 6, 8, 3], [[3, 3, 3, c], [c]],
+        (tf, x, [w, b]) => tf.maxPool(tf.tanh(tf.add<tfjs.Tensor4D>(tf.conv2d(x, w as tfjs.Tensor4D, 1, 'same'), b!)), 2, 2, 'valid'), 1e-5);
+      await compare([{ kind: 'batchnorm', name: 'bn', channels: c }, { kind: 'tanh' }, { kind: 'maxpool2' }], [3, 6, 4, c], [[c], [c]], (tf, x, [g, b]) => {
+        const { mean, variance } = tf.moments(x, [0, 1, 2]);
+        return tf.maxPool(tf.tanh(tf.add<tfjs.Tensor4D>(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), b!)), 2, 2, 'valid');
+      }, 1e-4);
+    }
+  });
+
+  test('FlockTanhMaxPoolGrad equals MaxPoolGrad then FlockTanhGrad exactly', async () => {
+    for (const name of others()) {
+      const { tf } = backendOf(name);
+      if (!tf.getKernel('FlockTanhMaxPoolGrad', name)) continue;
+      for (const shape of [[2, 6, 4, 16], [1, 5, 7, 5]] as [number, number, number, number][]) {
+        const ys = random(150, size(shape), 1, 0).map((v) => (Math.abs(v) > 0.8 ? Math.sign(v) : v)); // saturated ties
+        ys[3] = NaN;
+        const pooled = [shape[0], Math.floor(shape[1] / 2), Math.floor(shape[2] / 2), shape[3]];
+        const dps = random(151, size(pooled), 2);
+        const [fused, dbias, plain] = await on(name, (tf2) => {
+          const y = tf2.tensor4d(ys, shape);
+          const dp = tf2.tensor(dps, pooled);
+          const [dx, db] = tf2.engine().runKernel<tfjs.Tensor[]>('FlockTanhMaxPoolGrad', { y, dy: dp });
+          const routed = tf2.engine().runKernel<tfjs.Tensor>('MaxPoolGrad', { dy: dp, input: y, output: tf2.maxPool(y, 2, 2, 'valid') }, { filterSize: 2, strides: 2, pad: 'valid' });
+          return [dx!, db!, tf2.engine().runKernel<tfjs.Tensor>('FlockTanhGrad', { y, dy: routed })];
+        });
+        const covered = (i: number): boolean => { // cells of odd rows/columns no window covers stay 0
+          const px = Math.floor(i / shape[3]);
+          return Math.floor(px / shape[2]) % shape[1] < 2 * pooled[1]! && px % shape[2] < 2 * pooled[2]!;
+        };
+        for (let i = 0; i < fused!.length; i++) {
+          if (covered(i)) assert.ok(Object.is(fused![i], plain![i]), `${name} [${shape.join()}] dx[${i}]: ${fused![i]} vs ${plain![i]}`);
+          else assert.equal(fused![i], 0, `${name} [${shape.join()}] uncovered dx[${i}]`);
+        }
+        const sums = new Float32Array(shape[3]);
+        plain!.forEach((v, i) => { if (covered(i)) sums[i % shape[3]] = sums[i % shape[3]]! + v; });
+        assert.ok(Number.isNaN(dbias![3]) && Number.isNaN(sums[3]), `${name} dbias: NaN in channel 3`);
+        dbias![3] = 0;
+        sums[3] = 0;
+        assertClose(dbias!, sums, 1e-5, `${name} dbias`);
+      }
+    }
+  });
+
   test('convolution with bias and tanh (fused on wasm)', async () => {
     for (const c of [8, 5]) {
       await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: c, kernel: 3 }, { kind: 'tanh' }], [2, 6, 5, 3], [[3, 3, 3, c], [c]],

@@ -6,6 +6,7 @@ import type { Tf } from '../backend.js';
 import { FLOCK_BATCH_NORM_GRAD, FLOCK_BATCH_NORM_TRAIN, hasFlockBatchNorm } from '../backends/kernels/batch_norm.js';
 import { FLOCK_BIAS_TANH } from '../backends/kernels/tanh.js';
 import { FLOCK_TANH_GRAD, hasFlockTanhGrad } from '../backends/kernels/tanh_grad.js';
+import { FLOCK_TANH_MAX_POOL_GRAD, hasFlockTanhMaxPoolGrad } from '../backends/kernels/tanh_max_pool_grad.js';
 import type { Layer } from './layers.js';
 
 export const BATCH_NORM_EPSILON = 1e-5;
@@ -96,6 +97,27 @@ function biasTanh(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tensor4D {
   return f(x, bias);
 }
 
+/**
+ * maxPool2(tanh(x + bias)) (bias optional) whose backward pass is one FlockTanhMaxPoolGrad
+ * kernel: dx = (1 − y²)·(dp routed to each window's first maximum), dbias = Σ dx per channel.
+ * Training mode, where the backend has the Flock kernels; tanh's output y is saved.
+ */
+function tanhMaxPool(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor | undefined): tfjs.Tensor4D {
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const xIn = args[0] as tfjs.Tensor4D;
+    const bIn = bias ? args[1] as tfjs.Tensor : undefined;
+    const save = args[args.length - 1] as tfjs.GradSaveFunc;
+    const y = bIn ? tf.engine().runKernel<tfjs.Tensor4D>(FLOCK_BIAS_TANH, { x: xIn, bias: bIn }) : tf.tanh(xIn);
+    save([y]);
+    const gradFunc = (dp: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
+      const [dx, dbias] = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_TANH_MAX_POOL_GRAD, { y: saved[0]!, dy: dp });
+      return bIn ? [dx!, dbias!] : [dx!];
+    };
+    return { value: tf.maxPool(y, 2, 2, 'valid'), gradFunc };
+  });
+  return bias ? f(x, bias) : f(x);
+}
+
 function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
   { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
   if (hasFlockBatchNorm(tf)) return batchNormTrainFused(tf, x, gamma, beta);
@@ -161,13 +183,24 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
     return t;
   };
   const fuseBiasTanh = training && hasFlockBiasTanh(tf);
+  const fuseTanhPool = fuseBiasTanh && hasFlockTanhMaxPoolGrad(tf);
+  // tanh then maxpool2 after this layer: fused into one op with one backward kernel
+  const tanhPoolFollows = (index: number): boolean => fuseTanhPool && layers[index + 1]?.kind === 'tanh' && layers[index + 2]?.kind === 'maxpool2';
+  let skip = 0; // layers already applied by a fused op
   for (const [index, layer] of layers.entries()) {
+    if (skip > 0) {
+      skip--;
+      continue;
+    }
     switch (layer.kind) {
       case 'conv2d': {
         const w = param() as tfjs.Tensor4D;
         const bias = param();
         const conv = tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same');
-        if (fuseBiasTanh && layers[index + 1]?.kind === 'tanh') {
+        if (tanhPoolFollows(index)) {
+          h = tanhMaxPool(tf, conv, bias);
+          skip = 2;
+        } else if (fuseBiasTanh && layers[index + 1]?.kind === 'tanh') {
           h = biasTanh(tf, conv, bias);
           skipTanh = true;
         } else {
@@ -182,6 +215,10 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
           const { y, mean, variance } = batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta);
           batchStats.push({ mean, variance });
           h = y;
+          if (tanhPoolFollows(index)) {
+            h = tanhMaxPool(tf, y, undefined);
+            skip = 2;
+          }
         } else {
           const mean = inputs.buffers[b];
           const variance = inputs.buffers[b + 1];

@@ -14,6 +14,8 @@ export interface FlockWasmExports {
   maxPoolGrad2x2(x: number, dy: number, dx: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number): void;
   conv2dFilterGrad(x: number, dy: number, dw: number, batch: number, inH: number, inW: number, c: number,
     outH: number, outW: number, o: number, kh: number, kw: number, padTop: number, padLeft: number): void;
+  tanhMaxPoolGrad(y: number, dp: number, dx: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number,
+    dbias: number, scratch: number): void;
   batchNormStats(x: number, rows: number, w: number, c: number, mean: number, variance: number, scratch: number): void;
   batchNormApply(x: number, n: number, c: number, mean: number, variance: number, gamma: number, beta: number, eps: number,
     y: number, xhat: number, scale: number, scratch: number): void;

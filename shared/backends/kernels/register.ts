@@ -16,6 +16,7 @@ import { identityKernel } from './identity.js';
 import { maxPoolGradKernel } from './max_pool_grad.js';
 import { biasTanhKernel, tanhKernel } from './tanh.js';
 import { tanhGradKernel } from './tanh_grad.js';
+import { tanhMaxPoolGradKernel } from './tanh_max_pool_grad.js';
 import { isFlockKernel, registerKernelOnce } from './util.js';
 
 export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
@@ -29,6 +30,7 @@ export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   registerKernelOnce(tf, tanhKernel(tf, flock));
   registerKernelOnce(tf, tanhGradKernel(flock));
   registerKernelOnce(tf, biasTanhKernel(flock));
+  registerKernelOnce(tf, tanhMaxPoolGradKernel(flock));
   registerKernelOnce(tf, batchNormTrainKernel(flock));
   registerKernelOnce(tf, batchNormGradKernel(flock));
   registerKernelOnce(tf, identityKernel(tf, backend));

@@ -414,3 +414,94 @@ export function batchNormGrad(dy: usize, xhat: usize, scale: usize, rows: i32, w
     }
   }
 }
+
+// ---- tanh then 2x2 max pool, backward ---------------------------------------------------------
+// Given y = tanh(·) and the pooled gradient dp: dx = (1 − y²) · (dp routed to each window's
+// first maximum of y, as maxPoolGrad2x2), every cell computed as FlockTanhGrad would from
+// MaxPoolGrad's output, so bit-identical to the two kernels; plus dbias[c] = Σ dx over
+// (b, y, x) (float32 along a pooled row, float64 over rows), for the bias before the tanh.
+// Needs whole windows (2·outH ≤ inH, 2·outW ≤ inW); uncovered cells (odd sizes) get 0.
+// scratch: 6·c floats, 8-byte aligned.
+
+@inline function tanhGradCell(g: v128, sel: v128, yv: v128): v128 {
+  return f32x4.mul(f32x4.sub(f32x4.splat(1), f32x4.mul(yv, yv)), v128.and(g, sel));
+}
+
+export function tanhMaxPoolGrad(y: usize, dp: usize, dx: usize, batch: i32, inH: i32, inW: i32, c: i32, outH: i32, outW: i32,
+  dbias: usize, scratch: usize): void {
+  if (inH != 2 * outH || inW != 2 * outW) memory.fill(dx, 0, <usize>batch * inH * inW * c * 4);
+  const rowSum = scratch;
+  const total = scratch + (<usize>c << 3);
+  zero32(rowSum, c);
+  memory.fill(total, 0, <usize>c << 3);
+  const rowStride = <usize>inW * c * 4;
+  const cb = <usize>c * 4;
+  const all = i32x4.splat(-1);
+  let g = dp;
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < outH; oy++) {
+      for (let ox = 0; ox < outW; ox++) {
+        const p00 = ((<usize>b * inH + 2 * oy) * inW + 2 * ox) * cb;
+        let k = 0;
+        for (; k + 4 <= c; k += 4) {
+          const o = <usize>k << 2;
+          const a = p00 + o;
+          const bb = a + cb;
+          const cc = a + rowStride;
+          const dd = cc + cb;
+          const va = v128.load(y + a);
+          const vb = v128.load(y + bb);
+          const vc = v128.load(y + cc);
+          const vd = v128.load(y + dd);
+          const sb = v128.or(f32x4.gt(vb, va), isNan(vb));
+          let m = v128.bitselect(vb, va, sb);
+          const sc = v128.or(f32x4.gt(vc, m), isNan(vc));
+          m = v128.bitselect(vc, m, sc);
+          const sd = v128.or(f32x4.gt(vd, m), isNan(vd));
+          const gv = v128.load(g + o);
+          const later = v128.or(sc, sd);
+          const da = tanhGradCell(gv, v128.andnot(all, v128.or(sb, later)), va);
+          const db = tanhGradCell(gv, v128.andnot(sb, later), vb);
+          const dc = tanhGradCell(gv, v128.andnot(sc, sd), vc);
+          const dd2 = tanhGradCell(gv, sd, vd);
+          v128.store(dx + a, da);
+          v128.store(dx + bb, db);
+          v128.store(dx + cc, dc);
+          v128.store(dx + dd, dd2);
+          const s = rowSum + o;
+          v128.store(s, f32x4.add(v128.load(s), f32x4.add(f32x4.add(da, db), f32x4.add(dc, dd2))));
+        }
+        for (; k < c; k++) {
+          const o = <usize>k << 2;
+          const a = p00 + o;
+          const bb = a + cb;
+          const cc = a + rowStride;
+          const dd = cc + cb;
+          const va = load<f32>(y + a);
+          const vb = load<f32>(y + bb);
+          const vc = load<f32>(y + cc);
+          const vd = load<f32>(y + dd);
+          let w = 0;
+          let m = va;
+          if (vb > m || vb != vb) { w = 1; m = vb; }
+          if (vc > m || vc != vc) { w = 2; m = vc; }
+          if (vd > m || vd != vd) w = 3;
+          const gv = load<f32>(g + o);
+          const da: f32 = (1 - va * va) * (w == 0 ? gv : 0);
+          const db: f32 = (1 - vb * vb) * (w == 1 ? gv : 0);
+          const dc: f32 = (1 - vc * vc) * (w == 2 ? gv : 0);
+          const dd2: f32 = (1 - vd * vd) * (w == 3 ? gv : 0);
+          store<f32>(dx + a, da);
+          store<f32>(dx + bb, db);
+          store<f32>(dx + cc, dc);
+          store<f32>(dx + dd, dd2);
+          const s = rowSum + o;
+          store<f32>(s, load<f32>(s) + ((da + db) + (dc + dd2)));
+        }
+        g += cb;
+      }
+      fold(rowSum, total, c);
+    }
+  }
+  for (let k = 0; k < c; k++) store<f32>(dbias + (<usize>k << 2), <f32>load<f64>(total + (<usize>k << 3)));
+}
