@@ -27,7 +27,7 @@ export interface FlockWasm {
   readonly exports: FlockWasmExports;
   /** Heap offset of a float32 tensor's data. */
   ptr(t: TensorInfo): number;
-  /** tanh(j / 16) for j = -152..152 as float64, the Tanh kernel's table (allocated once). */
+  /** tanh(j / 64) for j = -608..608 as float64, the Tanh kernel's table (allocated once per backend). */
   readonly tanhTable: number;
 }
 
@@ -38,8 +38,8 @@ interface EmscriptenModule {
   HEAPF64: Float64Array;
 }
 
-export const TANH_TABLE_STEPS = 16;
-export const TANH_TABLE_HALF = 152; // 9.5 · 16: tanh(9.5) rounds to 1 in float32
+export const TANH_TABLE_STEPS = 64;
+export const TANH_TABLE_HALF = 608; // 9.5 · 64: tanh(9.5) rounds to 1 in float32
 
 /** One compiled module per process, one instance per backend; built on first use. */
 export function flockWasmLoader(): (backend: unknown) => FlockWasm {

@@ -1,10 +1,10 @@
 // Tanh: tfjs-backend-wasm's kernel calls libm's scalar tanh (about 10 ns per element, the
-// slowest kernel of a training step). Flock's runs in WebAssembly SIMD (wasm-src,
-// `tanh`): double precision from a table and the addition theorem, tanh(a + r) =
-// (tanh a + tanh r) / (1 + tanh a · tanh r), with a = x truncated to a multiple of 1/16 and
-// a short odd series for tanh r (|r| < 1/16, truncation error < 1e-13). Rounded to float32
-// it equals Math.tanh (what the cpu backend and PyTorch's libm compute), including
-// saturation to exactly ±1 from |x| ≈ 8.7 on; NaN stays NaN. No data-dependent branches.
+// slowest kernel of a training step). Flock's runs in WebAssembly SIMD (wasm-src, `tanh`):
+// double precision from a table of tanh(j/64) and the addition theorem, tanh(a + r) =
+// (tanh a + tanh r) / (1 + tanh a · tanh r), with a = x truncated to a multiple of 1/64
+// and a short odd series for tanh r. Rounded to float32 it equals Math.tanh (what the cpu
+// backend and PyTorch's libm compute), including saturation to exactly ±1 from |x| ≈ 8.7
+// on; NaN stays NaN and −0 stays −0. No data-dependent branches.
 import type { Tf } from '../../backend.js';
 import type { FlockWasm } from './flock_wasm.js';
 import { floatMemory, type KernelArgs, type KernelConfig, type TensorInfo } from './util.js';

@@ -6,16 +6,17 @@
 
 // ---- Tanh ------------------------------------------------------------------------------
 // tanh(a + r) = (tanh a + tanh r) / (1 + tanh a · tanh r) in double precision, with
-// a = x truncated to a multiple of 1/16 (tanh a from a table the caller fills with
-// Math.tanh(j / 16), j = -152..152, f64) and an odd series for tanh r, |r| < 1/16. The same
-// operations in the same order as the former JS kernel, so the results are identical:
-// Math.tanh rounded to float32 (error before rounding < 1e-13), ±1 from |x| ≈ 8.7 on;
-// the sign of x is OR-ed into the result, so tanh(−0) = −0 as in Math.tanh.
+// a = x truncated to a multiple of 1/64 (tanh a from a table the caller fills with
+// Math.tanh(j / 64), j = -608..608, f64) and the odd series for tanh r up to r⁷, |r| < 1/64
+// (truncation error < 1e-17). Rounded to float32 this is Math.tanh rounded to float32
+// (both are within ~1e-16 of tanh, far below float32's 6e-8 spacing), ±1 from |x| ≈ 8.7
+// on (clamped at 9.5); NaN stays NaN, and the sign of x is OR-ed into the result, so
+// tanh(−0) = −0 as in Math.tanh.
 
-const STEPS: f64 = 16;
-const STEP: f64 = 1.0 / 16;
+const STEPS: f64 = 64;
+const STEP: f64 = 1.0 / 64;
 const LIMIT: f64 = 9.5;
-const HALF: i32 = 152; // LIMIT * STEPS
+const HALF: i32 = 608; // LIMIT * STEPS
 
 @inline function tanhPair(v0: v128, table: usize): v128 {
   // pmin/pmax (a single minpd/maxpd on x64, unlike min/max): with x first, NaN stays NaN
@@ -23,9 +24,8 @@ const HALF: i32 = 152; // LIMIT * STEPS
   const jf = f64x2.trunc(f64x2.mul(v, f64x2.splat(STEPS)));
   const r = f64x2.sub(v, f64x2.mul(jf, f64x2.splat(STEP)));
   const r2 = f64x2.mul(r, r);
-  let p = f64x2.add(f64x2.splat(-17.0 / 315), f64x2.mul(r2, f64x2.splat(62.0 / 2835)));
-  p = f64x2.add(f64x2.splat(2.0 / 15), f64x2.mul(r2, p));
-  p = f64x2.add(f64x2.splat(-1.0 / 3), f64x2.mul(r2, p));
+  let p = f64x2.add(f64x2.splat(2.0 / 15), f64x2.mul(r2, f64x2.splat(-17.0 / 315)));
+  p = f64x2.add(f64x2.splat(-1.0 / 3), f64x2.mul(r2, p)); // next term 62/2835·r⁹ < 2e-18
   const tr = f64x2.add(r, f64x2.mul(f64x2.mul(r, r2), p));
   // jf + 1.5·2^52 holds the integer jf in its low 32 bits (NaN: 0, any entry: r is NaN anyway)
   const j = f64x2.add(jf, f64x2.splat(6755399441055744.0));
