@@ -317,6 +317,17 @@ describe('layer gradients match tfjs autodiff of the plain formula', () => {
     }
   });
 
+  test('convolution with bias, then batch norm (the bias folded into batch norm on wasm)', async () => {
+    for (const c of [8, 5]) {
+      await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: c, kernel: 3 }, { kind: 'batchnorm', name: 'bn', channels: c }],
+        [3, 4, 6, 3], [[3, 3, 3, c], [c], [c], [c]], (tf, x, [w, b, g, beta]) => {
+          const z = tf.add<tfjs.Tensor4D>(tf.conv2d(x, w as tfjs.Tensor4D, 1, 'same'), b!);
+          const { mean, variance } = tf.moments(z, [0, 1, 2]);
+          return tf.add(tf.mul(tf.div(tf.sub(z, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), beta!);
+        }, 1e-4);
+    }
+  });
+
   test('FlockTanhMaxPoolGrad equals MaxPoolGrad then FlockTanhGrad exactly', async () => {
     for (const name of others()) {
       const { tf } = backendOf(name);

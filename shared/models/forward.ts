@@ -152,22 +152,25 @@ function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs
 
 /**
  * The same closed form in two Flock kernels (forward: statistics, x̂, y; backward: dx, dγ,
- * dβ). The forward kernel runs outside the custom-gradient function so that the statistics
- * outlive it; the function's value is a (zero-copy) clone of y, so the gradient reaches x,
- * γ and β through gradFunc only.
+ * dβ), optionally with the bias of the convolution before it folded in (x + bias, and
+ * dbias = Σ dx). The forward kernel runs outside the custom-gradient function so that the
+ * statistics outlive it; the function's value is a (zero-copy) clone of y, so the gradient
+ * reaches x, γ, β (and the bias) through gradFunc only.
  */
-function batchNormTrainFused(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
+function batchNormTrainFused(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor, bias?: tfjs.Tensor):
   { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
-  const outs = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_TRAIN, { x, gamma, beta }, { epsilon: BATCH_NORM_EPSILON });
+  const outs = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_TRAIN, bias ? { x, gamma, beta, bias } : { x, gamma, beta }, { epsilon: BATCH_NORM_EPSILON });
   const [yFused, xhat, scale, mean, variance] = outs as [tfjs.Tensor4D, tfjs.Tensor4D, tfjs.Tensor1D, tfjs.Tensor1D, tfjs.Tensor1D];
   const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
-    const save = args[3] as tfjs.GradSaveFunc;
+    const save = args[args.length - 1] as tfjs.GradSaveFunc;
     save([xhat, scale]);
-    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] =>
-      tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_GRAD, { dy, xhat: saved[0]!, scale: saved[1]! });
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
+      const [dx, dgamma, dbeta, dbias] = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_GRAD, { dy, xhat: saved[0]!, scale: saved[1]! });
+      return bias ? [dx!, dgamma!, dbeta!, dbias!] : [dx!, dgamma!, dbeta!];
+    };
     return { value: tf.clone(yFused), gradFunc };
   });
-  return { y: f(x, gamma, beta), mean, variance };
+  return { y: bias ? f(x, gamma, beta, bias) : f(x, gamma, beta), mean, variance };
 }
 
 export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inputs: ForwardInputs, training: boolean): ForwardResult {
@@ -187,6 +190,9 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
   // tanh then maxpool2 after this layer: fused into one op with one backward kernel
   const tanhPoolFollows = (index: number): boolean => fuseTanhPool && layers[index + 1]?.kind === 'tanh' && layers[index + 2]?.kind === 'maxpool2';
   let skip = 0; // layers already applied by a fused op
+  // A convolution's bias is added by the fused batch-norm kernel right after it.
+  const fuseBatchNorm = training && hasFlockBatchNorm(tf);
+  let pendingBias: tfjs.Tensor | undefined;
   for (const [index, layer] of layers.entries()) {
     if (skip > 0) {
       skip--;
@@ -200,6 +206,9 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
         if (tanhPoolFollows(index)) {
           h = tanhMaxPool(tf, conv, bias);
           skip = 2;
+        } else if (fuseBatchNorm && layers[index + 1]?.kind === 'batchnorm') {
+          h = conv;
+          pendingBias = bias;
         } else if (fuseBiasTanh && layers[index + 1]?.kind === 'tanh') {
           h = biasTanh(tf, conv, bias);
           skipTanh = true;
@@ -212,7 +221,9 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
         const gamma = param();
         const beta = param();
         if (training) {
-          const { y, mean, variance } = batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta);
+          const { y, mean, variance } = pendingBias ?
+            batchNormTrainFused(tf, h as tfjs.Tensor4D, gamma, beta, pendingBias) : batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta);
+          pendingBias = undefined;
           batchStats.push({ mean, variance });
           h = y;
           if (tanhPoolFollows(index)) {

@@ -2,15 +2,19 @@
 // `batchNormStats`/`batchNormApply`/`batchNormGrad`). Built from tfjs ops, the forward and
 // backward passes of one batch-norm layer take some twenty kernels (channel means through
 // AvgPool, broadcasting Sub/Multiply/Add, Square, Rsqrt), each a full pass over the
-// activation; these take three passes forward and two backward. Same closed form as
+// activation; these take three passes forward and two backward, and also take the bias of
+// the convolution before the batch norm (its Add and its gradient's reduction). Same closed form as
 // shared/models/forward.ts, which uses them where the active backend registers them.
 import type { Tf } from '../../backend.js';
 import type { FlockWasm } from './flock_wasm.js';
 import { floatMemory, type KernelArgs, type KernelConfig, type TensorInfo } from './util.js';
 
-/** inputs {x [N,H,W,C], gamma [C], beta [C]}, attrs {epsilon}; outputs [y, x̂, γ·rstd, mean, biased variance]. */
+/**
+ * inputs {x [N,H,W,C], gamma [C], beta [C], bias? [C]} (bias: a convolution's, added to x
+ * first), attrs {epsilon}; outputs [y, x̂, γ·rstd, mean, biased variance].
+ */
 export const FLOCK_BATCH_NORM_TRAIN = 'FlockBatchNormTrain';
-/** inputs {dy, xhat, scale}; outputs [dx, dγ, dβ]. */
+/** inputs {dy, xhat, scale}; outputs [dx, dγ, dβ, Σdx per channel (the bias's gradient)]. */
 export const FLOCK_BATCH_NORM_GRAD = 'FlockBatchNormGrad';
 
 function dims(t: TensorInfo, what: string): [number, number, number, number] {
@@ -20,7 +24,7 @@ function dims(t: TensorInfo, what: string): [number, number, number, number] {
 
 export function batchNormTrainKernel(flock: (backend: unknown) => FlockWasm): KernelConfig {
   const kernelFunc = ({ inputs, backend, attrs }: KernelArgs): TensorInfo[] => {
-    const { x, gamma, beta } = inputs as unknown as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo };
+    const { x, gamma, beta, bias } = inputs as unknown as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo; bias?: TensorInfo };
     const { epsilon } = attrs as unknown as { epsilon: number };
     const [n, h, w, c] = dims(x, FLOCK_BATCH_NORM_TRAIN);
     const mem = floatMemory('wasm', backend);
@@ -31,8 +35,9 @@ export function batchNormTrainKernel(flock: (backend: unknown) => FlockWasm): Ke
     const variance = mem.alloc([c]);
     const scratch = mem.alloc([8 * c]);
     const f = flock(backend);
-    f.exports.batchNormStats(f.ptr(x), n * h, w, c, f.ptr(mean), f.ptr(variance), f.ptr(scratch));
-    f.exports.batchNormApply(f.ptr(x), n * h * w, c, f.ptr(mean), f.ptr(variance), f.ptr(gamma), f.ptr(beta), epsilon, f.ptr(y), f.ptr(xhat), f.ptr(scale), f.ptr(scratch));
+    const biasPtr = bias ? f.ptr(bias) : 0;
+    f.exports.batchNormStats(f.ptr(x), biasPtr, n * h, w, c, f.ptr(mean), f.ptr(variance), f.ptr(scratch));
+    f.exports.batchNormApply(f.ptr(x), biasPtr, n * h * w, c, f.ptr(mean), f.ptr(variance), f.ptr(gamma), f.ptr(beta), epsilon, f.ptr(y), f.ptr(xhat), f.ptr(scale), f.ptr(scratch));
     mem.dispose(scratch);
     return [y, xhat, scale, mean, variance];
   };
@@ -47,11 +52,12 @@ export function batchNormGradKernel(flock: (backend: unknown) => FlockWasm): Ker
     const dx = mem.alloc([n, h, w, c]);
     const dgamma = mem.alloc([c]);
     const dbeta = mem.alloc([c]);
-    const scratch = mem.alloc([8 * c]);
+    const dbias = mem.alloc([c]);
+    const scratch = mem.alloc([12 * c]);
     const f = flock(backend);
-    f.exports.batchNormGrad(f.ptr(dy), f.ptr(xhat), f.ptr(scale), n * h, w, c, f.ptr(dx), f.ptr(dgamma), f.ptr(dbeta), f.ptr(scratch));
+    f.exports.batchNormGrad(f.ptr(dy), f.ptr(xhat), f.ptr(scale), n * h, w, c, f.ptr(dx), f.ptr(dgamma), f.ptr(dbeta), f.ptr(dbias), f.ptr(scratch));
     mem.dispose(scratch);
-    return [dx, dgamma, dbeta];
+    return [dx, dgamma, dbeta, dbias];
   };
   return { kernelName: FLOCK_BATCH_NORM_GRAD, backendName: 'wasm', kernelFunc };
 }

@@ -16,11 +16,11 @@ export interface FlockWasmExports {
     outH: number, outW: number, o: number, kh: number, kw: number, padTop: number, padLeft: number): void;
   tanhMaxPoolGrad(y: number, dp: number, dx: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number,
     dbias: number, scratch: number): void;
-  batchNormStats(x: number, rows: number, w: number, c: number, mean: number, variance: number, scratch: number): void;
-  batchNormApply(x: number, n: number, c: number, mean: number, variance: number, gamma: number, beta: number, eps: number,
+  batchNormStats(x: number, bias: number, rows: number, w: number, c: number, mean: number, variance: number, scratch: number): void;
+  batchNormApply(x: number, bias: number, n: number, c: number, mean: number, variance: number, gamma: number, beta: number, eps: number,
     y: number, xhat: number, scale: number, scratch: number): void;
   batchNormGrad(dy: number, xhat: number, scale: number, rows: number, w: number, c: number,
-    dx: number, dgamma: number, dbeta: number, scratch: number): void;
+    dx: number, dgamma: number, dbeta: number, dbias: number, scratch: number): void;
 }
 
 export interface FlockWasm {

@@ -267,8 +267,12 @@ export function conv2dFilterGrad(x: usize, dy: usize, dw: usize, batch: i32, inH
   zero32(p32, c);
 }
 
-/** mean[c] = Σx / M and variance[c] = Σ(x − mean)² / M (biased), M = rows·w. */
-export function batchNormStats(x: usize, rows: i32, w: i32, c: i32, mean: usize, variance: usize, scratch: usize): void {
+/**
+ * mean[c] = Σx / M and variance[c] = Σ(x − mean)² / M (biased), M = rows·w, where x is the
+ * input plus, when `bias` is not 0, a per-channel bias (a convolution's, added in float32).
+ */
+export function batchNormStats(x: usize, bias: usize, rows: i32, w: i32, c: i32, mean: usize, variance: usize, scratch: usize): void {
+  const hasBias = bias != 0;
   const rowSum = scratch;
   const total = scratch + (<usize>c << 3);
   zero32(rowSum, c);
@@ -280,12 +284,14 @@ export function batchNormStats(x: usize, rows: i32, w: i32, c: i32, mean: usize,
       let k = 0;
       for (; k + 4 <= c; k += 4) {
         const a = rowSum + (<usize>k << 2);
-        v128.store(a, f32x4.add(v128.load(a), v128.load(p)));
+        const xv = hasBias ? f32x4.add(v128.load(p), v128.load(bias + (<usize>k << 2))) : v128.load(p);
+        v128.store(a, f32x4.add(v128.load(a), xv));
         p += 16;
       }
       for (; k < c; k++) {
         const a = rowSum + (<usize>k << 2);
-        store<f32>(a, load<f32>(a) + load<f32>(p));
+        const xv = hasBias ? load<f32>(p) + load<f32>(bias + (<usize>k << 2)) : load<f32>(p);
+        store<f32>(a, load<f32>(a) + xv);
         p += 4;
       }
     }
@@ -301,13 +307,15 @@ export function batchNormStats(x: usize, rows: i32, w: i32, c: i32, mean: usize,
       let k = 0;
       for (; k + 4 <= c; k += 4) {
         const a = rowSum + (<usize>k << 2);
-        const d = f32x4.sub(v128.load(p), v128.load(mean + (<usize>k << 2)));
+        const xv = hasBias ? f32x4.add(v128.load(p), v128.load(bias + (<usize>k << 2))) : v128.load(p);
+        const d = f32x4.sub(xv, v128.load(mean + (<usize>k << 2)));
         v128.store(a, f32x4.add(v128.load(a), f32x4.mul(d, d)));
         p += 16;
       }
       for (; k < c; k++) {
         const a = rowSum + (<usize>k << 2);
-        const d = load<f32>(p) - load<f32>(mean + (<usize>k << 2));
+        const xv = hasBias ? load<f32>(p) + load<f32>(bias + (<usize>k << 2)) : load<f32>(p);
+        const d = xv - load<f32>(mean + (<usize>k << 2));
         store<f32>(a, load<f32>(a) + d * d);
         p += 4;
       }
@@ -321,8 +329,9 @@ export function batchNormStats(x: usize, rows: i32, w: i32, c: i32, mean: usize,
  * x̂ = (x − mean)·rstd, y = x̂·γ + β, scale = γ·rstd with rstd = 1/sqrt(variance + eps), all
  * in float32 (scale is what the gradient needs). n pixels of c channels.
  */
-export function batchNormApply(x: usize, n: i32, c: i32, mean: usize, variance: usize, gamma: usize, beta: usize, eps: f32,
+export function batchNormApply(x: usize, bias: usize, n: i32, c: i32, mean: usize, variance: usize, gamma: usize, beta: usize, eps: f32,
   y: usize, xhat: usize, scale: usize, scratch: usize): void {
+  const hasBias = bias != 0;
   const rstd = scratch;
   for (let k = 0; k < c; k++) {
     const o = <usize>k << 2;
@@ -335,14 +344,16 @@ export function batchNormApply(x: usize, n: i32, c: i32, mean: usize, variance: 
     let k = 0;
     for (; k + 4 <= c; k += 4) {
       const o = <usize>k << 2;
-      const h = f32x4.mul(f32x4.sub(v128.load(x + p), v128.load(mean + o)), v128.load(rstd + o));
+      const xv = hasBias ? f32x4.add(v128.load(x + p), v128.load(bias + o)) : v128.load(x + p);
+      const h = f32x4.mul(f32x4.sub(xv, v128.load(mean + o)), v128.load(rstd + o));
       v128.store(xhat + p, h);
       v128.store(y + p, f32x4.add(f32x4.mul(h, v128.load(gamma + o)), v128.load(beta + o)));
       p += 16;
     }
     for (; k < c; k++) {
       const o = <usize>k << 2;
-      const h = (load<f32>(x + p) - load<f32>(mean + o)) * load<f32>(rstd + o);
+      const xv = hasBias ? load<f32>(x + p) + load<f32>(bias + o) : load<f32>(x + p);
+      const h = (xv - load<f32>(mean + o)) * load<f32>(rstd + o);
       store<f32>(xhat + p, h);
       store<f32>(y + p, h * load<f32>(gamma + o) + load<f32>(beta + o));
       p += 4;
@@ -352,10 +363,15 @@ export function batchNormApply(x: usize, n: i32, c: i32, mean: usize, variance: 
 
 /**
  * dx = (dy − x̂·mean(dy·x̂) − mean(dy))·scale, dγ = Σ dy·x̂, dβ = Σ dy (the closed form of
- * shared/models/forward.ts), over rows of w pixels of c channels.
+ * shared/models/forward.ts), over rows of w pixels of c channels; and dbias = Σ dx, the
+ * gradient of a bias added before the batch norm (`batchNormStats`' bias). scratch: 12·c floats.
  */
 export function batchNormGrad(dy: usize, xhat: usize, scale: usize, rows: i32, w: i32, c: i32,
-  dx: usize, dgamma: usize, dbeta: usize, scratch: usize): void {
+  dx: usize, dgamma: usize, dbeta: usize, dbias: usize, scratch: usize): void {
+  const rowC = scratch + <usize>c * 40;
+  const totC = scratch + (<usize>c << 5);
+  zero32(rowC, c);
+  memory.fill(totC, 0, <usize>c << 3);
   const rowA = scratch;
   const rowB = scratch + (<usize>c << 2);
   const totA = scratch + (<usize>c << 3);
@@ -396,23 +412,30 @@ export function batchNormGrad(dy: usize, xhat: usize, scale: usize, rows: i32, w
     store<f32>(meanA + (<usize>k << 2), <f32>(sa / m));
     store<f32>(meanB + (<usize>k << 2), <f32>(sb / m));
   }
-  const n = rows * w;
   p = 0;
-  for (let i = 0; i < n; i++) {
-    let k = 0;
-    for (; k + 4 <= c; k += 4) {
-      const o = <usize>k << 2;
-      const t = f32x4.sub(f32x4.sub(v128.load(dy + p), f32x4.mul(v128.load(xhat + p), v128.load(meanB + o))), v128.load(meanA + o));
-      v128.store(dx + p, f32x4.mul(t, v128.load(scale + o)));
-      p += 16;
+  for (let r = 0; r < rows; r++) {
+    for (let px = 0; px < w; px++) {
+      let k = 0;
+      for (; k + 4 <= c; k += 4) {
+        const o = <usize>k << 2;
+        const t = f32x4.sub(f32x4.sub(v128.load(dy + p), f32x4.mul(v128.load(xhat + p), v128.load(meanB + o))), v128.load(meanA + o));
+        const d = f32x4.mul(t, v128.load(scale + o));
+        v128.store(dx + p, d);
+        v128.store(rowC + o, f32x4.add(v128.load(rowC + o), d));
+        p += 16;
+      }
+      for (; k < c; k++) {
+        const o = <usize>k << 2;
+        const t = load<f32>(dy + p) - load<f32>(xhat + p) * load<f32>(meanB + o) - load<f32>(meanA + o);
+        const d = t * load<f32>(scale + o);
+        store<f32>(dx + p, d);
+        store<f32>(rowC + o, load<f32>(rowC + o) + d);
+        p += 4;
+      }
     }
-    for (; k < c; k++) {
-      const o = <usize>k << 2;
-      const t = load<f32>(dy + p) - load<f32>(xhat + p) * load<f32>(meanB + o) - load<f32>(meanA + o);
-      store<f32>(dx + p, t * load<f32>(scale + o));
-      p += 4;
-    }
+    fold(rowC, totC, c);
   }
+  for (let k = 0; k < c; k++) store<f32>(dbias + (<usize>k << 2), <f32>load<f64>(totC + (<usize>k << 3)));
 }
 
 // ---- tanh then 2x2 max pool, backward ---------------------------------------------------------
