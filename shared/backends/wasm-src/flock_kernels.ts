@@ -161,7 +161,8 @@ export function maxPoolGrad2x2(x: usize, dy: usize, dx: usize, batch: i32, inH: 
 // ---- Conv2DBackpropFilter, stride 1, dilation 1, NHWC, out channels a multiple of 8 -----------
 // dW[i, j, c, o] = Σ over (b, oy, ox) of x[b, oy + i − padTop, ox + j − padLeft, c] · dy[b, oy, ox, o],
 // directly, without an unfolded (im2col) copy of the input. For each output row (b, oy) and
-// filter tap (i, j), a block of up to 4 input channels × 8 output channels is accumulated
+// filter tap (i, j), a block of up to 4 input channels × 8 output channels (the last 3
+// channels as one block of 3, e.g. an RGB input) is accumulated
 // in registers along the row (the input and dy rows stay in L1 cache), then added into dW:
 // a sum per row, then over rows (float32, a fixed order: deterministic).
 
@@ -189,6 +190,28 @@ export function maxPoolGrad2x2(x: usize, dy: usize, dx: usize, batch: i32, inH: 
   v128.store(wp, f32x4.add(v128.load(wp), c0)); v128.store(wp, f32x4.add(v128.load(wp, 16), c1), 16);
   wp += wRow;
   v128.store(wp, f32x4.add(v128.load(wp), d0)); v128.store(wp, f32x4.add(v128.load(wp, 16), d1), 16);
+}
+
+@inline function block3(xp: usize, dyp: usize, wp: usize, count: i32, xStride: usize, dyStride: usize, wRow: usize): void {
+  let a0 = f32x4.splat(0); let a1 = f32x4.splat(0); let b0 = f32x4.splat(0); let b1 = f32x4.splat(0);
+  let c0 = f32x4.splat(0); let c1 = f32x4.splat(0);
+  for (let n = 0; n < count; n++) {
+    const g0 = v128.load(dyp);
+    const g1 = v128.load(dyp, 16);
+    let s = v128.load32_splat(xp);
+    a0 = f32x4.add(a0, f32x4.mul(s, g0)); a1 = f32x4.add(a1, f32x4.mul(s, g1));
+    s = v128.load32_splat(xp, 4);
+    b0 = f32x4.add(b0, f32x4.mul(s, g0)); b1 = f32x4.add(b1, f32x4.mul(s, g1));
+    s = v128.load32_splat(xp, 8);
+    c0 = f32x4.add(c0, f32x4.mul(s, g0)); c1 = f32x4.add(c1, f32x4.mul(s, g1));
+    xp += xStride;
+    dyp += dyStride;
+  }
+  v128.store(wp, f32x4.add(v128.load(wp), a0)); v128.store(wp, f32x4.add(v128.load(wp, 16), a1), 16);
+  wp += wRow;
+  v128.store(wp, f32x4.add(v128.load(wp), b0)); v128.store(wp, f32x4.add(v128.load(wp, 16), b1), 16);
+  wp += wRow;
+  v128.store(wp, f32x4.add(v128.load(wp), c0)); v128.store(wp, f32x4.add(v128.load(wp, 16), c1), 16);
 }
 
 @inline function block2(xp: usize, dyp: usize, wp: usize, count: i32, xStride: usize, dyStride: usize, wRow: usize): void {
@@ -242,6 +265,7 @@ export function conv2dFilterGrad(x: usize, dy: usize, dw: usize, batch: i32, inH
           for (let o0 = 0; o0 < o; o0 += 8) {
             let k = 0;
             for (; k + 4 <= c; k += 4) block4(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride, dyStride);
+            if (k + 3 == c) { block3(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride, dyStride); k += 3; }
             for (; k + 2 <= c; k += 2) block2(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride, dyStride);
             for (; k < c; k++) block1(xp + (<usize>k << 2), dyp + (<usize>o0 << 2), tap + <usize>k * dyStride + (<usize>o0 << 2), count, xStride, dyStride);
           }
