@@ -130,6 +130,24 @@ describe('kernels match the cpu backend', () => {
     }
   });
 
+  test('Conv2D (the wasm SIMD forward convolution for out channels a multiple of 8)', async () => {
+    const cases: { x: [number, number, number, number]; f: [number, number, number, number]; pad: 'same' | 'valid' | number }[] = [
+      { x: [2, 7, 9, 4], f: [3, 3, 4, 8], pad: 'same' },
+      { x: [1, 5, 13, 16], f: [3, 3, 16, 16], pad: 'same' }, // groups of 4 pixels, a remainder and borders
+      { x: [2, 6, 11, 5], f: [3, 3, 5, 8], pad: 'valid' },
+      { x: [2, 6, 6, 8], f: [2, 2, 8, 24], pad: 'same' }, // asymmetric padding
+      { x: [1, 3, 3, 3], f: [5, 5, 3, 32], pad: 'same' }, // filter larger than the input
+      { x: [2, 8, 10, 6], f: [1, 1, 6, 8], pad: 'valid' },
+      { x: [1, 6, 7, 4], f: [3, 3, 4, 8], pad: 2 }, // explicit padding, output larger than the input
+    ];
+    for (const [k, c] of cases.entries()) {
+      const run = (tf: Tf): tfjs.Tensor =>
+        tf.conv2d(tf.tensor4d(random(160 + k, size(c.x), 1), c.x), tf.tensor4d(random(170 + k, size(c.f), 1), c.f), 1, c.pad);
+      const [expected] = await on('cpu', run);
+      for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-5, `${name} case ${k}`);
+    }
+  });
+
   test('Conv2DBackpropInput', async () => {
     for (const [k, c] of convCases.entries()) {
       const dyDims = outShape(c);

@@ -12,6 +12,8 @@ export interface FlockWasmExports {
   biasTanh(src: number, bias: number, dst: number, n: number, c: number, table: number): void;
   tanhGrad(y: number, dy: number, dx: number, n: number): void;
   maxPoolGrad2x2(x: number, dy: number, dx: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number): void;
+  conv2dForward(x: number, w: number, out: number, batch: number, inH: number, inW: number, c: number,
+    outH: number, outW: number, o: number, kh: number, kw: number, padTop: number, padLeft: number): void;
   conv2dFilterGrad(x: number, dy: number, dw: number, batch: number, inH: number, inW: number, c: number,
     outH: number, outW: number, o: number, kh: number, kw: number, padTop: number, padLeft: number): void;
   tanhMaxPoolGrad(y: number, dp: number, dx: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number,

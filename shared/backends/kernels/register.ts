@@ -9,6 +9,7 @@
 import type { Tf } from '../../backend.js';
 import { batchMatMulKernel } from './batch_mat_mul.js';
 import { batchNormGradKernel, batchNormTrainKernel } from './batch_norm.js';
+import { conv2DKernel } from './conv2d.js';
 import { conv2DBackpropFilterKernel } from './conv2d_backprop_filter.js';
 import { conv2DBackpropInputKernel } from './conv2d_backprop_input.js';
 import { flockWasmLoader } from './flock_wasm.js';
@@ -36,4 +37,6 @@ export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   registerKernelOnce(tf, identityKernel(tf, backend));
   const matMul = tf.getKernel(tf.BatchMatMul, backend);
   if (matMul && !isFlockKernel(matMul)) registerKernelOnce(tf, batchMatMulKernel(tf, backend, matMul));
+  const conv = tf.getKernel(tf.Conv2D, backend);
+  if (conv && !isFlockKernel(conv)) registerKernelOnce(tf, conv2DKernel(tf, conv, flock));
 }

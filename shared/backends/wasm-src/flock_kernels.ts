@@ -552,3 +552,86 @@ export function tanhMaxPoolGrad(y: usize, dp: usize, dx: usize, batch: i32, inH:
   }
   for (let k = 0; k < c; k++) store<f32>(dbias + (<usize>k << 2), <f32>load<f64>(total + (<usize>k << 3)));
 }
+
+// ---- Conv2D, stride 1, dilation 1, NHWC, out channels a multiple of 8 --------------------------
+// out[b, oy, ox, o] = Σ over (i, j, k) of x[b, oy + i − padTop, ox + j − padLeft, k] · w[i, j, k, o].
+// Four output pixels × 8 output channels are accumulated in registers over every tap and
+// input channel (the filter rows and the input rows stay in L1 cache); pixels whose window
+// crosses the left or right border go one at a time with bounds checks. Each output is one
+// float32 sum in the fixed order (i, j, k): deterministic.
+
+@inline function convPixel(x: usize, w: usize, out: usize, xRowBase: usize, b: i32, oy: i32, ox: i32, inH: i32, inW: i32, c: i32,
+  kh: i32, kw: i32, padTop: i32, padLeft: i32, o0: usize, wTap: usize, xs: usize): void {
+  let a0 = f32x4.splat(0); let a1 = f32x4.splat(0);
+  for (let i = 0; i < kh; i++) {
+    const iy = oy + i - padTop;
+    if (iy < 0 || iy >= inH) continue;
+    for (let j = 0; j < kw; j++) {
+      const ix = ox + j - padLeft;
+      if (ix < 0 || ix >= inW) continue;
+      let xp = x + ((<usize>b * inH + iy) * inW + ix) * xs;
+      let wp = w + <usize>(i * kw + j) * wTap + o0;
+      const wStride = wTap / <usize>c;
+      for (let k = 0; k < c; k++) {
+        const s = v128.load32_splat(xp);
+        a0 = f32x4.add(a0, f32x4.mul(s, v128.load(wp)));
+        a1 = f32x4.add(a1, f32x4.mul(s, v128.load(wp, 16)));
+        xp += 4;
+        wp += wStride;
+      }
+    }
+  }
+  const op = out + xRowBase + o0;
+  v128.store(op, a0);
+  v128.store(op, a1, 16);
+}
+
+export function conv2dForward(x: usize, w: usize, out: usize, batch: i32, inH: i32, inW: i32, c: i32,
+  outH: i32, outW: i32, o: i32, kh: i32, kw: i32, padTop: i32, padLeft: i32): void {
+  const xs = <usize>c * 4; // bytes per input pixel
+  const os = <usize>o * 4; // bytes per output pixel, and per filter row (i, j, k)
+  const wTap = <usize>c * os; // bytes per filter tap (i, j)
+  const lo = min(outW, max(0, padLeft));
+  const hi = max(lo, min(outW, inW - kw + padLeft + 1));
+  for (let b = 0; b < batch; b++) {
+    for (let oy = 0; oy < outH; oy++) {
+      const outRow = (<usize>b * outH + oy) * outW * os;
+      for (let o0: usize = 0; o0 < os; o0 += 32) {
+        let ox = 0;
+        for (; ox < lo; ox++) convPixel(x, w, out, outRow + <usize>ox * os, b, oy, ox, inH, inW, c, kh, kw, padTop, padLeft, o0, wTap, xs);
+        for (; ox + 4 <= hi; ox += 4) {
+          let a0 = f32x4.splat(0); let a1 = f32x4.splat(0); let b0 = f32x4.splat(0); let b1 = f32x4.splat(0);
+          let c0 = f32x4.splat(0); let c1 = f32x4.splat(0); let d0 = f32x4.splat(0); let d1 = f32x4.splat(0);
+          for (let i = 0; i < kh; i++) {
+            const iy = oy + i - padTop;
+            if (iy < 0 || iy >= inH) continue;
+            let xp = x + ((<usize>b * inH + iy) * inW + (ox - padLeft)) * xs;
+            let wp = w + <usize>(i * kw) * wTap + o0;
+            // taps j = 0..kw-1 and channels k are contiguous in both x (one row) and w
+            const n = kw * c;
+            for (let q = 0; q < n; q++) {
+              const g0 = v128.load(wp);
+              const g1 = v128.load(wp, 16);
+              let s = v128.load32_splat(xp);
+              a0 = f32x4.add(a0, f32x4.mul(s, g0)); a1 = f32x4.add(a1, f32x4.mul(s, g1));
+              s = v128.load32_splat(xp + xs);
+              b0 = f32x4.add(b0, f32x4.mul(s, g0)); b1 = f32x4.add(b1, f32x4.mul(s, g1));
+              s = v128.load32_splat(xp + 2 * xs);
+              c0 = f32x4.add(c0, f32x4.mul(s, g0)); c1 = f32x4.add(c1, f32x4.mul(s, g1));
+              s = v128.load32_splat(xp + 3 * xs);
+              d0 = f32x4.add(d0, f32x4.mul(s, g0)); d1 = f32x4.add(d1, f32x4.mul(s, g1));
+              xp += 4;
+              wp += os;
+            }
+          }
+          const op = out + outRow + <usize>ox * os + o0;
+          v128.store(op, a0); v128.store(op, a1, 16);
+          v128.store(op + os, b0); v128.store(op + os, b1, 16);
+          v128.store(op + 2 * os, c0); v128.store(op + 2 * os, c1, 16);
+          v128.store(op + 3 * os, d0); v128.store(op + 3 * os, d1, 16);
+        }
+        for (; ox < outW; ox++) convPixel(x, w, out, outRow + <usize>ox * os, b, oy, ox, inH, inW, c, kh, kw, padTop, padLeft, o0, wTap, xs);
+      }
+    }
+  }
+}
