@@ -1,6 +1,10 @@
 // The forward pass of a layer list on TensorFlow.js tensors. Training mode normalises
 // batch-norm layers with the batch's own statistics (returned for the running averages)
 // and applies the dropout masks it is given; evaluation mode uses the running statistics.
+// In training mode, where the active backend registers Flock's fused kernels (wasm), runs
+// of layers become one op each with its own gradient: conv bias + tanh (+ 2x2 max pool),
+// batch norm (+ the conv bias before it) (+ tanh + max pool); elsewhere the same math runs
+// as tfjs ops.
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../backend.js';
 import { FLOCK_BATCH_NORM_GRAD, FLOCK_BATCH_NORM_TRAIN, hasFlockBatchNorm } from '../backends/kernels/batch_norm.js';
@@ -179,7 +183,6 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
   let b = 0;
   let d = 0;
   const batchStats: { mean: tfjs.Tensor1D; variance: tfjs.Tensor1D }[] = [];
-  let skipTanh = false; // the conv2d layer before it applied tanh already (FlockBiasTanh)
   const param = (): tfjs.Tensor => {
     const t = inputs.params[p++];
     if (!t) throw new Error('forward: fewer parameters than layers need');
@@ -211,7 +214,7 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
           pendingBias = bias;
         } else if (fuseBiasTanh && layers[index + 1]?.kind === 'tanh') {
           h = biasTanh(tf, conv, bias);
-          skipTanh = true;
+          skip = 1;
         } else {
           h = addChannelBias(tf, conv, bias);
         }
@@ -240,8 +243,7 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
         break;
       }
       case 'tanh':
-        if (!skipTanh) h = training ? tanh(tf, h) : tf.tanh(h);
-        skipTanh = false;
+        h = training ? tanh(tf, h) : tf.tanh(h);
         break;
       case 'maxpool2':
         h = tf.maxPool(h as tfjs.Tensor4D, 2, 2, 'valid');
