@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'data/', 'checkpoints/', '.scratch/'] },
+  { ignores: ['dist/', 'node_modules/', 'data/', 'checkpoints/', '.scratch/', 'shared/backends/wasm-src/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -163,6 +163,13 @@ describe('kernels match the cpu backend', () => {
     { x: [1, 4, 4, 2], f: [1, 1, 2, 3], stride: 1, pad: 'same' },
     { x: [2, 7, 6, 3], f: [3, 3, 3, 4], stride: 2, pad: 'same' }, // general path
     { x: [2, 9, 8, 2], f: [3, 2, 2, 3], stride: 2, pad: 'valid' },
+    // Out channels a multiple of 8: the wasm SIMD filter gradient (4-, 2- and 1-channel blocks).
+    { x: [2, 5, 7, 3], f: [3, 3, 3, 8], stride: 1, pad: 'same' },
+    { x: [3, 6, 6, 16], f: [3, 3, 16, 16], stride: 1, pad: 'same' },
+    { x: [2, 7, 5, 7], f: [3, 3, 7, 8], stride: 1, pad: 'valid' },
+    { x: [2, 6, 6, 6], f: [2, 2, 6, 24], stride: 1, pad: 'same' }, // asymmetric padding
+    { x: [1, 3, 9, 1], f: [5, 5, 1, 8], stride: 1, pad: 'same' }, // filter taller than the input
+    { x: [2, 7, 6, 4], f: [3, 3, 4, 8], stride: 2, pad: 'same' }, // stride 2: general path
   ];
 
   const outShape = (c: (typeof convCases)[number]): number[] =>
@@ -174,6 +181,24 @@ describe('kernels match the cpu backend', () => {
       const run = (tf: Tf): tfjs.Tensor => tf.engine().runKernel('Conv2DBackpropFilter', {
         x: tf.tensor(random(10 + k, size(c.x)), c.x), dy: tf.tensor(random(20 + k, size(dyDims)), dyDims),
       }, { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', filterShape: c.f });
+      const [expected] = await on('cpu', run);
+      for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-5, `${name} case ${k}`);
+    }
+  });
+
+  test('Conv2D (the wasm SIMD forward convolution for out channels a multiple of 8)', async () => {
+    const cases: { x: [number, number, number, number]; f: [number, number, number, number]; pad: 'same' | 'valid' | number }[] = [
+      { x: [2, 7, 9, 4], f: [3, 3, 4, 8], pad: 'same' },
+      { x: [1, 5, 13, 16], f: [3, 3, 16, 16], pad: 'same' }, // groups of 4 pixels, a remainder and borders
+      { x: [2, 6, 11, 5], f: [3, 3, 5, 8], pad: 'valid' },
+      { x: [2, 6, 6, 8], f: [2, 2, 8, 24], pad: 'same' }, // asymmetric padding
+      { x: [1, 3, 3, 3], f: [5, 5, 3, 32], pad: 'same' }, // filter larger than the input
+      { x: [2, 8, 10, 6], f: [1, 1, 6, 8], pad: 'valid' },
+      { x: [1, 6, 7, 4], f: [3, 3, 4, 8], pad: 2 }, // explicit padding, output larger than the input
+    ];
+    for (const [k, c] of cases.entries()) {
+      const run = (tf: Tf): tfjs.Tensor =>
+        tf.conv2d(tf.tensor4d(random(160 + k, size(c.x), 1), c.x), tf.tensor4d(random(170 + k, size(c.f), 1), c.f), 1, c.pad);
       const [expected] = await on('cpu', run);
       for (const name of others()) assertClose((await on(name, run))[0]!, expected!, 1e-5, `${name} case ${k}`);
     }
@@ -196,6 +221,9 @@ describe('kernels match the cpu backend', () => {
       { x: [2, 7, 9, 3], f: 2, s: 2, pad: 'valid', levels: 0 }, // odd sizes
       { x: [2, 7, 7, 4], f: 3, s: 2, pad: 'same', levels: 2 }, // general path, overlapping windows
       { x: [1, 6, 5, 2], f: 2, s: 1, pad: 'valid', levels: 4 },
+      { x: [2, 8, 6, 16], f: 2, s: 2, pad: 'valid', levels: 3 }, // SIMD: four channels at a time
+      { x: [2, 9, 7, 13], f: 2, s: 2, pad: 'valid', levels: 2 }, // SIMD and a scalar tail, odd sizes
+      { x: [2, 7, 9, 8], f: 2, s: 2, pad: 'same', levels: 0 }, // partial last windows: general path
     ];
     for (const [k, c] of cases.entries()) {
       const run = (tf: Tf): tfjs.Tensor => {
@@ -215,6 +243,28 @@ describe('kernels match the cpu backend', () => {
     }
   });
 
+  // NaN follows each backend's forward max pool: XNNPACK's (wasm) propagates a NaN, so its
+  // gradient goes to that NaN; cpu and webgpu skip NaNs (checked against cpu above).
+  test('MaxPoolGrad on wasm: a NaN counts as a maximum (the last one wins), -Infinity windows go to the first cell', async () => {
+    // Windows (channel-major here): [1, NaN, 3, NaN], [NaN, 2, 1, 0], [-Inf x4], [2, 5, 5, 1]
+    const windows = [[1, NaN, 3, NaN], [NaN, 2, 1, 0], [-Infinity, -Infinity, -Infinity, -Infinity], [2, 5, 5, 1]];
+    const expectedCell = [3, 0, 0, 1];
+    for (const channels of [4, 5, 1]) { // the SIMD path, SIMD with a scalar tail, scalar only
+      const values = new Float32Array(4 * channels);
+      for (let cell = 0; cell < 4; cell++) {
+        for (let ch = 0; ch < channels; ch++) values[cell * channels + ch] = windows[ch % 4]![cell]!;
+      }
+      for (const name of others().filter((n) => n === 'wasm')) {
+        const [g] = await on(name, (tf) => tf.grad((v: tfjs.Tensor) => tf.sum(tf.maxPool(v as tfjs.Tensor4D, 2, 2, 'valid')))(tf.tensor4d(values, [1, 2, 2, channels])));
+        for (let ch = 0; ch < channels; ch++) {
+          const got = [0, 1, 2, 3].map((cell) => g![cell * channels + ch]);
+          const want = [0, 1, 2, 3].map((cell) => (cell === expectedCell[ch % 4] ? 1 : 0));
+          assert.deepEqual(got, want, `${name}: ${channels} channels, channel ${ch}`);
+        }
+      }
+    }
+  });
+
   test('Tanh equals the cpu backend (webgpu: within float32 rounding), saturation included', async () => {
     const values = Float32Array.from([...random(70, 4000, 10), 0, -0, 1e-30, -1e-8, 8.5, 8.7, 9, 9.5, 20, -20, Infinity, -Infinity]);
     const run = (tf: Tf): tfjs.Tensor => tf.tanh(tf.tensor(values));
@@ -226,7 +276,34 @@ describe('kernels match the cpu backend', () => {
       assertClose(got, expected!, 0, name, name === 'webgpu' ? 5e-7 : 0);
       assert.deepEqual(Array.from(got.subarray(-5)), Array.from(expected!.subarray(-5)), `${name}: saturation`);
     }
-    for (const name of others()) assert.ok(Number.isNaN((await on(name, (tf) => tf.tanh(tf.tensor([NaN]))))[0]![0]), `${name}: tanh(NaN)`);
+    for (const name of others()) {
+      // lengths 1 and 6: the scalar tail after 4-element SIMD steps, zeros' signs included
+      const [got] = await on(name, (tf) => tf.tanh(tf.tensor([NaN, -0, 0, -NaN, 1e-20, -3])));
+      assert.ok(Number.isNaN(got![0]) && Number.isNaN(got![3]), `${name}: tanh(NaN)`);
+      if (name !== 'webgpu') assert.ok(Object.is(got![1], -0) && Object.is(got![2], 0), `${name}: tanh(±0) = ±0`);
+      assert.ok(Number.isNaN((await on(name, (tf) => tf.tanh(tf.tensor([NaN]))))[0]![0]), `${name}: tanh([NaN])`);
+    }
+  });
+
+  test('FlockBiasTanh equals Add then Tanh exactly; FlockTanhGrad equals (1 - y*y) * dy exactly', async () => {
+    for (const name of others()) {
+      const { tf } = backendOf(name);
+      if (!tf.getKernel('FlockBiasTanh', name) || !tf.getKernel('FlockTanhGrad', name)) continue;
+      for (const shape of [[3, 5, 4, 16], [2, 3, 5, 5], [7, 1]] as number[][]) {
+        const c = shape[shape.length - 1]!;
+        const xs = random(130, size(shape), 6);
+        xs[0] = NaN; xs[1] = Infinity; xs[2] = -Infinity; xs[3] = 9.25; xs[4] = -0;
+        const bs = random(131, c, 2);
+        const fused = await on(name, (tf2) => tf2.engine().runKernel<tfjs.Tensor>('FlockBiasTanh', { x: tf2.tensor(xs, shape), bias: tf2.tensor(bs) }));
+        const plain = await on('cpu', (tf2) => tf2.tanh(tf2.add(tf2.tensor(xs, shape), tf2.tensor(bs))));
+        assert.deepEqual(Array.from(fused[0]!), Array.from(plain[0]!), `${name} FlockBiasTanh [${shape.join()}]`);
+        const ys = plain[0]!;
+        const dys = random(132, ys.length, 3);
+        const grad = await on(name, (tf2) => tf2.engine().runKernel<tfjs.Tensor>('FlockTanhGrad', { y: tf2.tensor(ys, shape), dy: tf2.tensor(dys, shape) }));
+        const want = await on('cpu', (tf2) => tf2.mul(tf2.sub(tf2.scalar(1), tf2.square(tf2.tensor(ys, shape))), tf2.tensor(dys, shape)));
+        assert.deepEqual(Array.from(grad[0]!), Array.from(want[0]!), `${name} FlockTanhGrad [${shape.join()}]`);
+      }
+    }
   });
 
   test('Tanh gradient', async () => {
@@ -289,10 +366,89 @@ describe('layer gradients match tfjs autodiff of the plain formula', () => {
   }
 
   test('batch norm (training mode)', async () => {
-    await compare([{ kind: 'batchnorm', name: 'bn', channels: 3 }], [4, 5, 3, 3], [[3], [3]], (tf, x, [g, b]) => {
-      const { mean, variance } = tf.moments(x, [0, 1, 2]);
-      return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), b!);
-    }, 1e-4);
+    // 3 channels: scalar code only in the wasm kernels; 8: SIMD; 6: SIMD and a scalar tail.
+    for (const [n, h, w, c] of [[4, 5, 3, 3], [3, 4, 5, 8], [2, 3, 7, 6]]) {
+      await compare([{ kind: 'batchnorm', name: 'bn', channels: c! }], [n!, h!, w!, c!], [[c!], [c!]], (tf, x, [g, b]) => {
+        const { mean, variance } = tf.moments(x, [0, 1, 2]);
+        return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), b!);
+      }, 1e-4);
+    }
+  });
+
+  test('batch-norm statistics match tf.moments', async () => {
+    for (const name of [...backends.keys()]) {
+      const stats = await on(name, (tf) => {
+        const x = tf.add<tfjs.Tensor4D>(tf.tensor4d(random(140, 3 * 4 * 5 * 6, 2), [3, 4, 5, 6]), 10); // a mean far from 0
+        const { batchStats } = forward(tf, [{ kind: 'batchnorm', name: 'bn', channels: 6 }], x, { params: [tf.ones([6]), tf.zeros([6])], buffers: [] }, true);
+        const { mean, variance } = tf.moments(x, [0, 1, 2]);
+        return [batchStats[0]!.mean, batchStats[0]!.variance, mean, variance];
+      });
+      assertClose(stats[0]!, stats[2]!, 1e-6, `${name} mean`);
+      assertClose(stats[1]!, stats[3]!, 1e-4, `${name} variance`);
+    }
+  });
+
+  test('convolution, bias, tanh and max pool; batch norm, tanh and max pool (fused on wasm)', async () => {
+    for (const c of [8, 6]) {
+      await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: c, kernel: 3 }, { kind: 'tanh' }, { kind: 'maxpool2' }], [2, 6, 8, 3], [[3, 3, 3, c], [c]],
+        (tf, x, [w, b]) => tf.maxPool(tf.tanh(tf.add<tfjs.Tensor4D>(tf.conv2d(x, w as tfjs.Tensor4D, 1, 'same'), b!)), 2, 2, 'valid'), 1e-5);
+      await compare([{ kind: 'batchnorm', name: 'bn', channels: c }, { kind: 'tanh' }, { kind: 'maxpool2' }], [3, 6, 4, c], [[c], [c]], (tf, x, [g, b]) => {
+        const { mean, variance } = tf.moments(x, [0, 1, 2]);
+        return tf.maxPool(tf.tanh(tf.add<tfjs.Tensor4D>(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), b!)), 2, 2, 'valid');
+      }, 1e-4);
+    }
+  });
+
+  test('convolution with bias, then batch norm (the bias folded into batch norm on wasm)', async () => {
+    for (const c of [8, 5]) {
+      await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: c, kernel: 3 }, { kind: 'batchnorm', name: 'bn', channels: c }],
+        [3, 4, 6, 3], [[3, 3, 3, c], [c], [c], [c]], (tf, x, [w, b, g, beta]) => {
+          const z = tf.add<tfjs.Tensor4D>(tf.conv2d(x, w as tfjs.Tensor4D, 1, 'same'), b!);
+          const { mean, variance } = tf.moments(z, [0, 1, 2]);
+          return tf.add(tf.mul(tf.div(tf.sub(z, mean), tf.sqrt(tf.add(variance, BATCH_NORM_EPSILON))), g!), beta!);
+        }, 1e-4);
+    }
+  });
+
+  test('FlockTanhMaxPoolGrad equals MaxPoolGrad then FlockTanhGrad exactly', async () => {
+    for (const name of others()) {
+      const { tf } = backendOf(name);
+      if (!tf.getKernel('FlockTanhMaxPoolGrad', name)) continue;
+      for (const shape of [[2, 6, 4, 16], [1, 5, 7, 5]] as [number, number, number, number][]) {
+        const ys = random(150, size(shape), 1, 0).map((v) => (Math.abs(v) > 0.8 ? Math.sign(v) : v)); // saturated ties
+        ys[3] = NaN;
+        const pooled = [shape[0], Math.floor(shape[1] / 2), Math.floor(shape[2] / 2), shape[3]];
+        const dps = random(151, size(pooled), 2);
+        const [fused, dbias, plain] = await on(name, (tf2) => {
+          const y = tf2.tensor4d(ys, shape);
+          const dp = tf2.tensor(dps, pooled);
+          const [dx, db] = tf2.engine().runKernel<tfjs.Tensor[]>('FlockTanhMaxPoolGrad', { y, dy: dp });
+          const routed = tf2.engine().runKernel<tfjs.Tensor>('MaxPoolGrad', { dy: dp, input: y, output: tf2.maxPool(y, 2, 2, 'valid') }, { filterSize: 2, strides: 2, pad: 'valid' });
+          return [dx!, db!, tf2.engine().runKernel<tfjs.Tensor>('FlockTanhGrad', { y, dy: routed })];
+        });
+        const covered = (i: number): boolean => { // cells of odd rows/columns no window covers stay 0
+          const px = Math.floor(i / shape[3]);
+          return Math.floor(px / shape[2]) % shape[1] < 2 * pooled[1]! && px % shape[2] < 2 * pooled[2]!;
+        };
+        for (let i = 0; i < fused!.length; i++) {
+          if (covered(i)) assert.ok(Object.is(fused![i], plain![i]), `${name} [${shape.join()}] dx[${i}]: ${fused![i]} vs ${plain![i]}`);
+          else assert.equal(fused![i], 0, `${name} [${shape.join()}] uncovered dx[${i}]`);
+        }
+        const sums = new Float32Array(shape[3]);
+        plain!.forEach((v, i) => { if (covered(i)) sums[i % shape[3]] = sums[i % shape[3]]! + v; });
+        assert.ok(Number.isNaN(dbias![3]) && Number.isNaN(sums[3]), `${name} dbias: NaN in channel 3`);
+        dbias![3] = 0;
+        sums[3] = 0;
+        assertClose(dbias!, sums, 1e-5, `${name} dbias`);
+      }
+    }
+  });
+
+  test('convolution with bias and tanh (fused on wasm)', async () => {
+    for (const c of [8, 5]) {
+      await compare([{ kind: 'conv2d', name: 'c', inChannels: 3, outChannels: c, kernel: 3 }, { kind: 'tanh' }], [2, 6, 5, 3], [[3, 3, 3, c], [c]],
+        (tf, x, [w, b]) => tf.tanh(tf.add(tf.conv2d(x, w as tfjs.Tensor4D, 1, 'same'), b!)), 1e-5);
+    }
   });
 
   test('convolution with bias', async () => {

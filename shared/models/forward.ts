@@ -1,8 +1,16 @@
 // The forward pass of a layer list on TensorFlow.js tensors. Training mode normalises
 // batch-norm layers with the batch's own statistics (returned for the running averages)
 // and applies the dropout masks it is given; evaluation mode uses the running statistics.
+// In training mode, where the active backend registers Flock's fused kernels (wasm), runs
+// of layers become one op each with its own gradient: conv bias + tanh (+ 2x2 max pool),
+// batch norm (+ the conv bias before it) (+ tanh + max pool); elsewhere the same math runs
+// as tfjs ops.
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../backend.js';
+import { FLOCK_BATCH_NORM_GRAD, FLOCK_BATCH_NORM_TRAIN, hasFlockBatchNorm } from '../backends/kernels/batch_norm.js';
+import { FLOCK_BIAS_TANH } from '../backends/kernels/tanh.js';
+import { FLOCK_TANH_GRAD, hasFlockTanhGrad } from '../backends/kernels/tanh_grad.js';
+import { FLOCK_TANH_MAX_POOL_GRAD, hasFlockTanhMaxPoolGrad } from '../backends/kernels/tanh_max_pool_grad.js';
 import type { Layer } from './layers.js';
 
 export const BATCH_NORM_EPSILON = 1e-5;
@@ -51,8 +59,72 @@ function addChannelBias(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tenso
   return f(x, bias);
 }
 
+/**
+ * tanh whose gradient, (1 − y²)·dy, is one FlockTanhGrad kernel where the backend has it
+ * (bit-identical to tfjs's Square, Sub, Multiply); tfjs's own gradient elsewhere.
+ */
+function tanh(tf: Tf, x: tfjs.Tensor): tfjs.Tensor {
+  if (!hasFlockTanhGrad(tf)) return tf.tanh(x);
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const [xIn, save] = args as [tfjs.Tensor, tfjs.GradSaveFunc];
+    const y = tf.tanh(xIn);
+    save([y]);
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor =>
+      tf.engine().runKernel<tfjs.Tensor>(FLOCK_TANH_GRAD, { y: saved[0]!, dy });
+    return { value: y, gradFunc };
+  });
+  return f(x);
+}
+
+/**
+ * tanh(x + bias) over the channels of [N, H, W, C] as one FlockBiasTanh kernel (training
+ * mode, where the backend has it and FlockTanhGrad): dx = (1 − y²)·dy, dbias = M·channelMean(dx)
+ * as in addChannelBias. Bit-identical to addChannelBias followed by tanh.
+ */
+function hasFlockBiasTanh(tf: Tf): boolean {
+  return hasFlockTanhGrad(tf) && tf.getKernel(FLOCK_BIAS_TANH, tf.getBackend()) !== undefined;
+}
+
+function biasTanh(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor): tfjs.Tensor4D {
+  const c = x.shape[3];
+  const m = x.size / c;
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const [xIn, bIn, save] = args as [tfjs.Tensor4D, tfjs.Tensor, tfjs.GradSaveFunc];
+    const y = tf.engine().runKernel<tfjs.Tensor4D>(FLOCK_BIAS_TANH, { x: xIn, bias: bIn });
+    save([y]);
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
+      const dx = tf.engine().runKernel<tfjs.Tensor4D>(FLOCK_TANH_GRAD, { y: saved[0]!, dy });
+      return [dx, tf.reshape(tf.mul(channelMean(tf, dx), m), [c])];
+    };
+    return { value: y, gradFunc };
+  });
+  return f(x, bias);
+}
+
+/**
+ * maxPool2(tanh(x + bias)) (bias optional) whose backward pass is one FlockTanhMaxPoolGrad
+ * kernel: dx = (1 − y²)·(dp routed to each window's first maximum), dbias = Σ dx per channel.
+ * Training mode, where the backend has the Flock kernels; tanh's output y is saved.
+ */
+function tanhMaxPool(tf: Tf, x: tfjs.Tensor4D, bias: tfjs.Tensor | undefined): tfjs.Tensor4D {
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const xIn = args[0] as tfjs.Tensor4D;
+    const bIn = bias ? args[1] as tfjs.Tensor : undefined;
+    const save = args[args.length - 1] as tfjs.GradSaveFunc;
+    const y = bIn ? tf.engine().runKernel<tfjs.Tensor4D>(FLOCK_BIAS_TANH, { x: xIn, bias: bIn }) : tf.tanh(xIn);
+    save([y]);
+    const gradFunc = (dp: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
+      const [dx, dbias] = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_TANH_MAX_POOL_GRAD, { y: saved[0]!, dy: dp });
+      return bIn ? [dx!, dbias!] : [dx!];
+    };
+    return { value: tf.maxPool(y, 2, 2, 'valid'), gradFunc };
+  });
+  return bias ? f(x, bias) : f(x);
+}
+
 function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor):
   { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
+  if (hasFlockBatchNorm(tf)) return batchNormTrainFused(tf, x, gamma, beta);
   const c = x.shape[3];
   const m = x.size / c;
   // The statistics are computed outside the custom-gradient function (tensors made inside
@@ -82,6 +154,29 @@ function batchNormTrain(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs
   return { y, mean: tf.reshape<tfjs.Rank.R1>(mean, [c]), variance: tf.reshape<tfjs.Rank.R1>(variance, [c]) };
 }
 
+/**
+ * The same closed form in two Flock kernels (forward: statistics, x̂, y; backward: dx, dγ,
+ * dβ), optionally with the bias of the convolution before it folded in (x + bias, and
+ * dbias = Σ dx). The forward kernel runs outside the custom-gradient function so that the
+ * statistics outlive it; the function's value is a (zero-copy) clone of y, so the gradient
+ * reaches x, γ, β (and the bias) through gradFunc only.
+ */
+function batchNormTrainFused(tf: Tf, x: tfjs.Tensor4D, gamma: tfjs.Tensor, beta: tfjs.Tensor, bias?: tfjs.Tensor):
+  { y: tfjs.Tensor4D; mean: tfjs.Tensor1D; variance: tfjs.Tensor1D } {
+  const outs = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_TRAIN, bias ? { x, gamma, beta, bias } : { x, gamma, beta }, { epsilon: BATCH_NORM_EPSILON });
+  const [yFused, xhat, scale, mean, variance] = outs as [tfjs.Tensor4D, tfjs.Tensor4D, tfjs.Tensor1D, tfjs.Tensor1D, tfjs.Tensor1D];
+  const f = tf.customGrad((...args: (tfjs.Tensor | tfjs.GradSaveFunc)[]) => {
+    const save = args[args.length - 1] as tfjs.GradSaveFunc;
+    save([xhat, scale]);
+    const gradFunc = (dy: tfjs.Tensor, saved: tfjs.Tensor[]): tfjs.Tensor[] => {
+      const [dx, dgamma, dbeta, dbias] = tf.engine().runKernel<tfjs.Tensor[]>(FLOCK_BATCH_NORM_GRAD, { dy, xhat: saved[0]!, scale: saved[1]! });
+      return bias ? [dx!, dgamma!, dbeta!, dbias!] : [dx!, dgamma!, dbeta!];
+    };
+    return { value: tf.clone(yFused), gradFunc };
+  });
+  return { y: bias ? f(x, gamma, beta, bias) : f(x, gamma, beta), mean, variance };
+}
+
 export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inputs: ForwardInputs, training: boolean): ForwardResult {
   let h: tfjs.Tensor = x;
   let p = 0;
@@ -93,21 +188,51 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
     if (!t) throw new Error('forward: fewer parameters than layers need');
     return t;
   };
-  for (const layer of layers) {
+  const fuseBiasTanh = training && hasFlockBiasTanh(tf);
+  const fuseTanhPool = fuseBiasTanh && hasFlockTanhMaxPoolGrad(tf);
+  // tanh then maxpool2 after this layer: fused into one op with one backward kernel
+  const tanhPoolFollows = (index: number): boolean => fuseTanhPool && layers[index + 1]?.kind === 'tanh' && layers[index + 2]?.kind === 'maxpool2';
+  let skip = 0; // layers already applied by a fused op
+  // A convolution's bias is added by the fused batch-norm kernel right after it.
+  const fuseBatchNorm = training && hasFlockBatchNorm(tf);
+  let pendingBias: tfjs.Tensor | undefined;
+  for (const [index, layer] of layers.entries()) {
+    if (skip > 0) {
+      skip--;
+      continue;
+    }
     switch (layer.kind) {
       case 'conv2d': {
         const w = param() as tfjs.Tensor4D;
         const bias = param();
-        h = addChannelBias(tf, tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same'), bias);
+        const conv = tf.conv2d(h as tfjs.Tensor4D, w, 1, 'same');
+        if (tanhPoolFollows(index)) {
+          h = tanhMaxPool(tf, conv, bias);
+          skip = 2;
+        } else if (fuseBatchNorm && layers[index + 1]?.kind === 'batchnorm') {
+          h = conv;
+          pendingBias = bias;
+        } else if (fuseBiasTanh && layers[index + 1]?.kind === 'tanh') {
+          h = biasTanh(tf, conv, bias);
+          skip = 1;
+        } else {
+          h = addChannelBias(tf, conv, bias);
+        }
         break;
       }
       case 'batchnorm': {
         const gamma = param();
         const beta = param();
         if (training) {
-          const { y, mean, variance } = batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta);
+          const { y, mean, variance } = pendingBias ?
+            batchNormTrainFused(tf, h as tfjs.Tensor4D, gamma, beta, pendingBias) : batchNormTrain(tf, h as tfjs.Tensor4D, gamma, beta);
+          pendingBias = undefined;
           batchStats.push({ mean, variance });
           h = y;
+          if (tanhPoolFollows(index)) {
+            h = tanhMaxPool(tf, y, undefined);
+            skip = 2;
+          }
         } else {
           const mean = inputs.buffers[b];
           const variance = inputs.buffers[b + 1];
@@ -118,7 +243,7 @@ export function forward(tf: Tf, layers: readonly Layer[], x: tfjs.Tensor4D, inpu
         break;
       }
       case 'tanh':
-        h = tf.tanh(h);
+        h = training ? tanh(tf, h) : tf.tanh(h);
         break;
       case 'maxpool2':
         h = tf.maxPool(h as tfjs.Tensor4D, 2, 2, 'valid');

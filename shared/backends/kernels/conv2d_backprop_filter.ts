@@ -1,4 +1,7 @@
-// Conv2DBackpropFilter: missing from tfjs-backend-wasm (tfjs#8474). The filter gradient is
+// Conv2DBackpropFilter: missing from tfjs-backend-wasm (tfjs#8474). The models' case
+// (stride 1, dilation 1, out channels a multiple of 8) runs in WebAssembly SIMD straight
+// from x and dy (wasm-src, `conv2dFilterGrad`): no unfolded copy, and no matrix product whose
+// 4-5 MB right operand XNNPACK would pack anew on every call. Otherwise the gradient is
 // one matrix product, dW[k, o] = Σ_m colT[k, m] · dy[m, o], where k runs over (kh, kw, in),
 // m over (batch, outY, outX) and colT is the input unfolded ("im2col", transposed). colT is
 // built in plain JS straight from the input's memory; the product runs on the backend's
@@ -7,11 +10,12 @@
 // Any stride, dilation and padding work (they only change which input pixel lands in colT).
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../../backend.js';
+import type { FlockWasm } from './flock_wasm.js';
 import { callKernel, floatMemory, type FloatMemory, type KernelArgs, type KernelBackendName, type KernelConfig, type TensorInfo } from './util.js';
 
 type Conv2DInfo = ReturnType<Tf['backend_util']['computeConv2DInfo']>;
 
-export function conv2DBackpropFilterKernel(tf: Tf, backendName: KernelBackendName): KernelConfig {
+export function conv2DBackpropFilterKernel(tf: Tf, backendName: KernelBackendName, flock?: (backend: unknown) => FlockWasm): KernelConfig {
   const kernelFunc = ({ inputs, backend, attrs }: KernelArgs): TensorInfo => {
     const { x, dy } = inputs as unknown as { x: TensorInfo; dy: TensorInfo };
     const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as tfjs.Conv2DBackpropFilterAttrs;
@@ -23,6 +27,13 @@ export function conv2DBackpropFilterKernel(tf: Tf, backendName: KernelBackendNam
     const padLeft = info.padInfo.left;
     const k = filterHeight * filterWidth * inChannels;
     const mem = floatMemory(backendName, backend);
+    const unit = strideHeight === 1 && strideWidth === 1 && dilationHeight === 1 && dilationWidth === 1;
+    if (flock && unit && outChannels % 8 === 0) {
+      const out = mem.alloc([filterHeight, filterWidth, inChannels, outChannels]);
+      const f = flock(backend);
+      f.exports.conv2dFilterGrad(f.ptr(x), f.ptr(dy), f.ptr(out), batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, filterHeight, filterWidth, padTop, padLeft);
+      return out;
+    }
     if (strideHeight === 1 && strideWidth === 1) {
       return shiftedProduct(tf, backendName, backend, mem, x, dy, info);
     }

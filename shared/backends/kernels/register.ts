@@ -8,21 +8,35 @@
 // runs one worker process per core instead, so single-thread speed is what counts.
 import type { Tf } from '../../backend.js';
 import { batchMatMulKernel } from './batch_mat_mul.js';
+import { batchNormGradKernel, batchNormTrainKernel } from './batch_norm.js';
+import { conv2DKernel } from './conv2d.js';
 import { conv2DBackpropFilterKernel } from './conv2d_backprop_filter.js';
 import { conv2DBackpropInputKernel } from './conv2d_backprop_input.js';
+import { flockWasmLoader } from './flock_wasm.js';
 import { identityKernel } from './identity.js';
 import { maxPoolGradKernel } from './max_pool_grad.js';
-import { tanhKernel } from './tanh.js';
+import { biasTanhKernel, tanhKernel } from './tanh.js';
+import { tanhGradKernel } from './tanh_grad.js';
+import { tanhMaxPoolGradKernel } from './tanh_max_pool_grad.js';
 import { isFlockKernel, registerKernelOnce } from './util.js';
 
 export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu'): void {
   // The cpu backend's own kernels are correct (if slow) and serve as the tests' reference.
   if (backend !== 'wasm') return;
-  registerKernelOnce(tf, conv2DBackpropFilterKernel(tf, backend));
+  // Flock's WebAssembly SIMD module, instantiated per wasm backend on the first kernel call.
+  const flock = flockWasmLoader();
+  registerKernelOnce(tf, conv2DBackpropFilterKernel(tf, backend, flock));
   registerKernelOnce(tf, conv2DBackpropInputKernel(tf, backend));
-  registerKernelOnce(tf, maxPoolGradKernel(tf, backend));
-  registerKernelOnce(tf, tanhKernel(tf, backend));
+  registerKernelOnce(tf, maxPoolGradKernel(tf, flock));
+  registerKernelOnce(tf, tanhKernel(tf, flock));
+  registerKernelOnce(tf, tanhGradKernel(flock));
+  registerKernelOnce(tf, biasTanhKernel(flock));
+  registerKernelOnce(tf, tanhMaxPoolGradKernel(flock));
+  registerKernelOnce(tf, batchNormTrainKernel(flock));
+  registerKernelOnce(tf, batchNormGradKernel(flock));
   registerKernelOnce(tf, identityKernel(tf, backend));
   const matMul = tf.getKernel(tf.BatchMatMul, backend);
   if (matMul && !isFlockKernel(matMul)) registerKernelOnce(tf, batchMatMulKernel(tf, backend, matMul));
+  const conv = tf.getKernel(tf.Conv2D, backend);
+  if (conv && !isFlockKernel(conv)) registerKernelOnce(tf, conv2DKernel(tf, conv, flock));
 }

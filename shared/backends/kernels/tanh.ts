@@ -1,40 +1,42 @@
 // Tanh: tfjs-backend-wasm's kernel calls libm's scalar tanh (about 10 ns per element, the
-// slowest kernel of a training step). This one evaluates tanh in double precision from a
-// table and the addition theorem, tanh(a + r) = (tanh a + tanh r) / (1 + tanh a · tanh r),
-// with a = x truncated to a multiple of 1/16 and a short odd series for tanh r (|r| < 1/16,
-// truncation error < 1e-13). Rounded to float32 it equals Math.tanh (what the cpu backend
-// and PyTorch's libm compute), including saturation to exactly ±1 from |x| ≈ 8.7 on. It
-// has no data-dependent branches, which matters: random signs defeat branch prediction.
+// slowest kernel of a training step). Flock's runs in WebAssembly SIMD (wasm-src, `tanh`):
+// double precision from a table of tanh(j/64) and the addition theorem, tanh(a + r) =
+// (tanh a + tanh r) / (1 + tanh a · tanh r), with a = x truncated to a multiple of 1/64
+// and a short odd series for tanh r. Rounded to float32 it equals Math.tanh (what the cpu
+// backend and PyTorch's libm compute), including saturation to exactly ±1 from |x| ≈ 8.7
+// on; NaN stays NaN and −0 stays −0. No data-dependent branches.
 import type { Tf } from '../../backend.js';
-import { floatMemory, type KernelArgs, type KernelBackendName, type KernelConfig, type TensorInfo } from './util.js';
+import type { FlockWasm } from './flock_wasm.js';
+import { floatMemory, type KernelArgs, type KernelConfig, type TensorInfo } from './util.js';
 
-const STEPS = 16; // table points per unit
-const LIMIT = 9.5; // tanh(9.5) rounds to 1 in float32
-const HALF = LIMIT * STEPS;
-const STEP = 1 / STEPS;
-
-export function tanhKernel(tf: Tf, backendName: KernelBackendName): KernelConfig {
-  // table[j + HALF] = tanh(j / STEPS) for |j| <= HALF
-  const table = new Float64Array(2 * HALF + 1);
-  for (let j = -HALF; j <= HALF; j++) table[j + HALF] = Math.tanh(j / STEPS);
+export function tanhKernel(tf: Tf, flock: (backend: unknown) => FlockWasm): KernelConfig {
   const kernelFunc = ({ inputs, backend }: KernelArgs): TensorInfo => {
     const { x } = inputs as unknown as { x: TensorInfo };
     if (x.dtype !== 'float32') throw new Error('Tanh: float32 tensors only');
-    const mem = floatMemory(backendName, backend);
-    const out = mem.alloc([...x.shape]);
-    const src = mem.view(x);
-    const dst = mem.view(out);
-    const n = src.length;
-    for (let i = 0; i < n; i++) {
-      const v = Math.max(-LIMIT, Math.min(LIMIT, src[i]!)); // NaN stays NaN
-      const j = (v * STEPS) | 0; // truncates toward zero, so r has v's sign
-      const r = v - j * STEP; // exact: STEP is a power of two
-      const r2 = r * r;
-      const tr = r + r * r2 * (-1 / 3 + r2 * (2 / 15 + r2 * (-17 / 315 + r2 * (62 / 2835))));
-      const ta = table[j + HALF]!;
-      dst[i] = (ta + tr) / (1 + ta * tr);
-    }
+    const out = floatMemory('wasm', backend).alloc([...x.shape]);
+    const f = flock(backend);
+    f.exports.tanh(f.ptr(x), f.ptr(out), x.shape.reduce((a, b) => a * b, 1), f.tanhTable);
     return out;
   };
-  return { kernelName: tf.Tanh, backendName, kernelFunc };
+  return { kernelName: tf.Tanh, backendName: 'wasm', kernelFunc };
+}
+
+/**
+ * FlockBiasTanh: tanh(x + bias) over the last axis, one pass instead of Add then Tanh (the
+ * float32 sum is rounded first, so the result is bit-identical to the two kernels).
+ */
+export const FLOCK_BIAS_TANH = 'FlockBiasTanh';
+
+export function biasTanhKernel(flock: (backend: unknown) => FlockWasm): KernelConfig {
+  const kernelFunc = ({ inputs, backend }: KernelArgs): TensorInfo => {
+    const { x, bias } = inputs as unknown as { x: TensorInfo; bias: TensorInfo };
+    const c = x.shape[x.shape.length - 1] ?? 0;
+    if (x.dtype !== 'float32' || bias.dtype !== 'float32') throw new Error('FlockBiasTanh: float32 tensors only');
+    if (bias.shape.length !== 1 || bias.shape[0] !== c) throw new Error('FlockBiasTanh: bias must be [channels]');
+    const out = floatMemory('wasm', backend).alloc([...x.shape]);
+    const f = flock(backend);
+    f.exports.biasTanh(f.ptr(x), f.ptr(bias), f.ptr(out), x.shape.reduce((a, b) => a * b, 1) / c, c, f.tanhTable);
+    return out;
+  };
+  return { kernelName: FLOCK_BIAS_TANH, backendName: 'wasm', kernelFunc };
 }
