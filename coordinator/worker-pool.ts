@@ -46,7 +46,7 @@ interface JoinWaiter {
 }
 
 /** Bytes of a worker's largest legitimate frame (a gradient), with room for the envelope. */
-function maxPayload(model: ModelSpec): number {
+export function maxPayload(model: ModelSpec): number {
   const statChannels = batchNormLayers(model).reduce((n, l) => n + l.channels, 0);
   return model.parameterCount * 4 + statChannels * 8 + 64 * 1024;
 }
