@@ -253,24 +253,36 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
 }
 
 /**
- * Close codes the coordinator may answer a frame with, sent by a worker that has said hello
- * and holds no work (from what the protocol's own decoder makes of it: for random bytes and
- * bit flips nothing else can tell what the frame is). The open-step fuzzer below derives its
- * expectations from the mutation instead.
+ * Close codes the coordinator must answer a frame with, sent by a worker that has said hello
+ * and holds no work. Where the fuzzer's kind decides the answer, it comes from the kind alone:
+ * text frames, maps that are not a worker message type, deep nesting and gradients of any
+ * byte length are protocol violations (4000: a connection that holds no work has no result
+ * to give), another version is 4001. Random bytes, truncations, bit flips and mutated or
+ * missing fields can turn into anything, so there the protocol's own decoder says what the
+ * frame became; even then a gradient or evaluation result is 4000, never 4003, because the
+ * sender holds no unit.
  */
 export function expectedCloseCodes(frame: FuzzFrame): number[] {
   if (typeof frame.data === 'string') return [CloseCode.PROTOCOL];
+  switch (frame.kind) {
+    case 'wrong-version':
+      return [CloseCode.PROTOCOL_VERSION];
+    case 'unknown-type':
+    case 'wrong-byte-length':
+    case 'not-a-map':
+    case 'deep-nesting':
+      return [CloseCode.PROTOCOL];
+  }
   try {
     const msg = decode(frame.data, 'worker');
     switch (msg.type) {
       case MessageType.HELLO:
-        return [CloseCode.PROTOCOL];
+        return [CloseCode.PROTOCOL]; // a second hello
       case MessageType.FAILURE:
         return [NORMAL_CLOSURE];
       case MessageType.GRADIENT:
       case MessageType.EVALUATION:
-        // Not the open step or unit (4000), or the open one with bad contents (4003).
-        return [CloseCode.PROTOCOL, CloseCode.BAD_GRADIENT];
+        return [CloseCode.PROTOCOL];
     }
   } catch (err) {
     if (isFlockError(err, ErrorCode.PROTOCOL_VERSION)) return [CloseCode.PROTOCOL_VERSION];

@@ -384,7 +384,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         },
       ];
 
-      // The fuzzer: each frame on a fresh, authenticated connection, right after WELCOME.
+      // The idle fuzzer: each frame on a fresh, authenticated connection right after WELCOME, holding no work.
       const frames = fuzzFrames(mixSeed(FAULT_SEED, 3), FUZZ_FRAMES, model);
       const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
       const fuzz = async (): Promise<void> => {
