@@ -55,8 +55,10 @@ export function spawnNode(name: string, script: string, args: readonly string[],
   return { name, proc, log, exited, output: () => out, stderr: () => err, running: () => proc.exitCode === null && proc.signalCode === null };
 }
 
-export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string } = {}): Proc {
-  return spawnNode(name, WORKER_CLI, ['--connect', url, '--backend', 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
+/** A worker process on `opts.backend` (default wasm). */
+export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string; backend?: string } = {}): Proc {
+  const args = ['--connect', url, '--backend', opts.backend ?? 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'];
+  return spawnNode(name, WORKER_CLI, args, opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
 }
 
 /** SIGKILLs whatever still runs and waits until every process has exited. */
