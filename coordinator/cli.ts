@@ -77,8 +77,11 @@ function logger(flags: CommonFlags): Logger {
   return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator' });
 }
 
-/** Aborts on the first SIGINT/SIGTERM (graceful: checkpoint, stop workers); a second one exits at once. */
-function shutdownSignal(log: Logger, onForce: () => void): AbortSignal {
+/**
+ * Aborts on the first SIGINT/SIGTERM (graceful: `what` says what happens then); a second one
+ * exits at once. Installed before any long operation starts, the download included.
+ */
+function shutdownSignal(log: Logger, what: string, onForce: () => void = () => undefined): AbortSignal {
   const ctl = new AbortController();
   const handler = (sig: NodeJS.Signals): void => {
     if (ctl.signal.aborted) {
@@ -86,7 +89,7 @@ function shutdownSignal(log: Logger, onForce: () => void): AbortSignal {
       onForce();
       process.exit(130);
     }
-    log.info({ event: 'shutdown', signal: sig }, `${sig}: finishing the current step, writing a checkpoint and stopping (again to force)`);
+    log.info({ event: 'shutdown', signal: sig }, `${sig}: ${what} (again to force)`);
     ctl.abort();
   };
   process.on('SIGINT', handler);
@@ -94,11 +97,22 @@ function shutdownSignal(log: Logger, onForce: () => void): AbortSignal {
   return ctl.signal;
 }
 
-/** Downloads CIFAR-10 unless present, with a progress bar on a terminal. */
-async function fetchWithProgress(dir: string, log: Logger): Promise<void> {
+/**
+ * Downloads CIFAR-10 unless present, with a progress bar on a terminal. Returns false when
+ * `signal` stopped it (fetchCifar has then removed its temporary files).
+ */
+async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, url?: string): Promise<boolean> {
   const bar = createProgressBar(process.stderr, { label: 'CIFAR-10' });
-  const result = await fetchCifar({ dir, logger: log, onProgress: (received, total) => bar.update(received, total) });
-  if (result.downloaded) bar.done();
+  try {
+    const result = await fetchCifar({ dir, url, logger: log, signal, onProgress: (received, total) => bar.update(received, total) });
+    if (result.downloaded) bar.done();
+    return true;
+  } catch (err) {
+    if (!signal.aborted) throw err;
+    bar.done();
+    log.info({ event: 'stopped', dir }, 'download stopped; its temporary files were removed');
+    return false;
+  }
 }
 
 async function runStart(flags: StartFlags): Promise<number> {
@@ -107,11 +121,11 @@ async function runStart(flags: StartFlags): Promise<number> {
   }
   const log = logger(flags);
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
-  if (flags.fetchMissing) await fetchWithProgress(dataDir, log);
-  const backend = await loadBackend(flags.backend, log);
   let workers: LocalWorkers | undefined;
-  const signal = shutdownSignal(log, () => workers?.killNow());
+  const signal = shutdownSignal(log, 'stopping: a download is removed, training finishes the current step and writes a checkpoint', () => workers?.killNow());
   process.on('exit', () => workers?.killNow());
+  if (flags.fetchMissing && !(await fetchWithProgress(dataDir, log, signal))) return 130;
+  const backend = await loadBackend(flags.backend, log);
   const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined) ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);
   const result = await start({
     train: {
@@ -194,10 +208,18 @@ async function runPredict(flags: CommonFlags & { checkpoint: string; image?: str
   return 0;
 }
 
-async function runFetch(flags: { dir?: string; logLevel: LogLevel; logFormat: LogFormat }): Promise<number> {
+interface FetchFlags {
+  dir?: string;
+  url?: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+async function runFetch(flags: FetchFlags): Promise<number> {
   const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator' });
   const dir = resolveDataDir(flags.dir, process.env.FLOCK_DATA_DIR);
-  await fetchWithProgress(dir, log);
+  const signal = shutdownSignal(log, 'stopping the download and removing its temporary files');
+  if (!(await fetchWithProgress(dir, log, signal, flags.url))) return 130;
   console.log(`CIFAR-10 is ready in ${dir}`);
   return 0;
 }
@@ -205,7 +227,10 @@ async function runFetch(flags: { dir?: string; logLevel: LogLevel; logFormat: Lo
 function main(argv: string[]): void {
   const program = new Command('coordinator')
     .description('Flock coordinator: trains the CIFAR-10 bird/airplane CNNs with workers over WebSockets')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Commander's own errors (unknown flag, bad value, missing argument) throw instead of
+    // exiting 1, so that fail() maps them to exit 2; subcommands inherit this.
+    .exitOverride();
   common(program.command('start').description('train: wait for workers (or spawn local ones, or train in this process with --local)'))
     .option('--local', 'train in this process, no workers (the single-process reference)')
     .option('--host <host>', 'address to listen on (non-loopback requires --token or --insecure)', '127.0.0.1')
@@ -249,9 +274,10 @@ function main(argv: string[]): void {
     .action(async (flags: CommonFlags & { checkpoint: string; image?: string; index?: number }) => finish(await runPredict(flags)));
   program.command('fetch-data').description('download and verify CIFAR-10 (binary version, 162 MB)')
     .option('--dir <dir>', 'target folder (default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin)')
+    .option('--url <url>', 'where to download the archive from, e.g. a mirror (default the official URL; the MD5 is checked either way)')
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'json or pretty').choices(LOG_FORMATS).default('pretty'))
-    .action(async (flags: { dir?: string; logLevel: LogLevel; logFormat: LogFormat }) => finish(await runFetch(flags)));
+    .action(async (flags: FetchFlags) => finish(await runFetch(flags)));
   program.parseAsync(argv).catch(fail);
 }
 

@@ -121,7 +121,7 @@ async function download(
 }
 
 /** Extracts only regular files and folders under cifar-10-batches-bin/ into `into`. */
-async function extractArchive(archive: string, into: string): Promise<void> {
+export async function extractArchive(archive: string, into: string): Promise<void> {
   const wanted = (path: string): boolean => path.replace(/^\.\//, '').startsWith(`${ARCHIVE_FOLDER}/`);
   try {
     await extractTar({

@@ -1,6 +1,7 @@
 // Model-aware checks of what a worker returns: the protocol layer has already checked
 // types; here shapes must match the model, counts the assigned work, and values be finite,
-// so a buggy or hostile worker can never corrupt the coordinator's sum.
+// so no malformed result reaches the coordinator's sum. A finite, well-formed but wrong
+// gradient passes these checks (issue 12).
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';

@@ -1,7 +1,7 @@
 // What the command-line entry points share: parsers for numeric flags (a bad value fails at
 // parse time with a message naming the flag) and the mapping of failures to messages and
 // exit codes.
-import { InvalidArgumentError } from 'commander';
+import { CommanderError, InvalidArgumentError } from 'commander';
 import { ErrorCode, errorMessage, isFlockError } from './errors.js';
 
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER): (v: string) => number {
@@ -23,8 +23,11 @@ export function floatArg(min: number, max = Number.POSITIVE_INFINITY): (v: strin
 /**
  * The exit code for a failure, after printing it: 2 for bad options, 1 otherwise. Flock's
  * own errors already say what to do; anything else is unexpected and gets its stack.
+ * Commander's errors (with `exitOverride`) have been printed by commander: bad flags, bad
+ * values and missing arguments exit 2, help exits 0.
  */
 export function reportFailure(program: string, err: unknown, print: (line: string) => void): number {
+  if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
   if (isFlockError(err)) {
     print(`${program}: ${err.message} [${err.code}]`);
     return err.code === ErrorCode.BAD_OPTION ? 2 : 1;

@@ -1,15 +1,19 @@
-// The coordinator command line as users run it: real processes, real files.
+// The coordinator and worker command lines as users run them: real processes, real files.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { watch } from 'node:fs';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { COORDINATOR_CLI, WORKER_CLI, reap, spawnNode, type Proc } from './child-procs.js';
 import { pidExists, signalDescendant } from './signal-child.js';
 
-const CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
+const CLI = COORDINATOR_CLI;
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
@@ -57,11 +61,91 @@ describe('coordinator CLI', () => {
   });
 
   it('rejects bad flags with exit code 2 and says why', async () => {
-    const r = await coordinator(['start', '--local', '--epochs', 'zero']);
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--epochs/);
-    const m = await coordinator(['start', '--local', '--model', 'resnet']);
-    assert.match(m.stderr, /net-batchnorm/);
+    const cases: [string[], RegExp][] = [
+      [['start', '--local', '--epochs', 'zero'], /option '--epochs <n>' argument 'zero' is invalid/], // bad value
+      [['start', '--local', '--model', 'resnet'], /net-batchnorm/], // not one of the choices
+      [['start', '--no-such-flag'], /unknown option '--no-such-flag'/], // unknown flag
+      [['start', '--local', '--epochs'], /option '--epochs <n>' argument missing/], // missing argument
+      [['evaluate'], /required option '--checkpoint <file>' not specified/], // missing required option
+      [['fetch-data', '--dir'], /option '--dir <dir>' argument missing/],
+      [['no-such-command'], /unknown command 'no-such-command'/],
+      [[], /Usage: coordinator/], // no command
+      [['start', '--local', '--spawn-workers', '2'], /--local trains in this process.*\[ERR_BAD_OPTION\]/], // Flock's own check
+    ];
+    const runs = await Promise.all(cases.map(([args]) => coordinator(args)));
+    runs.forEach((r, i) => {
+      const [args, message] = cases[i]!;
+      assert.equal(r.code, 2, `coordinator ${args.join(' ')}: exit ${r.code}, stderr ${r.stderr}`);
+      assert.match(r.stderr, message, `coordinator ${args.join(' ')}`);
+    });
+    assert.equal((await coordinator(['start', '--help'])).code, 0);
+  });
+
+  it('the worker rejects bad flags with exit code 2 and says why', async () => {
+    const url = 'ws://127.0.0.1:9';
+    const cases: [string[], RegExp][] = [
+      [[], /required option '--connect <url>' not specified/], // missing required option
+      [['--connect'], /option '--connect <url>' argument missing/], // missing argument
+      [['--connect', url, '--no-such-flag'], /unknown option '--no-such-flag'/], // unknown flag
+      [['--connect', url, '--give-up-after', 'soon'], /option '--give-up-after <ms>' argument 'soon' is invalid/], // bad value
+      [['--connect', url, '--backend', 'abacus'], /Allowed choices are auto/], // not one of the choices
+      [['--connect', 'http://127.0.0.1:9'], /ws:\/\/ or wss:\/\/.*\[ERR_BAD_OPTION\]/], // Flock's own check
+    ];
+    const procs = cases.map(([args], i) => spawnNode(`worker-${i}`, WORKER_CLI, args));
+    const exits = await Promise.all(procs.map((p) => p.exited));
+    exits.forEach((e, i) => {
+      const [args, message] = cases[i]!;
+      assert.equal(e.code, 2, `worker ${args.join(' ')}: exit ${e.code}, stderr ${procs[i]!.stderr()}`);
+      assert.match(procs[i]!.stderr(), message, `worker ${args.join(' ')}`);
+    });
+  });
+
+  // The timeout only bounds a failure (a download that ignores the signal stalls forever).
+  it('fetch-data stopped by SIGINT mid-download exits 130 and leaves nothing behind', { timeout: 120_000 }, async () => {
+    // A server that promises 4 MB, sends 64 KB and then stalls until the client goes away.
+    const sent = 64 * 1024;
+    let clientGone!: () => void;
+    const gone = new Promise<void>((resolve) => (clientGone = resolve));
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-gzip', 'content-length': 4 * 1024 * 1024 });
+      res.write(Buffer.alloc(sent, 7));
+      res.on('close', clientGone);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const parent = await mkdtemp(join(root, 'fetch-int-'));
+    await writeFile(join(parent, 'keep.txt'), 'pre-existing');
+    const watcher = watch(parent);
+    let p: Proc | undefined;
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/cifar-10-binary.tar.gz`;
+      p = spawnNode('fetch-data', COORDINATOR_CLI, ['fetch-data', '--dir', join(parent, 'cifar-10-batches-bin'), '--url', url, '--log-format', 'json']);
+      // Interrupt once the partial archive holds everything the server sent (waiting on the folder, not a clock).
+      const partial = async (): Promise<string | undefined> => {
+        for (const f of await readdir(parent)) {
+          if (f.endsWith('.part') && (await stat(join(parent, f)).catch(() => undefined))?.size === sent) return f;
+        }
+        return undefined;
+      };
+      let part = await partial();
+      while (part === undefined) {
+        await Promise.race([once(watcher, 'change'), p.exited]);
+        assert.ok(p.running(), `fetch-data ended before the interrupt: ${p.output()}`);
+        part = await partial();
+      }
+      signalDescendant(p.proc.pid, 'SIGINT');
+      const exit = await p.exited;
+      assert.equal(exit.code, 130, p.output());
+      await gone; // the download's connection was closed, not left open
+      assert.ok(p.log.events.some((e) => e.event === 'shutdown' && e.signal === 'SIGINT'), p.output());
+      assert.ok(p.log.events.some((e) => e.event === 'stopped'), p.output());
+      assert.deepEqual(await readdir(parent), ['keep.txt'], `${part} or an extraction folder was left behind`);
+    } finally {
+      watcher.close();
+      if (p) await reap([p]);
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it('names fetch-data when the data folder is missing', async () => {

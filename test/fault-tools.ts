@@ -1,140 +1,25 @@
-// Tools for the fault-injection suite (faults.test.ts): a log recorder to wait on events,
-// real child processes (workers, the coordinator CLI) with their JSON logs parsed, scripted
-// misbehaving clients, a seeded frame fuzzer, and raw-socket clients that speak broken
-// WebSocket. Nothing here sleeps: everything waits on events.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Tools for the fault-injection suite (faults.test.ts): scripted misbehaving clients, seeded
+// frame fuzzers (with no work held, and against an open step) and raw-socket clients that
+// speak broken WebSocket. Log recording and child processes live in log-recorder.ts and
+// child-procs.ts. Nothing here sleeps: everything waits on events.
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { connect, type Socket } from 'node:net';
 import { Packr } from 'msgpackr';
-import pino, { type Logger } from 'pino';
 import WebSocket from 'ws';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
-import type { ModelSpec } from '../shared/models/spec.js';
+import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';
 import {
   CloseCode, MessageType, NORMAL_CLOSURE, PROTOCOL_VERSION, decode, encode, type AssignMessage, type CoordinatorMessage,
 } from '../shared/protocol.js';
 import { Rng } from '../shared/random.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 
-export const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
-export const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
-
 /** The standard close code ws sends when a message exceeds maxPayload. */
 export const MESSAGE_TOO_BIG = 1009;
 /** The standard close codes for WebSocket-level protocol errors and invalid UTF-8. */
 export const WS_PROTOCOL_ERROR = 1002;
 export const WS_INVALID_DATA = 1007;
-
-// ---- logs ------------------------------------------------------------------------------
-
-export interface LogEvent {
-  readonly event?: string;
-  readonly [key: string]: unknown;
-}
-
-/** Keeps every log record; `next` waits for one, `on` sees each as it is written (synchronously). */
-export class LogRecorder {
-  readonly events: LogEvent[] = [];
-  private readonly waiters = new Set<{ pred: (e: LogEvent) => boolean; resolve: (e: LogEvent) => void }>();
-  private readonly listeners = new Set<(e: LogEvent) => void>();
-
-  /** A pino logger at `level` whose records land here. */
-  logger(level: pino.Level = 'debug'): Logger {
-    return pino({ level }, { write: (line: string) => this.push(JSON.parse(line) as LogEvent) });
-  }
-
-  push(e: LogEvent): void {
-    this.events.push(e);
-    for (const l of [...this.listeners]) l(e);
-    for (const w of [...this.waiters]) {
-      if (w.pred(e)) {
-        this.waiters.delete(w);
-        w.resolve(e);
-      }
-    }
-  }
-
-  /** The first record (already written or still to come) that matches. */
-  next(pred: (e: LogEvent) => boolean): Promise<LogEvent> {
-    const seen = this.events.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve) => this.waiters.add({ pred, resolve }));
-  }
-
-  /** Calls `f` with every later record, inside the logging call; returns an unsubscribe. */
-  on(f: (e: LogEvent) => void): () => void {
-    this.listeners.add(f);
-    return () => this.listeners.delete(f);
-  }
-
-  filter(pred: (e: LogEvent) => boolean): LogEvent[] {
-    return this.events.filter(pred);
-  }
-}
-
-// ---- child processes --------------------------------------------------------------------
-
-export interface Proc {
-  readonly name: string;
-  readonly proc: ChildProcess;
-  /** Parsed JSON lines of its stdout. */
-  readonly log: LogRecorder;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Everything it wrote (stdout and stderr), for failure messages. */
-  output(): string;
-  running(): boolean;
-}
-
-/** Starts `node script ...args`; stdout JSON lines go to a LogRecorder. */
-export function spawnNode(name: string, script: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Proc {
-  // No token or data folder from the caller's environment leaks in; `env` may set them.
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'FLOCK_TOKEN' && k !== 'FLOCK_DATA_DIR'));
-  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...inherited, ...env } });
-  const log = new LogRecorder();
-  let out = '';
-  let pending = '';
-  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    pending += chunk;
-    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      if (line.startsWith('{')) {
-        try {
-          log.push(JSON.parse(line) as LogEvent);
-        } catch {
-          // not a log record
-        }
-      }
-    }
-  });
-  proc.stderr.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
-  return { name, proc, log, exited, output: () => out, running: () => proc.exitCode === null && proc.signalCode === null };
-}
-
-export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string } = {}): Proc {
-  return spawnNode(name, WORKER_CLI, ['--connect', url, '--backend', 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
-}
-
-/** SIGKILLs whatever still runs and waits until every process has exited. */
-export async function reap(procs: Iterable<Proc>): Promise<void> {
-  const all = [...procs];
-  for (const p of all) if (p.running()) p.proc.kill('SIGKILL');
-  await Promise.all(all.map((p) => p.exited));
-}
-
-/** A port that was free a moment ago (bind to 0, read it, close). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 // ---- frames -------------------------------------------------------------------------------
 
@@ -159,11 +44,6 @@ export function gradientFrame(model: ModelSpec, fields: { step: number; microBat
 
 /** Samples in a work unit. */
 export const unitCount = (indices: Uint8Array): number => indices.byteLength / 4;
-
-/** Bytes of the largest frame the coordinator accepts for `model` (see worker-pool.ts). */
-export function maxPayloadOf(model: ModelSpec, statChannels = 0): number {
-  return model.parameterCount * 4 + statChannels * 8 + 64 * 1024;
-}
 
 // ---- scripted clients -----------------------------------------------------------------
 
@@ -197,6 +77,8 @@ export interface ClientScript {
   readonly onAssign?: (ws: WebSocket, msg: AssignMessage) => void;
   /** Called once, on WELCOME. */
   readonly onWelcome?: (ws: WebSocket) => void;
+  /** Called on every ASSIGN after the first and on every EVALUATE. */
+  readonly onMoreWork?: (ws: WebSocket) => void;
   readonly autoPong?: boolean;
 }
 
@@ -230,6 +112,8 @@ export function scriptedClient(url: string, script: ClientScript): ScriptedClien
     } else if (msg.type === MessageType.ASSIGN && !assigned) {
       assigned = true;
       script.onAssign?.(ws, msg);
+    } else if (msg.type === MessageType.ASSIGN || msg.type === MessageType.EVALUATE) {
+      script.onMoreWork?.(ws);
     }
   });
   const outcome = new Promise<ClientOutcome>((resolve) => {
@@ -369,27 +253,158 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
 }
 
 /**
- * Close codes the coordinator may answer a frame with, sent by a worker that has said hello
- * (from what the protocol's own decoder makes of it).
+ * Close codes the coordinator must answer a frame with, sent by a worker that has said hello
+ * and holds no work. Where the fuzzer's kind decides the answer, it comes from the kind alone:
+ * text frames, maps that are not a worker message type, deep nesting and gradients of any
+ * byte length are protocol violations (4000: a connection that holds no work has no result
+ * to give), another version is 4001. Random bytes, truncations, bit flips and mutated or
+ * missing fields can turn into anything, so there the protocol's own decoder says what the
+ * frame became; even then a gradient or evaluation result is 4000, never 4003, because the
+ * sender holds no unit.
  */
 export function expectedCloseCodes(frame: FuzzFrame): number[] {
   if (typeof frame.data === 'string') return [CloseCode.PROTOCOL];
+  switch (frame.kind) {
+    case 'wrong-version':
+      return [CloseCode.PROTOCOL_VERSION];
+    case 'unknown-type':
+    case 'wrong-byte-length':
+    case 'not-a-map':
+    case 'deep-nesting':
+      return [CloseCode.PROTOCOL];
+  }
   try {
     const msg = decode(frame.data, 'worker');
     switch (msg.type) {
       case MessageType.HELLO:
-        return [CloseCode.PROTOCOL];
+        return [CloseCode.PROTOCOL]; // a second hello
       case MessageType.FAILURE:
         return [NORMAL_CLOSURE];
       case MessageType.GRADIENT:
       case MessageType.EVALUATION:
-        // Not the open step or unit (4000), or the open one with bad contents (4003).
-        return [CloseCode.PROTOCOL, CloseCode.BAD_GRADIENT];
+        return [CloseCode.PROTOCOL];
     }
   } catch (err) {
     if (isFlockError(err, ErrorCode.PROTOCOL_VERSION)) return [CloseCode.PROTOCOL_VERSION];
     if (isFlockError(err, ErrorCode.PROTOCOL)) return [CloseCode.PROTOCOL];
     throw err;
+  }
+}
+
+// ---- fuzzing an open step ------------------------------------------------------------------
+
+/**
+ * A gradient result for `unit` of an assignment that the coordinator would accept: the model's
+ * shapes, finite values, the assigned sample count. (Its values are random, not computed: a
+ * finite, well-formed but wrong gradient is not detected today, see the README. Only mutated
+ * copies of it are ever sent.)
+ */
+export function wellFormedGradient(model: ModelSpec, step: number, unit: { id: number; count: number }, rng: Rng): Record<string, unknown> {
+  return {
+    v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step, microBatch: unit.id,
+    grads: model.params.map((p) => float32ToBytes(Float32Array.from({ length: p.size }, () => rng.uniform(-0.1, 0.1)))),
+    lossSum: unit.count * 0.7, correct: 0, count: unit.count,
+    batchStats: batchNormLayers(model).map((l) => ({ mean: float32ToBytes(new Float32Array(l.channels)), variance: float32ToBytes(new Float32Array(l.channels).fill(1)) })),
+    computeMs: 1,
+  };
+}
+
+/** What the open-step fuzzer does to a well-formed result, and the close codes that must follow. */
+export interface GradientMutation {
+  readonly kind: string;
+  /** Known from the mutation alone, not from the production decoder. */
+  readonly codes: readonly number[];
+  readonly data: Uint8Array;
+}
+
+/** Every mutation kind, in the order the fuzzer cycles through them. */
+export const GRADIENT_MUTATIONS = [
+  'nan-value', 'infinite-value', 'too-few-values', 'too-many-values', 'ragged-bytes', 'missing-tensor', 'extra-tensor',
+  'wrong-count', 'correct-over-count', 'negative-loss', 'non-finite-loss', 'other-step', 'foreign-unit', 'extra-batch-stats',
+  'wrong-version', 'wrong-field-type', 'missing-field', 'truncated', 'negative-compute-time', 'oversized',
+] as const;
+export type GradientMutationKind = (typeof GRADIENT_MUTATIONS)[number];
+
+const withTensor = (grads: Uint8Array[], k: number, t: Uint8Array): Uint8Array[] => grads.map((g, i) => (i === k ? t : g));
+
+/**
+ * `base` (from wellFormedGradient, for a unit the connection holds in the open step) changed
+ * by `kind`. Each mutation makes the frame invalid on its own, so none may ever be summed:
+ * broken msgpack, a field of the wrong type or range, or an unknown version are protocol
+ * errors (4000, 4001) of the decoder; a step or unit the sender does not hold is 4000;
+ * well-typed contents that do not fit the model or the assignment (shapes, NaN, counts,
+ * statistics) are a bad gradient (4003); a frame over `maxPayload` is ws's 1009.
+ */
+export function mutateGradient(kind: GradientMutationKind, base: Record<string, unknown>, ctx: { model: ModelSpec; unitIds: readonly number[]; maxPayload: number }, rng: Rng): GradientMutation {
+  const grads = base.grads as Uint8Array[];
+  const k = rng.int(grads.length);
+  const floats = (n: number, fill: () => number): Uint8Array => float32ToBytes(Float32Array.from({ length: n }, fill));
+  const size = (i: number): number => grads[i]!.byteLength / 4;
+  const count = base.count as number;
+  const frame = (fields: Record<string, unknown>): Uint8Array => rawFrame({ ...base, ...fields });
+  const m = (codes: number[], data: Uint8Array): GradientMutation => ({ kind, codes, data });
+  switch (kind) {
+    case 'nan-value':
+    case 'infinite-value': {
+      const values = new Float32Array(grads[k]!.slice().buffer);
+      values[rng.int(values.length)] = kind === 'nan-value' ? Number.NaN : pick(rng, [Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]);
+      return m([CloseCode.BAD_GRADIENT], frame({ grads: withTensor(grads, k, float32ToBytes(values)) }));
+    }
+    case 'too-few-values':
+      return m([CloseCode.BAD_GRADIENT], frame({ grads: withTensor(grads, k, floats(Math.max(0, size(k) - 1 - rng.int(16)), () => 0.01)) }));
+    case 'too-many-values':
+      return m([CloseCode.BAD_GRADIENT], frame({ grads: withTensor(grads, k, floats(size(k) + 1 + rng.int(16), () => 0.01)) }));
+    case 'ragged-bytes': {
+      const t = new Uint8Array(grads[k]!.byteLength + 1 + rng.int(3));
+      t.set(grads[k]!);
+      return m([CloseCode.PROTOCOL], frame({ grads: withTensor(grads, k, t) }));
+    }
+    case 'missing-tensor':
+      return m([CloseCode.BAD_GRADIENT], frame({ grads: grads.filter((_, i) => i !== k) }));
+    case 'extra-tensor':
+      return m([CloseCode.BAD_GRADIENT], frame({ grads: [...grads, floats(1 + rng.int(8), () => 0.01)] }));
+    case 'wrong-count': {
+      const counts = [count + 1, count + 1 + rng.int(100), ...(count > 0 ? [count - 1, 0] : [])];
+      return m([CloseCode.BAD_GRADIENT], frame({ count: pick(rng, counts), correct: 0 }));
+    }
+    case 'correct-over-count':
+      return m([CloseCode.PROTOCOL], frame({ correct: count + 1 + rng.int(5) }));
+    case 'negative-loss':
+      return m([CloseCode.BAD_GRADIENT], frame({ lossSum: -(0.001 + rng.uniform(0, 5)) }));
+    case 'non-finite-loss':
+      return m([CloseCode.PROTOCOL], frame({ lossSum: pick(rng, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) }));
+    case 'other-step': {
+      const step = base.step as number;
+      return m([CloseCode.PROTOCOL], frame({ step: pick(rng, [step + 1, step + 2 + rng.int(1000), ...(step > 0 ? [step - 1] : [])]) }));
+    }
+    case 'foreign-unit': {
+      const held = new Set(ctx.unitIds);
+      const others = Array.from({ length: 64 }, (_, i) => i).filter((i) => !held.has(i));
+      return m([CloseCode.PROTOCOL], frame({ microBatch: pick(rng, [pick(rng, others), 2 ** 31, 2 ** 40]) }));
+    }
+    case 'extra-batch-stats': {
+      const stats = base.batchStats as unknown[];
+      const c = 1 + rng.int(8);
+      return m([CloseCode.BAD_GRADIENT], frame({ batchStats: [...stats, { mean: floats(c, () => 0), variance: floats(c, () => 1) }] }));
+    }
+    case 'wrong-version':
+      return m([CloseCode.PROTOCOL_VERSION], frame({ v: pick(rng, [0, PROTOCOL_VERSION + 1, 255]) }));
+    case 'wrong-field-type': {
+      const key = pick(rng, ['step', 'microBatch', 'grads', 'lossSum', 'correct', 'count', 'batchStats', 'computeMs']);
+      return m([CloseCode.PROTOCOL], frame({ [key]: pick(rng, ['x', null, true, { a: 1 }]) }));
+    }
+    case 'missing-field': {
+      const drop = pick(rng, ['t', 'step', 'microBatch', 'grads', 'lossSum', 'correct', 'count', 'batchStats', 'computeMs']);
+      return m([CloseCode.PROTOCOL], rawFrame(Object.fromEntries(Object.entries(base).filter(([key]) => key !== drop))));
+    }
+    case 'truncated': {
+      const full = rawFrame(base);
+      return m([CloseCode.PROTOCOL], full.slice(0, 1 + rng.int(full.byteLength - 1)));
+    }
+    case 'negative-compute-time':
+      return m([CloseCode.PROTOCOL], frame({ computeMs: -(1 + rng.int(1000)) }));
+    case 'oversized':
+      return m([MESSAGE_TOO_BIG], frame({ grads: withTensor(grads, k, floats(ctx.maxPayload / 4 + 1 + rng.int(1024), () => 0.01)) }));
   }
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import pino from 'pino';
 import { c as createTar } from 'tar';
-import { fetchCifar } from '../coordinator/fetch-data.js';
+import { extractArchive, fetchCifar } from '../coordinator/fetch-data.js';
 import { createProgressBar, formatProgress } from '../coordinator/progress-bar.js';
-import { loadCifar } from '../shared/data/cifar.js';
+import { CIFAR_FILES, loadCifar } from '../shared/data/cifar.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { isFlockError } from '../shared/errors.js';
 
@@ -29,6 +29,9 @@ function isCode(code: string, ...parts: string[]): (err: unknown) => boolean {
 void describe('fetchCifar against a local HTTP server', () => {
   let root: string;
   let archive: Buffer;
+  let archivePath: string;
+  /** The regular files of the archive's cifar-10-batches-bin/ (not the symlink). */
+  let dataFiles: string[];
   let partial: Buffer;
   let md5: string;
   let server: Server;
@@ -41,8 +44,12 @@ void describe('fetchCifar against a local HTTP server', () => {
     root = await mkdtemp(join(tmpdir(), 'flock-fetch-'));
     const src = join(root, 'src');
     await writeSyntheticCifar(join(src, 'cifar-10-batches-bin'), { trainPerFile: 20, testCount: 20, seed: 7 });
+    // Beside the data: a file outside the folder, and a symlink inside it that points out of it.
     await writeFile(join(src, 'outside.txt'), 'not part of the data set');
-    const archivePath = join(root, 'cifar-10-binary.tar.gz');
+    dataFiles = (await readdir(join(src, 'cifar-10-batches-bin'))).sort();
+    assert.ok(CIFAR_FILES.every((f) => dataFiles.includes(f)));
+    await symlink('../outside.txt', join(src, 'cifar-10-batches-bin', 'escape.txt'));
+    archivePath = join(root, 'cifar-10-binary.tar.gz');
     await createTar({ gzip: true, file: archivePath, cwd: src }, ['cifar-10-batches-bin', 'outside.txt']);
     archive = await readFile(archivePath);
     md5 = createHash('md5').update(archive).digest('hex');
@@ -107,6 +114,19 @@ void describe('fetchCifar against a local HTTP server', () => {
     assert.equal(again.downloaded, false);
     assert.deepEqual(requests, ['/cifar-10-binary.tar.gz']);
     assert.equal((await stat(join(target, 'test_batch.bin'))).mtimeMs, before);
+  });
+
+  void test('extracts only the regular files of cifar-10-batches-bin/: outside.txt and the symlink are left out', async () => {
+    const into = await mkdtemp(join(parent, 'extract-'));
+    await extractArchive(archivePath, into);
+    assert.deepEqual(await readdir(into), ['cifar-10-batches-bin']);
+    const files = await readdir(join(into, 'cifar-10-batches-bin'));
+    assert.ok(!files.includes('escape.txt'), 'the symlink was extracted');
+    assert.deepEqual(files.sort(), dataFiles);
+    // And through fetchCifar: nothing of outside.txt anywhere under the parent folder.
+    await fetchCifar({ dir: target, url: `${base}/cifar-10-binary.tar.gz`, md5, logger });
+    assert.deepEqual((await readdir(target)).sort(), dataFiles);
+    assert.ok(!(await readdir(parent, { recursive: true })).some((f) => f.endsWith('outside.txt') || f.endsWith('escape.txt')));
   });
 
   void test('creates missing parent folders, and removes them again on failure', async () => {

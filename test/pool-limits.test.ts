@@ -23,7 +23,8 @@ import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.
 import { planEpoch, validationChunks } from '../shared/training/schedule.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import { Worker } from '../worker/worker.js';
-import { LogRecorder, helloFrame, wsFrame } from './fault-tools.js';
+import { helloFrame, wsFrame } from './fault-tools.js';
+import { LogRecorder } from './log-recorder.js';
 import WebSocket from 'ws';
 import { silentLogger, trainingBackend } from './helpers.js';
 

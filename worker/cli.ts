@@ -98,6 +98,8 @@ function main(argv: string[]): void {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'))
     .showHelpAfterError()
+    // Commander's own errors throw instead of exiting 1; fail() maps them to exit 2.
+    .exitOverride()
     .action(async (flags: WorkerFlags) => {
       process.exitCode = await run(flags);
     });
