@@ -18,6 +18,15 @@ import { float32ToBytes } from '../shared/tensor-codec.js';
 import { dropoutSeed } from '../shared/training/schedule.js';
 import type { SampleCache, SplitStores } from './sample-cache.js';
 
+/**
+ * Client frames must carry a mask key (RFC 6455), which exists so that script in a browser
+ * cannot craft bytes that confuse proxies. A worker is not browser script: an all-zero key
+ * lets ws send each gradient as it is instead of XOR-copying 72 KB+ per micro-batch.
+ */
+const zeroMask = (mask: Buffer): void => {
+  mask.fill(0);
+};
+
 /** How a session ended, when it was not a fatal error (those reject). */
 export type SessionEnd =
   | { readonly kind: 'stopped'; readonly reason: string }
@@ -74,7 +83,7 @@ export class Session {
     return new Promise<SessionEnd>((resolve, reject) => {
       this.settle = { resolve, reject };
       const headers = this.opts.token !== undefined ? { Authorization: `Bearer ${this.opts.token}` } : undefined;
-      const ws = new WebSocket(this.opts.url, { headers, ca: this.opts.ca, perMessageDeflate: false, handshakeTimeout: 30_000 });
+      const ws = new WebSocket(this.opts.url, { headers, ca: this.opts.ca, perMessageDeflate: false, handshakeTimeout: 30_000, generateMask: zeroMask });
       this.ws = ws;
       ws.on('open', () => this.onOpen());
       ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(data, isBinary));
