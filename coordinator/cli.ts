@@ -24,6 +24,10 @@ import { LocalExecutor } from './local-executor.js';
 import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
+import { loadDashboardAssets } from './dashboard/assets.js';
+import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './dashboard/http-routes.js';
+import { createRunMetrics } from './dashboard/prometheus.js';
+import { RunMonitor } from './dashboard/run-monitor.js';
 
 interface CommonFlags {
   backend: BackendRequest;
@@ -64,6 +68,7 @@ interface StartFlags extends CommonFlags {
   headersTimeoutMs: number;
   maxConnections: number;
   maxPending: number;
+  http: boolean;
 }
 
 const common = (cmd: Command): Command =>
@@ -71,10 +76,10 @@ const common = (cmd: Command): Command =>
     .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else webgpu on a hardware GPU adapter, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data-dir <dir>', 'CIFAR-10 binary folder (cifar-10-batches-bin); default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin')
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
-    .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'));
+    .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise; json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('auto'));
 
-function logger(flags: CommonFlags): Logger {
-  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator' });
+function logger(flags: CommonFlags, tap?: (line: string) => void): Logger {
+  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: process.stdout.isTTY === true, tap });
 }
 
 /** Aborts on the first SIGINT/SIGTERM (graceful: checkpoint, stop workers); a second one exits at once. */
@@ -101,11 +106,27 @@ async function fetchWithProgress(dir: string, log: Logger): Promise<void> {
   if (result.downloaded) bar.done();
 }
 
+/** The dashboard's routes and metrics for the pool's HTTP server. */
+async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions): Promise<{ handle: HttpHandler; close(): void }> {
+  const assets = await loadDashboardAssets();
+  const metrics = createRunMetrics(monitor);
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets });
+  return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
+}
+
+/** Logs where the page is; a generated token is shown only on a terminal (never in a log file). */
+function announceDashboard(log: Logger, wsUrl: string, token: string | undefined, generated: boolean): void {
+  const url = `${wsUrl.replace(/^ws/, 'http')}/`;
+  log.info({ event: 'dashboard', url, metrics: `${url}metrics` }, `dashboard on ${url}` + (token ? ' (open it with ?token=<token>)' : ''));
+  if (token && generated && process.stderr.isTTY) console.error(`dashboard: ${url}?token=${token}`);
+}
+
 async function runStart(flags: StartFlags): Promise<number> {
   if (flags.local && (flags.spawnWorkers > 0 || flags.workers > 1)) {
     throw new FlockError(ErrorCode.BAD_OPTION, '--local trains in this process: leave out --spawn-workers and --workers, or drop --local');
   }
-  const log = logger(flags);
+  const monitor = new RunMonitor();
+  const log = logger(flags, flags.http && !flags.local ? monitor.ingestLine : undefined);
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
   if (flags.fetchMissing) await fetchWithProgress(dataDir, log);
   const backend = await loadBackend(flags.backend, log);
@@ -113,6 +134,8 @@ async function runStart(flags: StartFlags): Promise<number> {
   const signal = shutdownSignal(log, () => workers?.killNow());
   process.on('exit', () => workers?.killNow());
   const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined) ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);
+  let pool: WorkerPool | undefined;
+  let microBatch = 1;
   const result = await start({
     train: {
       model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
@@ -128,6 +151,10 @@ async function runStart(flags: StartFlags): Promise<number> {
     clock: systemClock,
     signal,
     backend,
+    onStep: (p) => {
+      monitor.step(p);
+      if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
+    },
     executor: async ({ train, validation, resolve }) => {
       if (flags.local) {
         const config = resolve(1);
@@ -138,19 +165,23 @@ async function runStart(flags: StartFlags): Promise<number> {
       const config = resolve(expected);
       const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
-      const pool = await WorkerPool.listen({
+      microBatch = config.microBatch;
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }) : undefined;
+      pool = await WorkerPool.listen({
         host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
         heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
         maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
         maxConnections: flags.maxConnections, maxPending: flags.maxPending,
         minWorkers: flags.minWorkers ?? 1,
-      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle });
+      if (dashboard) announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
       if (flags.spawnWorkers > 0) {
         workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
         workers.start();
       }
       await pool.waitForWorkers(expected, signal);
-      return { executor: pool, config, close: async () => { await pool.close(); await workers?.stop(); } };
+      const running = pool;
+      return { executor: pool, config, close: async () => { dashboard?.close(); await running.close(); await workers?.stop(); } };
     },
   });
   if (!result.completed) {
@@ -238,6 +269,7 @@ function main(argv: string[]): void {
     .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
     .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
+    .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426)')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
   common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))
     .requiredOption('--checkpoint <file>', 'a checkpoint file (checkpoints/checkpoint-*.flock)')
