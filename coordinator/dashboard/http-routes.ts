@@ -48,7 +48,8 @@ export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** The request handler; `close()` ends open event streams. */
 export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps): { handle: HttpHandler; close(): void } {
-  const streams = new Set<ServerResponse>();
+  /** Open event streams and how each stops following the monitor. */
+  const streams = new Map<ServerResponse, () => void>();
   const session = opts.token === undefined ? undefined : sessionValue(opts.token);
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
@@ -64,17 +65,19 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
   const events = (req: IncomingMessage, res: ServerResponse): void => {
     res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream', Connection: 'keep-alive' });
     const write = (type: string, data: unknown): void => {
-      res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+      if (!res.writableEnded && !res.destroyed) res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
     };
     write('snapshot', deps.monitor.snapshot());
     const onUpdate = (u: RunUpdate): void => write('update', u);
     deps.monitor.on('update', onUpdate);
-    streams.add(res);
-    req.socket.setTimeout(0);
-    res.on('close', () => {
+    const stop = (): void => {
       deps.monitor.off('update', onUpdate);
       streams.delete(res);
-    });
+    };
+    streams.set(res, stop);
+    req.socket.setTimeout(0);
+    res.on('error', stop);
+    res.on('close', stop);
   };
 
   const handle: HttpHandler = (req, res) => {
@@ -84,6 +87,7 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
     const url = { pathname: q < 0 ? target : target.slice(0, q), searchParams: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)) };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { Allow: 'GET, HEAD' });
     if (url.pathname === '/healthz') return send(res, 200, 'text/plain', 'ok\n');
+    if (url.pathname === '/favicon.ico') return send(res, 204, 'image/x-icon', '');
     if (url.pathname === '/' && opts.token !== undefined && session !== undefined && url.searchParams.has('token')) {
       if (!tokenMatches(opts.token, `Bearer ${url.searchParams.get('token') ?? ''}`)) return send(res, 401, 'text/plain', 'wrong token\n', { 'WWW-Authenticate': 'Bearer' });
       const secure = opts.tls ? '; Secure' : '';
@@ -120,8 +124,10 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
   return {
     handle,
     close: () => {
-      for (const res of streams) res.end();
-      streams.clear();
+      for (const [res, stop] of [...streams]) {
+        stop();
+        res.end();
+      }
     },
   };
 }
