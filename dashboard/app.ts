@@ -95,7 +95,7 @@ function main(): void {
   const renderConfig = (): void => {
     const rows = Object.entries(state.config ?? {}).map(([k, v]) => {
       const tr = el('tr');
-      tr.append(el('th', {}, k), el('td', {}, typeof v === 'object' ? JSON.stringify(v) : String(v)));
+      tr.append(el('th', {}, k), el('td', {}, typeof v === 'string' ? v : JSON.stringify(v)));
       return tr;
     });
     configTable.replaceChildren(...rows);

@@ -34,7 +34,7 @@ export function runCli(script: string, args: string[]): Proc {
     },
     exited: new Promise((resolve) => child.on('close', (code) => resolve(code))),
   };
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
     pending += chunk;
     let nl: number;
     while ((nl = pending.indexOf('\n')) >= 0) {
@@ -49,7 +49,7 @@ export function runCli(script: string, args: string[]): Proc {
       }
     }
   });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (proc.stderr += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (proc.stderr += chunk));
   return proc;
 }
 
