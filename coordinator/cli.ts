@@ -11,7 +11,7 @@ import { systemClock } from '../shared/clock.js';
 import { loadCifar, resolveDataDir } from '../shared/data/cifar.js';
 import { readImagePng } from '../shared/data/image-file.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
-import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
+import { LOG_FORMATS, LOG_LEVELS, createLogger, resolveLogFormat, type LogFormat, type LogLevel } from '../shared/logger.js';
 import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
@@ -28,6 +28,7 @@ import { loadDashboardAssets } from './dashboard/assets.js';
 import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './dashboard/http-routes.js';
 import { createRunMetrics } from './dashboard/prometheus.js';
 import { RunMonitor } from './dashboard/run-monitor.js';
+import { StatusLine } from './status-line.js';
 
 interface CommonFlags {
   backend: BackendRequest;
@@ -78,8 +79,8 @@ const common = (cmd: Command): Command =>
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise; json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('auto'));
 
-function logger(flags: CommonFlags, tap?: (line: string) => void): Logger {
-  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: process.stdout.isTTY === true, tap });
+function logger(flags: CommonFlags): Logger {
+  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: process.stdout.isTTY === true });
 }
 
 /** Aborts on the first SIGINT/SIGTERM (graceful: checkpoint, stop workers); a second one exits at once. */
@@ -126,7 +127,12 @@ async function runStart(flags: StartFlags): Promise<number> {
     throw new FlockError(ErrorCode.BAD_OPTION, '--local trains in this process: leave out --spawn-workers and --workers, or drop --local');
   }
   const monitor = new RunMonitor();
-  const log = logger(flags, flags.http && !flags.local ? monitor.ingestLine : undefined);
+  const tty = process.stdout.isTTY === true;
+  // The live status line only accompanies pretty lines on a terminal, never JSON.
+  const status = tty && resolveLogFormat(flags.logFormat, tty) === 'pretty' ? new StatusLine(process.stdout, monitor) : undefined;
+  const follow = status !== undefined || (flags.http && !flags.local);
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: tty, destination: status?.stream(), tap: follow ? monitor.ingestLine : undefined });
+  process.on('exit', () => status?.close());
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
   if (flags.fetchMissing) await fetchWithProgress(dataDir, log);
   const backend = await loadBackend(flags.backend, log);

@@ -31,7 +31,8 @@ export function createLogger(opts: LoggerOptions): Logger {
   const format = resolveLogFormat(opts.format, opts.isTTY ?? false);
   const out = opts.destination ?? pino.destination({ sync: true });
   const main: DestinationStream = format === 'pretty'
-    ? pretty({ colorize: opts.isTTY ?? false, singleLine: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname', destination: out, sync: true })
+    // `auto` on a terminal shows the message only (it says it all); `pretty` keeps the fields.
+    ? pretty({ colorize: opts.isTTY ?? false, singleLine: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname', hideObject: opts.format === 'auto', destination: out, sync: true })
     : out;
   if (!opts.tap || opts.level === 'silent') return pino(base, main);
   const tap = opts.tap;
