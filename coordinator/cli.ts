@@ -2,7 +2,7 @@
 // The `coordinator` command line: parses flags and environment, builds the objects,
 // prints results, and maps failures to exit codes. No training logic lives here.
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
@@ -29,6 +29,10 @@ import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './da
 import { createRunMetrics } from './dashboard/prometheus.js';
 import { RunMonitor } from './dashboard/run-monitor.js';
 import { StatusLine } from './status-line.js';
+import { serveDashboard } from './dashboard/serve.js';
+import { curvesOf } from './report/curves.js';
+import { renderPanels } from './report/render-png.js';
+import { replayLog } from './report/run-log.js';
 
 interface CommonFlags {
   backend: BackendRequest;
@@ -239,6 +243,26 @@ async function runFetch(flags: { dir?: string; logLevel: LogLevel; logFormat: Lo
   return 0;
 }
 
+async function runReport(flags: { log: string[]; out: string; width: number; height: number }): Promise<number> {
+  const runs = await Promise.all(flags.log.map(async (file) => (await replayLog(file)).snapshot()));
+  const { png } = renderPanels(curvesOf(runs), { width: flags.width, height: flags.height });
+  await writeFile(flags.out, png);
+  console.log(`wrote ${flags.out} (${flags.width}x${flags.height}: loss, accuracy and images/s per epoch of ${runs.map((r) => `${r.label}, ${r.epochs.length} epochs`).join('; ')})`);
+  return 0;
+}
+
+async function runDashboard(flags: { log: string; host: string; port: number; token?: string }): Promise<number> {
+  const monitor = await replayLog(flags.log);
+  const served = await serveDashboard(monitor, { host: flags.host, port: flags.port, token: flags.token ?? (process.env.FLOCK_TOKEN || undefined) });
+  console.log(`dashboard of ${flags.log} on ${served.url} (Ctrl-C to stop)`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await served.close();
+  return 0;
+}
+
 function main(argv: string[]): void {
   const program = new Command('coordinator')
     .description('Flock coordinator: trains the CIFAR-10 bird/airplane CNNs with workers over WebSockets')
@@ -290,6 +314,18 @@ function main(argv: string[]): void {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'json or pretty').choices(LOG_FORMATS).default('pretty'))
     .action(async (flags: { dir?: string; logLevel: LogLevel; logFormat: LogFormat }) => finish(await runFetch(flags)));
+  program.command('report').description('draw the loss, accuracy and images/s curves of finished runs into a PNG')
+    .requiredOption('--log <file...>', 'JSON log(s) of `coordinator start`; several are overlaid')
+    .requiredOption('--out <file>', 'PNG to write, e.g. curves.png')
+    .option('--width <px>', 'image width', intArg(300, 8000), 1200)
+    .option('--height <px>', 'image height', intArg(150, 8000), 400)
+    .action(async (flags: { log: string[]; out: string; width: number; height: number }) => finish(await runReport(flags)));
+  program.command('dashboard').description('serve the dashboard page of a finished run from its JSON log')
+    .requiredOption('--log <file>', 'JSON log of `coordinator start`')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port; 0 picks a free one', intArg(0, 65535), 8080)
+    .option('--token <token>', 'require this token (default $FLOCK_TOKEN; none on loopback)')
+    .action(async (flags: { log: string; host: string; port: number; token?: string }) => finish(await runDashboard(flags)));
   program.parseAsync(argv).catch(fail);
 }
 
