@@ -10,6 +10,7 @@ import { applyUpdate, emptySnapshot, type RunSnapshot, type RunUpdate } from '..
 
 const MAX_STEPS = 5000;
 const MAX_EVENTS = 500;
+const REDRAW_MS = 500;
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text = ''): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -36,9 +37,10 @@ function chart(parent: HTMLElement, id: string, title: string, xLabel: string, s
   const box = el('section', { class: 'chart', id });
   parent.append(box);
   const plot = new uPlot({
-    title, width: 460, height: 240,
+    title, width: 410, height: 240,
     scales: { x: { time: false } },
-    axes: [{ label: xLabel }, {}],
+    // Epochs and steps are whole numbers: no ticks in between.
+    axes: [{ label: xLabel, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000] }, {}],
     series: [{ label: xLabel }, ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, points: { show: true, size: 5 } }))],
   }, data(), box);
   return { plot, data };
@@ -124,15 +126,16 @@ function main(): void {
     renderHeader();
   };
 
-  // Redraws at most once per animation frame, however fast updates arrive.
+  // Redraws at most every REDRAW_MS however fast steps arrive, so a browser on the same
+  // machine as the run takes little CPU from it.
   let pending = false;
   const schedule = (): void => {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => {
+    setTimeout(() => requestAnimationFrame(() => {
       pending = false;
       renderAll();
-    });
+    }), REDRAW_MS);
   };
 
   const source = new EventSource('/events');

@@ -139,11 +139,16 @@ describe('coordinator HTTP: dashboard, metrics, access', () => {
       await page.goto(`${run.http}/?token=${TOKEN}`, { waitUntil: 'load' });
       assert.equal(new URL(page.url()).search, '', 'the token is dropped from the address bar');
       await page.waitForSelector('#app[data-connected="true"]');
-      const bothWorkers = page.waitForSelector('#app[data-workers="2"]', { timeout: 120_000 });
+      // Both workers listed (they stay listed, as gone, after the run ends).
+      const bothWorkers = page.waitForFunction(() => (document.getElementById('app')?.dataset.workerNames ?? '').split(',').sort().join() === 'w1,w2', { timeout: 120_000 });
       workers = run.workers();
       await bothWorkers;
-      const firstEpoch = page.waitForSelector('#app[data-epochs="1"]', { timeout: 120_000 });
-      await firstEpoch;
+      // During the run: as many points as finished epochs (the page redraws twice a second).
+      await page.waitForFunction(() => Number(document.getElementById('app')?.dataset.epochs) >= 1, { timeout: 120_000 });
+      const during = await page.$eval('#app', (el) => ({ ...(el as HTMLElement).dataset }));
+      const seen = Number(during.epochs);
+      assert.ok(seen <= epochRecords(run.coordinator).length);
+      assert.equal(during.validationAccuracy, epochRecords(run.coordinator).slice(0, seen).map((e) => e.valAccuracy).join(','));
       await page.waitForSelector('#app[data-final-accuracy]', { timeout: 120_000 });
       assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
       const data = await page.$eval('#app', (el) => ({ ...(el as HTMLElement).dataset }));
