@@ -251,10 +251,12 @@ async function runReport(flags: { log: string[]; out: string; width: number; hei
   return 0;
 }
 
-async function runDashboard(flags: { log: string; host: string; port: number; token?: string }): Promise<number> {
-  const monitor = await replayLog(flags.log);
+async function runDashboard(flags: { log: string[]; host: string; port: number; token?: string }): Promise<number> {
+  const [monitor, ...others] = await Promise.all(flags.log.map((file) => replayLog(file)));
+  if (!monitor) throw new FlockError(ErrorCode.BAD_OPTION, 'give at least one --log');
+  monitor.compareWith(others.map((m) => m.snapshot()));
   const served = await serveDashboard(monitor, { host: flags.host, port: flags.port, token: flags.token ?? (process.env.FLOCK_TOKEN || undefined) });
-  console.log(`dashboard of ${flags.log} on ${served.url} (Ctrl-C to stop)`);
+  console.log(`dashboard of ${flags.log.join(', ')} on ${served.url} (Ctrl-C to stop)`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
@@ -321,11 +323,11 @@ function main(argv: string[]): void {
     .option('--height <px>', 'image height', intArg(150, 8000), 400)
     .action(async (flags: { log: string[]; out: string; width: number; height: number }) => finish(await runReport(flags)));
   program.command('dashboard').description('serve the dashboard page of a finished run from its JSON log')
-    .requiredOption('--log <file>', 'JSON log of `coordinator start`')
+    .requiredOption('--log <file...>', 'JSON log(s) of `coordinator start`; the epoch curves of the second and later are overlaid on the first\'s')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port; 0 picks a free one', intArg(0, 65535), 8080)
     .option('--token <token>', 'require this token (default $FLOCK_TOKEN; none on loopback)')
-    .action(async (flags: { log: string; host: string; port: number; token?: string }) => finish(await runDashboard(flags)));
+    .action(async (flags: { log: string[]; host: string; port: number; token?: string }) => finish(await runDashboard(flags)));
   program.parseAsync(argv).catch(fail);
 }
 

@@ -6,7 +6,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './app.css';
-import { applyUpdate, emptySnapshot, type RunSnapshot, type RunUpdate } from '../coordinator/dashboard/run-state.js';
+import { applyUpdate, emptySnapshot, type EpochPoint, type RunSnapshot, type RunUpdate } from '../coordinator/dashboard/run-state.js';
 
 const MAX_STEPS = 5000;
 const MAX_EVENTS = 500;
@@ -41,7 +41,7 @@ function chart(parent: HTMLElement, id: string, title: string, xLabel: string, s
     scales: { x: { time: false } },
     // Epochs and steps are whole numbers: no ticks in between.
     axes: [{ label: xLabel, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000] }, {}],
-    series: [{ label: xLabel }, ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, points: { show: true, size: 5 } }))],
+    series: [{ label: xLabel }, ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, spanGaps: true, points: { show: true, size: 5 } }))],
   }, data(), box);
   return { plot, data };
 }
@@ -59,14 +59,36 @@ function main(): void {
   const charts = el('div', { class: 'charts' });
   root.append(header, charts);
 
-  const epochs = (): uPlot.AlignedData => [state.epochs.map((e) => e.epoch), state.epochs.map((e) => e.trainLoss), state.epochs.map((e) => e.valLoss)];
-  const plots = [
-    chart(charts, 'loss-chart', 'loss per epoch', 'epoch', [{ label: 'train', stroke: '#1f77b4' }, { label: 'validation', stroke: '#d62728' }], epochs),
-    chart(charts, 'accuracy-chart', 'accuracy per epoch', 'epoch', [{ label: 'train', stroke: '#1f77b4' }, { label: 'validation', stroke: '#d62728' }],
-      () => [state.epochs.map((e) => e.epoch), state.epochs.map((e) => e.trainAccuracy), state.epochs.map((e) => e.valAccuracy)]),
-    chart(charts, 'throughput-chart', 'images/s per step', 'step', [{ label: 'images/s', stroke: '#2ca02c' }],
-      () => [state.steps.map((s) => s.globalStep), state.steps.map((s) => s.imagesPerSec)]),
-  ];
+  // Epoch curves of this run and of any runs overlaid: x is every epoch any of them has.
+  const runs = (): { label: string; epochs: readonly EpochPoint[] }[] => [{ label: '', epochs: state.epochs }, ...(state.others ?? [])];
+  const epochData = (train: (e: EpochPoint) => number, validation: (e: EpochPoint) => number) => (): uPlot.AlignedData => {
+    const xs = [...new Set(runs().flatMap((r) => r.epochs.map((e) => e.epoch)))].sort((a, b) => a - b);
+    const column = (epochs: readonly EpochPoint[], f: (e: EpochPoint) => number): (number | null)[] => {
+      const by = new Map(epochs.map((e) => [e.epoch, f(e)]));
+      return xs.map((x) => by.get(x) ?? null);
+    };
+    return [xs, ...runs().flatMap((r) => [column(r.epochs, train), column(r.epochs, validation)])];
+  };
+  const OTHER_COLOURS = [['#9467bd', '#ff7f0e'], ['#17becf', '#8c564b'], ['#7f7f7f', '#e377c2']];
+  const epochSeries = (): { label: string; stroke: string }[] => runs().flatMap((r, i) => {
+    const [train, validation] = i === 0 ? ['#1f77b4', '#d62728'] : OTHER_COLOURS[(i - 1) % OTHER_COLOURS.length]!;
+    const prefix = r.label ? `${r.label} ` : '';
+    return [{ label: `${prefix}train`, stroke: train! }, { label: `${prefix}validation`, stroke: validation! }];
+  });
+  let plots: Chart[] = [];
+  let overlaid = -1;
+  const buildCharts = (): void => {
+    for (const c of plots) c.plot.destroy();
+    charts.replaceChildren();
+    overlaid = state.others?.length ?? 0;
+    plots = [
+      chart(charts, 'loss-chart', 'loss per epoch', 'epoch', epochSeries(), epochData((e) => e.trainLoss, (e) => e.valLoss)),
+      chart(charts, 'accuracy-chart', 'accuracy per epoch', 'epoch', epochSeries(), epochData((e) => e.trainAccuracy, (e) => e.valAccuracy)),
+      chart(charts, 'throughput-chart', 'images/s per step', 'step', [{ label: 'images/s', stroke: '#2ca02c' }],
+        () => [state.steps.map((s) => s.globalStep), state.steps.map((s) => s.imagesPerSec)]),
+    ];
+  };
+  buildCharts();
 
   const workersTable = el('table', { id: 'workers' });
   const eventsList = el('ol', { id: 'events' });
@@ -119,6 +141,7 @@ function main(): void {
     if (state.finalAccuracy !== undefined) root.dataset.finalAccuracy = String(state.finalAccuracy);
   };
   const renderAll = (): void => {
+    if ((state.others?.length ?? 0) !== overlaid) buildCharts();
     for (const c of plots) c.plot.setData(c.data());
     renderWorkers();
     renderEvents();

@@ -63,7 +63,9 @@ describe('report and dashboard from a finished log', () => {
     const image = PNG.sync.read(await readFile(out));
     assert.deepEqual([image.width, image.height], [800, 250]);
 
-    const dash = spawn(process.execPath, [COORDINATOR_CLI, 'dashboard', '--log', log, '--port', '0', '--token', 't0k'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const other = join(root, 'other.jsonl');
+    await writeFile(other, `${epochs.slice(0, 3).map((e) => JSON.stringify({ ...e, valAccuracy: (e.valAccuracy as number) / 2 })).join('\n')}\n`);
+    const dash = spawn(process.execPath, [COORDINATOR_CLI, 'dashboard', '--log', log, '--log', other, '--port', '0', '--token', 't0k'], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       const url = await new Promise<string>((resolve, reject) => {
         let text = '';
@@ -79,7 +81,10 @@ describe('report and dashboard from a finished log', () => {
       await denied.body?.cancel();
       const r = await fetch(`${url}api/snapshot`, { headers: { Authorization: 'Bearer t0k' } });
       assert.equal(r.status, 200);
-      const snap = await r.json() as { status: string; finalAccuracy: number; epochs: { valAccuracy: number }[] };
+      const snap = await r.json() as { status: string; finalAccuracy: number; epochs: { valAccuracy: number }[]; others: { label: string; epochs: { valAccuracy: number }[] }[] };
+      assert.equal(snap.others.length, 1);
+      assert.equal(snap.others[0]!.label, 'other.jsonl');
+      assert.deepEqual(snap.others[0]!.epochs.map((e) => e.valAccuracy), epochs.slice(0, 3).map((e) => (e.valAccuracy as number) / 2));
       assert.equal(snap.status, 'done');
       assert.deepEqual(snap.epochs.map((e) => e.valAccuracy), epochs.map((e) => e.valAccuracy));
       assert.equal(snap.finalAccuracy, epochs[4]!.valAccuracy);

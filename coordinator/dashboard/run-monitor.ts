@@ -65,6 +65,11 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
     return this.state;
   }
 
+  /** Overlays other (finished) runs' epoch curves on this one's. */
+  compareWith(runs: readonly RunSnapshot[]): void {
+    this.state = { ...this.state, others: runs.map((r) => ({ label: r.label, epochs: r.epochs })) };
+  }
+
   /** Workers connected now. */
   readyWorkers(): number {
     return this.state.workers.filter((w) => w.state === 'ready').length;

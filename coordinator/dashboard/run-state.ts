@@ -70,6 +70,8 @@ export interface RunSnapshot {
   readonly events: readonly RunEvent[];
   readonly eta: Eta | undefined;
   readonly finalAccuracy: number | undefined;
+  /** Finished runs overlaid for comparison (`coordinator dashboard --log a --log b`). */
+  readonly others?: readonly { readonly label: string; readonly epochs: readonly EpochPoint[] }[];
 }
 
 /** One change, as sent over the event stream. */
