@@ -2,7 +2,7 @@
 // The `coordinator` command line: parses flags and environment, builds the objects,
 // prints results, and maps failures to exit codes. No training logic lives here.
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
@@ -11,7 +11,7 @@ import { systemClock } from '../shared/clock.js';
 import { loadCifar, resolveDataDir } from '../shared/data/cifar.js';
 import { readImagePng } from '../shared/data/image-file.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
-import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
+import { LOG_FORMATS, LOG_LEVELS, createLogger, resolveLogFormat, type LogFormat, type LogLevel } from '../shared/logger.js';
 import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
@@ -24,6 +24,15 @@ import { LocalExecutor } from './local-executor.js';
 import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
+import { loadDashboardAssets } from './dashboard/assets.js';
+import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './dashboard/http-routes.js';
+import { createRunMetrics } from './dashboard/prometheus.js';
+import { RunMonitor } from './dashboard/run-monitor.js';
+import { StatusLine } from './status-line.js';
+import { serveDashboard } from './dashboard/serve.js';
+import { curvesOf } from './report/curves.js';
+import { renderPanels } from './report/render-png.js';
+import { replayLog } from './report/run-log.js';
 
 interface CommonFlags {
   backend: BackendRequest;
@@ -64,6 +73,7 @@ interface StartFlags extends CommonFlags {
   headersTimeoutMs: number;
   maxConnections: number;
   maxPending: number;
+  http: boolean;
 }
 
 const common = (cmd: Command): Command =>
@@ -71,10 +81,10 @@ const common = (cmd: Command): Command =>
     .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else webgpu on a hardware GPU adapter, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data-dir <dir>', 'CIFAR-10 binary folder (cifar-10-batches-bin); default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin')
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
-    .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'));
+    .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise; json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('auto'));
 
 function logger(flags: CommonFlags): Logger {
-  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator' });
+  return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: process.stdout.isTTY === true });
 }
 
 /**
@@ -115,11 +125,32 @@ async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, 
   }
 }
 
+/** The dashboard's routes and metrics for the pool's HTTP server. */
+async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions): Promise<{ handle: HttpHandler; close(): void }> {
+  const assets = await loadDashboardAssets();
+  const metrics = createRunMetrics(monitor);
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets });
+  return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
+}
+
+/** Logs where the page is; a generated token is shown only on a terminal (never in a log file). */
+function announceDashboard(log: Logger, wsUrl: string, token: string | undefined, generated: boolean): void {
+  const url = `${wsUrl.replace(/^ws/, 'http')}/`;
+  log.info({ event: 'dashboard', url, metrics: `${url}metrics` }, `dashboard on ${url}` + (token ? ' (open it with ?token=<token>)' : ''));
+  if (token && generated && process.stderr.isTTY) console.error(`dashboard: ${url}?token=${token}`);
+}
+
 async function runStart(flags: StartFlags): Promise<number> {
   if (flags.local && (flags.spawnWorkers > 0 || flags.workers > 1)) {
     throw new FlockError(ErrorCode.BAD_OPTION, '--local trains in this process: leave out --spawn-workers and --workers, or drop --local');
   }
-  const log = logger(flags);
+  const monitor = new RunMonitor();
+  const tty = process.stdout.isTTY === true;
+  // The live status line only accompanies pretty lines on a terminal, never JSON.
+  const status = tty && resolveLogFormat(flags.logFormat, tty) === 'pretty' ? new StatusLine(process.stdout, monitor) : undefined;
+  const follow = status !== undefined || (flags.http && !flags.local);
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: tty, destination: status?.stream(), tap: follow ? monitor.ingestLine : undefined });
+  process.on('exit', () => status?.close());
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
   let workers: LocalWorkers | undefined;
   const signal = shutdownSignal(log, 'stopping: a download is removed, training finishes the current step and writes a checkpoint', () => workers?.killNow());
@@ -127,6 +158,8 @@ async function runStart(flags: StartFlags): Promise<number> {
   if (flags.fetchMissing && !(await fetchWithProgress(dataDir, log, signal))) return 130;
   const backend = await loadBackend(flags.backend, log);
   const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined) ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);
+  let pool: WorkerPool | undefined;
+  let microBatch = 1;
   const result = await start({
     train: {
       model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
@@ -142,6 +175,10 @@ async function runStart(flags: StartFlags): Promise<number> {
     clock: systemClock,
     signal,
     backend,
+    onStep: (p) => {
+      monitor.step(p);
+      if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
+    },
     executor: async ({ train, validation, resolve }) => {
       if (flags.local) {
         const config = resolve(1);
@@ -152,19 +189,23 @@ async function runStart(flags: StartFlags): Promise<number> {
       const config = resolve(expected);
       const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
-      const pool = await WorkerPool.listen({
+      microBatch = config.microBatch;
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }) : undefined;
+      pool = await WorkerPool.listen({
         host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
         heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
         maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
         maxConnections: flags.maxConnections, maxPending: flags.maxPending,
         minWorkers: flags.minWorkers ?? 1,
-      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle });
+      if (dashboard) announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
       if (flags.spawnWorkers > 0) {
         workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
         workers.start();
       }
       await pool.waitForWorkers(expected, signal);
-      return { executor: pool, config, close: async () => { await pool.close(); await workers?.stop(); } };
+      const running = pool;
+      return { executor: pool, config, close: async () => { dashboard?.close(); await running.close(); await workers?.stop(); } };
     },
   });
   if (!result.completed) {
@@ -224,6 +265,28 @@ async function runFetch(flags: FetchFlags): Promise<number> {
   return 0;
 }
 
+async function runReport(flags: { log: string[]; out: string; width: number; height: number }): Promise<number> {
+  const runs = await Promise.all(flags.log.map(async (file) => (await replayLog(file)).snapshot()));
+  const { png } = renderPanels(curvesOf(runs), { width: flags.width, height: flags.height });
+  await writeFile(flags.out, png);
+  console.log(`wrote ${flags.out} (${flags.width}x${flags.height}: loss, accuracy and images/s per epoch of ${runs.map((r) => `${r.label}, ${r.epochs.length} epochs`).join('; ')})`);
+  return 0;
+}
+
+async function runDashboard(flags: { log: string[]; host: string; port: number; token?: string }): Promise<number> {
+  const [monitor, ...others] = await Promise.all(flags.log.map((file) => replayLog(file)));
+  if (!monitor) throw new FlockError(ErrorCode.BAD_OPTION, 'give at least one --log');
+  monitor.compareWith(others.map((m) => m.snapshot()));
+  const served = await serveDashboard(monitor, { host: flags.host, port: flags.port, token: flags.token ?? (process.env.FLOCK_TOKEN || undefined) });
+  console.log(`dashboard of ${flags.log.join(', ')} on ${served.url} (Ctrl-C to stop)`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await served.close();
+  return 0;
+}
+
 function main(argv: string[]): void {
   const program = new Command('coordinator')
     .description('Flock coordinator: trains the CIFAR-10 bird/airplane CNNs with workers over WebSockets')
@@ -263,6 +326,7 @@ function main(argv: string[]): void {
     .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
     .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
+    .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426)')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
   common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))
     .requiredOption('--checkpoint <file>', 'a checkpoint file (checkpoints/checkpoint-*.flock)')
@@ -278,6 +342,18 @@ function main(argv: string[]): void {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'json or pretty').choices(LOG_FORMATS).default('pretty'))
     .action(async (flags: FetchFlags) => finish(await runFetch(flags)));
+  program.command('report').description('draw the loss, accuracy and images/s curves of finished runs into a PNG')
+    .requiredOption('--log <file...>', 'JSON log(s) of `coordinator start`; several are overlaid')
+    .requiredOption('--out <file>', 'PNG to write, e.g. curves.png')
+    .option('--width <px>', 'image width', intArg(300, 8000), 1200)
+    .option('--height <px>', 'image height', intArg(150, 8000), 400)
+    .action(async (flags: { log: string[]; out: string; width: number; height: number }) => finish(await runReport(flags)));
+  program.command('dashboard').description('serve the dashboard page of a finished run from its JSON log')
+    .requiredOption('--log <file...>', 'JSON log(s) of `coordinator start`; the epoch curves of the second and later are overlaid on the first\'s')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port; 0 picks a free one', intArg(0, 65535), 8080)
+    .option('--token <token>', 'require this token (default $FLOCK_TOKEN; none on loopback)')
+    .action(async (flags: { log: string[]; host: string; port: number; token?: string }) => finish(await runDashboard(flags)));
   program.parseAsync(argv).catch(fail);
 }
 

@@ -1,5 +1,5 @@
 // The coordinator's listening socket: an HTTP or HTTPS server that answers plain requests
-// with 426 and hands upgrade requests to the pool, and the WebSocket server (no server of its
+// with 426 (or hands them to the dashboard's routes) and hands upgrade requests to the pool, and the WebSocket server (no server of its
 // own) sized so that no frame larger than a worker's biggest legitimate one is read.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -30,12 +30,13 @@ export interface Listener {
 }
 
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** Binds `opts.host:opts.port`; resolves once listening (`url` says where). */
-export async function listen(opts: PoolOptions, model: ModelSpec, samples: number, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler): Promise<Listener> {
-  const handler = (_req: IncomingMessage, res: ServerResponse): void => {
+export async function listen(opts: PoolOptions, model: ModelSpec, samples: number, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler, requestHandler?: RequestHandler): Promise<Listener> {
+  const handler = requestHandler ?? ((_req: IncomingMessage, res: ServerResponse): void => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' }).end('This is a Flock coordinator; connect with `worker --connect`.\n');
-  };
+  });
   // A request (here: an upgrade) must arrive whole within headersTimeoutMs; the server checks
   // often enough that an idle socket does not hold a slot much longer than that.
   const timeouts = {

@@ -11,7 +11,7 @@ import { CheckpointStore, type Checkpoint } from './checkpoint.js';
 import type { Executor } from './executor.js';
 import { exportLayersModel } from './export-tfjs.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { Trainer, type TrainResult } from './trainer.js';
+import { Trainer, type TrainerDeps, type TrainResult } from './trainer.js';
 
 export interface StartOptions {
   readonly train: Partial<TrainConfig>;
@@ -28,6 +28,8 @@ export interface StartDeps {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly signal?: AbortSignal;
+  /** Told after every training step. */
+  readonly onStep?: TrainerDeps['onStep'];
   /** Backend used to export the final model (and by the in-process executor). */
   readonly backend: ComputeBackend;
   /**
@@ -77,7 +79,7 @@ export async function start(opts: StartOptions, deps: StartDeps): Promise<StartR
   try {
     logger.info({ event: 'config', ...config }, 'training configuration');
     const store = new CheckpointStore(opts.checkpointDir);
-    const trainer = new Trainer(config, { executor, logger, clock: deps.clock, store, signal: deps.signal }, {
+    const trainer = new Trainer(config, { executor, logger, clock: deps.clock, store, signal: deps.signal, onStep: deps.onStep }, {
       trainCount: train.count,
       validationCount: validation.count,
       checkpointEvery: opts.checkpointEvery,

@@ -10,6 +10,7 @@ import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js
 import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js';
 import type { Executor, StepTiming } from './executor.js';
 import type { EpochMetrics } from './metrics.js';
+import type { StepProgress } from './dashboard/run-monitor.js';
 import type { TrainConfig } from '../shared/training/config.js';
 
 export interface TrainerDeps {
@@ -20,6 +21,8 @@ export interface TrainerDeps {
   readonly store?: CheckpointStore;
   /** Aborting stops after the current step, with a checkpoint. */
   readonly signal?: AbortSignal;
+  /** Told after every step (the dashboard and the status line follow it). */
+  readonly onStep?: (p: StepProgress) => void;
 }
 
 export interface TrainerOptions {
@@ -145,7 +148,13 @@ export class Trainer {
           await this.saveCheckpoint();
           return this.result(false, started);
         }
+        const stepStart = deps.clock.now();
+        const before = this.progress;
         const timing = await this.step(plan, log);
+        deps.onStep?.({
+          epoch: this.epoch + 1, step: this.stepInEpoch, stepsPerEpoch: plan.stepsPerEpoch, globalStep: this.globalStep, images: config.batchSize,
+          seconds: (deps.clock.now() - stepStart) / 1000, loss: (this.progress.lossSum - before.lossSum) / Math.max(1, this.progress.count - before.count),
+        });
         compute += timing.computeMs;
         communication += timing.communicationMs;
         waiting += timing.waitingMs;

@@ -19,7 +19,7 @@ import type { Executor, Split, StepTiming, StepWork, VersionedState } from './ex
 import { Admission } from './pool-admission.js';
 import { ConnectionRegistry, violation } from './pool-connections.js';
 import { Heartbeat } from './pool-heartbeat.js';
-import { listen, type Listener } from './pool-listener.js';
+import { listen, type Listener, type RequestHandler } from './pool-listener.js';
 import { resolvePoolOptions, type PoolOptions } from './pool-options.js';
 import { Scheduler } from './pool-scheduler.js';
 import { JoinWaiters } from './pool-waiters.js';
@@ -35,6 +35,8 @@ export interface PoolDeps {
   readonly config: TrainConfig;
   readonly train: Dataset;
   readonly validation: Dataset;
+  /** Answers plain HTTP requests on the pool's port (the dashboard); default: 426. */
+  readonly http?: RequestHandler;
 }
 
 export class WorkerPool implements Executor {
@@ -84,7 +86,7 @@ export class WorkerPool implements Executor {
         pool.admission = new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req));
         pool.admission.attach(server);
         return pool.admission.onUpgrade;
-      });
+      }, deps.http);
     } catch (err) {
       pool.heartbeat.stop();
       throw err;
@@ -95,6 +97,12 @@ export class WorkerPool implements Executor {
 
   workerCount(): number {
     return this.conns.readyCount();
+  }
+
+  /** The ready workers' counters, for the dashboard. */
+  workerStats(): { id: number; name: string; backend: string; results: number; idleMs: number }[] {
+    const now = this.deps.clock.now();
+    return this.conns.ready().map((c) => ({ id: c.id, name: c.name, backend: c.backend, results: c.results, idleMs: Math.max(0, now - c.lastProgress) }));
   }
 
   /** Resolves once at least `n` workers are ready; rejects if `signal` aborts or the pool closes. */

@@ -70,7 +70,7 @@ async function run(flags: WorkerFlags): Promise<number> {
   checkUrl(flags.connect);
   const token = flags.token ?? (process.env.FLOCK_TOKEN === '' ? undefined : process.env.FLOCK_TOKEN);
   const name = flags.name ?? `${hostname()}-${process.pid}`;
-  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'worker' }).child({ worker: name });
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'worker', isTTY: process.stdout.isTTY === true }).child({ worker: name });
   const ca = flags.ca === undefined ? undefined : await readFile(flags.ca).catch((err: unknown) => {
     throw new FlockError(ErrorCode.BAD_OPTION, `cannot read --ca ${flags.ca} (${errorMessage(err)})`);
   });
@@ -96,7 +96,7 @@ function main(argv: string[]): void {
     .option('--max-data-mb <mb>', 'memory the images sent by the coordinator may take at most; a coordinator announcing more is refused [ERR_DATA_TOO_LARGE]', intArg(1, 1 << 20), 512)
     .option('--give-up-after <ms>', 'exit with an error after failing to reach the coordinator for this long', intArg(1), 300_000)
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
-    .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('json'))
+    .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise; json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('auto'))
     .showHelpAfterError()
     // Commander's own errors throw instead of exiting 1; fail() maps them to exit 2.
     .exitOverride()

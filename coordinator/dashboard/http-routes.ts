@@ -1,0 +1,133 @@
+// Plain HTTP on the coordinator's port: /healthz, /readyz, /metrics, the dashboard page,
+// its bundle and its event stream (server-sent events). With a token, everything but
+// /healthz needs it: an `Authorization: Bearer` header, or the cookie that `/?token=` sets
+// (HttpOnly, SameSite=Strict) before redirecting to a clean address.
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
+import { tokenMatches } from '../upgrade-auth.js';
+import type { DashboardAssets } from './assets.js';
+import type { RunMonitor } from './run-monitor.js';
+import type { RunUpdate } from './run-state.js';
+
+export interface HttpRoutesOptions {
+  readonly token?: string;
+  /** Whether the server speaks TLS (the cookie is then Secure). */
+  readonly tls: boolean;
+  /** Workers needed for /readyz. */
+  readonly minWorkers: number;
+}
+
+export interface HttpRoutesDeps {
+  readonly monitor: RunMonitor;
+  readonly registry: Registry;
+  readonly assets: DashboardAssets;
+}
+
+const COOKIE = 'flock_session';
+const SECURITY_HEADERS = {
+  'Content-Security-Policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  'X-Frame-Options': 'DENY',
+  'Cache-Control': 'no-store',
+};
+
+/** The cookie holds a digest of the token, not the token itself. */
+const sessionValue = (token: string): string => createHash('sha256').update(`flock-dashboard\0${token}`, 'utf8').digest('hex');
+
+function cookie(req: IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** The request handler; `close()` ends open event streams. */
+export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps): { handle: HttpHandler; close(): void } {
+  /** Open event streams and how each stops following the monitor. */
+  const streams = new Map<ServerResponse, () => void>();
+  const session = opts.token === undefined ? undefined : sessionValue(opts.token);
+
+  const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
+    res.writeHead(status, { ...SECURITY_HEADERS, 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), ...extra }).end(body);
+  };
+  const authorized = (req: IncomingMessage): boolean => {
+    if (opts.token === undefined || session === undefined) return true;
+    const bearer = tokenMatches(opts.token, req.headers.authorization);
+    const fromCookie = tokenMatches(session, `Bearer ${cookie(req, COOKIE) ?? ''}`);
+    return bearer || fromCookie;
+  };
+
+  const events = (req: IncomingMessage, res: ServerResponse): void => {
+    res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream', Connection: 'keep-alive' });
+    const write = (type: string, data: unknown): void => {
+      if (!res.writableEnded && !res.destroyed) res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    write('snapshot', deps.monitor.snapshot());
+    const onUpdate = (u: RunUpdate): void => write('update', u);
+    deps.monitor.on('update', onUpdate);
+    const stop = (): void => {
+      deps.monitor.off('update', onUpdate);
+      streams.delete(res);
+    };
+    streams.set(res, stop);
+    req.socket.setTimeout(0);
+    res.on('error', stop);
+    res.on('close', stop);
+  };
+
+  const handle: HttpHandler = (req, res) => {
+    // Split by hand: `new URL` throws on targets like '//', and a request must never throw.
+    const target = req.url ?? '/';
+    const q = target.indexOf('?');
+    const url = { pathname: q < 0 ? target : target.slice(0, q), searchParams: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)) };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { Allow: 'GET, HEAD' });
+    if (url.pathname === '/healthz') return send(res, 200, 'text/plain', 'ok\n');
+    if (url.pathname === '/favicon.ico') return send(res, 204, 'image/x-icon', '');
+    if (url.pathname === '/' && opts.token !== undefined && session !== undefined && url.searchParams.has('token')) {
+      if (!tokenMatches(opts.token, `Bearer ${url.searchParams.get('token') ?? ''}`)) return send(res, 401, 'text/plain', 'wrong token\n', { 'WWW-Authenticate': 'Bearer' });
+      const secure = opts.tls ? '; Secure' : '';
+      return send(res, 303, 'text/plain', 'see /\n', { Location: '/', 'Set-Cookie': `${COOKIE}=${session}; HttpOnly; SameSite=Strict; Path=/${secure}` });
+    }
+    if (!authorized(req)) {
+      return send(res, 401, 'text/plain', 'unauthorized: send `Authorization: Bearer <token>`, or open /?token=<token> once in the browser\n', { 'WWW-Authenticate': 'Bearer' });
+    }
+    switch (url.pathname) {
+      case '/readyz': {
+        const ready = deps.monitor.snapshot().status === 'training' && deps.monitor.readyWorkers() >= opts.minWorkers;
+        return send(res, ready ? 200 : 503, 'text/plain', ready ? 'ready\n' : 'not ready\n');
+      }
+      case '/metrics':
+        deps.registry.metrics().then(
+          (text) => send(res, 200, deps.registry.contentType, text),
+          (err: Error) => send(res, 500, 'text/plain', `metrics failed: ${err.message}\n`),
+        );
+        return;
+      case '/events':
+        return events(req, res);
+      case '/api/snapshot':
+        return send(res, 200, 'application/json', JSON.stringify(deps.monitor.snapshot()));
+      case '/':
+        return send(res, 200, 'text/html; charset=utf-8', deps.assets.html);
+      case '/app.js':
+        return send(res, 200, 'text/javascript; charset=utf-8', deps.assets.script);
+      case '/app.css':
+        return send(res, 200, 'text/css; charset=utf-8', deps.assets.style);
+      default:
+        return send(res, 404, 'text/plain', 'not found\n');
+    }
+  };
+  return {
+    handle,
+    close: () => {
+      for (const [res, stop] of [...streams]) {
+        stop();
+        res.end();
+      }
+    },
+  };
+}

@@ -1,0 +1,195 @@
+// Follows a run from its log records (live through the logger's tap, or replayed from a
+// finished JSON log), the trainer's per-step progress and the pool's worker counters, and
+// turns them into one snapshot plus a stream of updates for the page, /metrics and the
+// terminal's status line.
+import { EventEmitter } from 'node:events';
+import { applyUpdate, emptySnapshot, type Eta, type EpochPoint, type RunEvent, type RunSnapshot, type RunUpdate, type StepPoint, type WorkerRow } from './run-state.js';
+
+/** What the trainer reports after each step. */
+export interface StepProgress {
+  readonly epoch: number;
+  readonly step: number;
+  readonly stepsPerEpoch: number;
+  readonly globalStep: number;
+  readonly images: number;
+  /** Wall time of the step. */
+  readonly seconds: number;
+  /** Mean training loss of the step's batch. */
+  readonly loss: number;
+}
+
+/** A ready worker's counters, as the pool sees them now. */
+export interface LiveWorker {
+  readonly id: number;
+  readonly name: string;
+  readonly backend: string;
+  readonly results: number;
+  /** Milliseconds since its last result or assignment. */
+  readonly idleMs: number;
+}
+
+export interface MonitorOptions {
+  readonly label: string;
+  /** Steps kept for the images/s curve. */
+  readonly maxSteps: number;
+  readonly maxEvents: number;
+  /** Steps averaged for the ETA. */
+  readonly etaWindow: number;
+  /** Minimum time between two per-worker rate measurements. */
+  readonly rateIntervalMs: number;
+  /** Wall clock, ms since 1970 (times shown to people). */
+  readonly now: () => number;
+}
+
+export const MONITOR_DEFAULTS: MonitorOptions = { label: 'run', maxSteps: 5000, maxEvents: 500, etaWindow: 20, rateIntervalMs: 1000, now: () => Date.now() };
+
+type LogRecord = Record<string, unknown>;
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+const LOG_FIELDS = new Set(['level', 'time', 'pid', 'hostname', 'name', 'msg', 'event']);
+
+export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
+  private readonly opts: MonitorOptions;
+  private state: RunSnapshot;
+  private readonly recentStepSeconds: number[] = [];
+  private readonly rates = new Map<number, { results: number; at: number; rate: number }>();
+
+  constructor(opts: Partial<MonitorOptions> = {}) {
+    super();
+    this.opts = { ...MONITOR_DEFAULTS, ...opts };
+    this.state = emptySnapshot(this.opts.label);
+  }
+
+  snapshot(): RunSnapshot {
+    return this.state;
+  }
+
+  /** Overlays other (finished) runs' epoch curves on this one's. */
+  compareWith(runs: readonly RunSnapshot[]): void {
+    this.state = { ...this.state, others: runs.map((r) => ({ label: r.label, epochs: r.epochs })) };
+  }
+
+  /** Workers connected now. */
+  readyWorkers(): number {
+    return this.state.workers.filter((w) => w.state === 'ready').length;
+  }
+
+  /** One JSON log line (the logger's tap); lines that are not JSON objects are ignored. */
+  readonly ingestLine = (line: string): void => {
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (record !== null && typeof record === 'object' && !Array.isArray(record)) this.ingest(record as LogRecord);
+  };
+
+  /** One log record of the coordinator. */
+  ingest(r: LogRecord): void {
+    if (r.name !== undefined && r.name !== 'coordinator') return;
+    const time = num(r.time) ?? this.opts.now();
+    const event = (kind: RunEvent['kind'], text: string, extra: Partial<RunEvent> = {}): void => this.apply({ type: 'event', event: { time, kind, text, ...extra } });
+    switch (r.event) {
+      case 'config':
+        this.apply({ type: 'config', config: Object.fromEntries(Object.entries(r).filter(([k]) => !LOG_FIELDS.has(k))) });
+        return;
+      case 'waiting':
+        if (this.state.status === 'starting') this.apply({ type: 'status', status: 'waiting' });
+        return;
+      case 'worker_joined': {
+        const id = num(r.workerId) ?? -1;
+        const row: WorkerRow = { id, name: str(r.workerName), backend: str(r.backend), unitsDone: 0, imagesPerSec: 0, lastSeen: time, state: 'ready' };
+        this.apply({ type: 'workers', workers: [...this.state.workers.filter((w) => w.id !== id), row] });
+        event('joined', `${row.name} joined (${row.backend})`);
+        return;
+      }
+      case 'worker_left': {
+        const id = num(r.workerId) ?? -1;
+        const reason = str(r.reason);
+        const reassigned = Array.isArray(r.reassigned) ? r.reassigned.length : 0;
+        this.apply({ type: 'workers', workers: this.state.workers.map((w) => (w.id === id ? { ...w, state: 'gone', leftReason: reason, imagesPerSec: 0 } : w)) });
+        event('left', `${str(r.workerName)} left: ${reason}${reassigned > 0 ? `; ${reassigned} micro-batches reassigned` : ''}`, { reassigned });
+        return;
+      }
+      case 'worker_rejected': {
+        const code = typeof r.code === 'number' ? r.code : str(r.wsError) || 'unknown';
+        event('rejected', `connection ${num(r.workerId) ?? '?'} rejected (close code ${code}): ${str(r.err)}`, { code });
+        return;
+      }
+      case 'checkpoint':
+        event('checkpoint', `checkpoint at step ${num(r.globalStep) ?? '?'}: ${str(r.file)}`);
+        return;
+      case 'epoch': {
+        const point = toEpochPoint(r);
+        if (!point) return;
+        this.apply({ type: 'epoch', epoch: point });
+        if (this.state.status !== 'training') this.apply({ type: 'status', status: 'training' });
+        event('epoch', `epoch ${point.epoch}: val acc ${point.valAccuracy.toFixed(4)}, ${point.imagesPerSec.toFixed(0)} img/s`);
+        return;
+      }
+      case 'done':
+        this.apply({ type: 'status', status: 'done', finalAccuracy: num(r.valAccuracy) });
+        event('done', `training complete: validation accuracy ${num(r.valAccuracy)?.toFixed(4) ?? '?'}`);
+        return;
+      case 'stopped':
+        this.apply({ type: 'status', status: 'stopped' });
+        event('stopped', 'stopped before the end (continue with --resume)');
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** The trainer finished a step. */
+  step(p: StepProgress): void {
+    if (this.state.status !== 'training') this.apply({ type: 'status', status: 'training' });
+    this.recentStepSeconds.push(p.seconds);
+    if (this.recentStepSeconds.length > this.opts.etaWindow) this.recentStepSeconds.shift();
+    const point: StepPoint = {
+      globalStep: p.globalStep, epoch: p.epoch, step: p.step, stepsPerEpoch: p.stepsPerEpoch, images: p.images,
+      seconds: p.seconds, imagesPerSec: p.seconds > 0 ? p.images / p.seconds : 0, loss: p.loss,
+    };
+    this.apply({ type: 'step', step: point, eta: this.eta(p) });
+  }
+
+  /** The pool's counters of its ready workers; `imagesPerUnit` turns results into images. */
+  liveWorkers(live: readonly LiveWorker[], imagesPerUnit: number): void {
+    const now = this.opts.now();
+    const byId = new Map(live.map((w) => [w.id, w]));
+    const rows = this.state.workers.map((w): WorkerRow => {
+      const l = byId.get(w.id);
+      if (!l || w.state === 'gone') return w;
+      const prev = this.rates.get(w.id);
+      let rate = prev?.rate ?? 0;
+      if (!prev) this.rates.set(w.id, { results: l.results, at: now, rate: 0 });
+      else if (now - prev.at >= this.opts.rateIntervalMs) {
+        rate = ((l.results - prev.results) * imagesPerUnit) / ((now - prev.at) / 1000);
+        this.rates.set(w.id, { results: l.results, at: now, rate });
+      }
+      return { ...w, name: l.name, backend: l.backend, unitsDone: l.results, imagesPerSec: rate, lastSeen: now - l.idleMs };
+    });
+    this.apply({ type: 'workers', workers: rows });
+  }
+
+  private eta(p: StepProgress): Eta | undefined {
+    const epochs = num(this.state.config?.epochs);
+    if (this.recentStepSeconds.length === 0 || epochs === undefined) return undefined;
+    const mean = this.recentStepSeconds.reduce((a, b) => a + b, 0) / this.recentStepSeconds.length;
+    const epochSeconds = (p.stepsPerEpoch - p.step) * mean;
+    return { epochSeconds, runSeconds: epochSeconds + Math.max(0, epochs - p.epoch) * p.stepsPerEpoch * mean };
+  }
+
+  private apply(u: RunUpdate): void {
+    this.state = applyUpdate(this.state, u, this.opts.maxSteps, this.opts.maxEvents);
+    this.emit('update', u);
+  }
+}
+
+function toEpochPoint(r: LogRecord): EpochPoint | undefined {
+  const keys = ['epoch', 'steps', 'trainLoss', 'trainAccuracy', 'valLoss', 'valAccuracy', 'imagesPerSec', 'workers', 'seconds'] as const;
+  const values = keys.map((k) => num(r[k]));
+  if (values.some((v) => v === undefined)) return undefined;
+  return Object.fromEntries(keys.map((k, i) => [k, values[i]!])) as unknown as EpochPoint;
+}

@@ -1,0 +1,51 @@
+// The coordinator's output on a terminal (under a pseudo-terminal made by util-linux's
+// `script`): pretty lines and the live status line; piped: JSON lines only.
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { COORDINATOR_CLI, runCli } from './dashboard-tools.js';
+
+const hasScript = spawnSync('script', ['--version']).status === 0;
+
+describe('coordinator terminal output', () => {
+  let root: string;
+  let dataDir: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'flock-terminal-'));
+    dataDir = join(root, 'cifar-10-batches-bin');
+    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  const args = (ck: string): string[] => ['start', '--spawn-workers', '2', '--epochs', '2', '--batch-size', '32', '--lr', '0.05', '--data-dir', dataDir, '--checkpoint-dir', join(root, ck), '--backend', 'wasm'];
+
+  it('on a terminal: pretty lines and a status line redrawn in place', { skip: hasScript ? false : 'needs `script` from util-linux' }, async () => {
+    const command = [process.execPath, COORDINATOR_CLI, ...args('ck-tty')].join(' ');
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile('script', ['-qfec', command, '/dev/null'], { env: { ...process.env, FLOCK_DATA_DIR: '', FLOCK_TOKEN: '' }, maxBuffer: 16 << 20 }, (err, stdout) => (err ? reject(new Error(`script failed: ${err.message}`)) : resolve(stdout)));
+    });
+    // eslint-disable-next-line no-control-regex
+    const plain = out.replace(/\x1b\[[0-9;]*[mK]/g, '');
+    assert.match(plain, /\repoch [12]\/2 \[[#-]{20}\] step \d+\/13 +\d+ img\/s +2 workers +ETA epoch \d+:\d\d, run \d+:\d\d/);
+    assert.match(plain, /INFO \(coordinator\): epoch 2\/2: train loss/);
+    assert.match(plain, /INFO \(coordinator\): training complete/);
+    assert.ok(!/^\{"level"/m.test(plain), 'no JSON lines on a terminal');
+    // Each log line starts on a clean line: the status line is cleared first.
+    for (const line of plain.split('\n').filter((l) => l.includes('INFO (coordinator)'))) assert.match(line, /^(\r?.*\r)?\[\d\d:\d\d:\d\d\.\d{3}\] INFO/);
+  });
+
+  it('piped: JSON lines only, no status line', async () => {
+    const run = runCli(COORDINATOR_CLI, args('ck-pipe'));
+    let raw = '';
+    run.child.stdout!.on('data', (chunk: string) => (raw += chunk));
+    assert.equal(await run.exited, 0, run.stderr);
+    assert.ok(!raw.includes('\r'));
+    const lines = raw.split('\n').filter((l) => l !== '');
+    for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), line);
+    assert.equal(run.records.filter((r) => r.event === 'epoch' && r.name === 'coordinator').length, 2);
+  });
+});
