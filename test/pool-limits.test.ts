@@ -74,6 +74,35 @@ const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.me
 
 const FAST_BACKOFF = { initialMs: 20, factor: 2, maxMs: 200, jitter: 0.2 };
 
+/** Connections that say hello, answer pings, never return a result, and come back at once when dropped. */
+class Stallers {
+  private readonly open = new Set<WebSocket>();
+  private stopped = false;
+  /** Connections opened so far. */
+  connections = 0;
+
+  constructor(private readonly url: string, private readonly headers: Record<string, string> = {}) {}
+
+  start(): void {
+    if (this.stopped) return;
+    this.connections++;
+    const ws = new WebSocket(this.url, { headers: this.headers, perMessageDeflate: false });
+    this.open.add(ws);
+    ws.on('error', () => undefined);
+    ws.on('open', () => ws.send(helloFrame('staller')));
+    ws.on('close', () => {
+      this.open.delete(ws);
+      this.start();
+    });
+  }
+
+  /** No more reconnects; closes what is open. */
+  stop(): void {
+    this.stopped = true;
+    for (const ws of this.open) ws.terminate();
+  }
+}
+
 describe('worker pool limits', () => {
   let backend: ComputeBackend;
   let dataDir: string;
@@ -266,32 +295,17 @@ describe('worker pool limits', () => {
     const pool = await listen(rec.logger('debug'), { token: 'secret', stepTimeoutMs, stepTimeoutFloorMs: 3_000, deadlineFactor: 4 });
     const w = worker(pool.url, 'honest', { token: 'secret' });
     const run = w.run();
-    let stopped = false;
-    const stallers = new Set<WebSocket>();
-    let stallerConnections = 0;
-    /** A connection that says hello, answers pings, never returns a result, and comes back at once when dropped. */
-    const stall = (): void => {
-      if (stopped) return;
-      stallerConnections++;
-      const ws = new WebSocket(pool.url, { headers: { Authorization: 'Bearer secret' }, perMessageDeflate: false });
-      stallers.add(ws);
-      ws.on('error', () => undefined);
-      ws.on('open', () => ws.send(helloFrame('staller')));
-      ws.on('close', () => {
-        stallers.delete(ws);
-        stall();
-      });
-    };
+    const stallers = new Stallers(pool.url, { Authorization: 'Bearer secret' });
     try {
       await pool.waitForWorkers(1);
       await oneStep(pool, 0);
-      stall();
-      stall();
+      stallers.start();
+      stallers.start();
       for (let step = 1; step <= 2; step++) {
         await pool.waitForWorkers(3);
         assert.equal(await oneStep(pool, step), config.batchSize, `step ${step} complete`);
       }
-      stopped = true;
+      stallers.stop();
       const honestId = rec.events.find((e) => e.event === 'worker_joined' && e.workerName === 'honest')!.workerId;
       const assigned = rec.filter((e) => e.event === 'assigned' && e.kind === 'gradients');
       const attempts = assigned.flatMap((e) => e.attempts as number[]);
@@ -300,7 +314,7 @@ describe('worker pool limits', () => {
       assert.ok(retries.length > 0, 'stalled units were retried');
       assert.ok(retries.every((e) => e.workerId === honestId), 'retries go only to the worker that returns results');
       const stalled = rec.filter((e) => e.event === 'worker_left' && e.workerName === 'staller');
-      assert.ok(stalled.length >= 4 && stallerConnections >= 4, `the stallers were dropped and came back (${stalled.length} drops, ${stallerConnections} connections)`);
+      assert.ok(stalled.length >= 4 && stallers.connections >= 4, `the stallers were dropped and came back (${stalled.length} drops, ${stallers.connections} connections)`);
       for (const e of stalled) {
         const m = /within (\d+) ms \(4x the fleet's recent median/.exec(String(e.reason));
         assert.ok(m, `dropped for the measured deadline: ${String(e.reason)}`);
@@ -308,8 +322,7 @@ describe('worker pool limits', () => {
       }
       assert.ok(!rec.events.some((e) => e.event === 'worker_left' && e.workerName === 'honest'), 'the honest worker stayed');
     } finally {
-      stopped = true;
-      for (const ws of stallers) ws.terminate();
+      stallers.stop();
       w.close();
       await run.catch(() => undefined);
       await pool.close();
@@ -318,26 +331,13 @@ describe('worker pool limits', () => {
 
   it('a unit is handed out at most maxAttempts times: then the step fails with ERR_TIMEOUT', async () => {
     const pool = await listen(silentLogger(), { stepTimeoutMs: 300, maxAttempts: 2 });
-    let stopped = false;
-    const stallers = new Set<WebSocket>();
-    const stall = (): void => {
-      if (stopped) return;
-      const ws = new WebSocket(pool.url, { perMessageDeflate: false });
-      stallers.add(ws);
-      ws.on('error', () => undefined);
-      ws.on('open', () => ws.send(helloFrame('staller')));
-      ws.on('close', () => {
-        stallers.delete(ws);
-        stall();
-      });
-    };
+    const stallers = new Stallers(pool.url);
     try {
-      stall();
+      stallers.start();
       await pool.waitForWorkers(1);
       await assert.rejects(oneStep(pool, 0), (err: unknown) => isFlockError(err, ErrorCode.TIMEOUT) && /handed out 2 times/.test(err.message) && /--max-attempts/.test(err.message));
     } finally {
-      stopped = true;
-      for (const ws of stallers) ws.terminate();
+      stallers.stop();
       await pool.close();
     }
   });

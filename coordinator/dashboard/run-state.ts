@@ -1,17 +1,10 @@
 // What the dashboard, /metrics and the status line know about a run, as plain data shared
 // with the browser bundle (dashboard/client imports these types).
+import type { EpochMetrics } from '../metrics.js';
 
-export interface EpochPoint {
-  readonly epoch: number;
-  readonly steps: number;
-  readonly trainLoss: number;
-  readonly trainAccuracy: number;
-  readonly valLoss: number;
-  readonly valAccuracy: number;
-  readonly imagesPerSec: number;
-  readonly workers: number;
-  readonly seconds: number;
-}
+/** The epoch log's figures the page draws (the rest of EpochMetrics is timing detail). */
+export type EpochPoint = Pick<EpochMetrics,
+  'epoch' | 'steps' | 'trainLoss' | 'trainAccuracy' | 'valLoss' | 'valAccuracy' | 'imagesPerSec' | 'workers' | 'seconds'>;
 
 export interface StepPoint {
   readonly globalStep: number;
