@@ -2,7 +2,7 @@
 // hashes and counts) reuses them, and hello tells the coordinator which ones it has, so they
 // are not sent again. What a welcome may make the worker allocate is bounded and checked
 // before anything is allocated: a spoofed or broken coordinator cannot make it take gigabytes.
-import type { Dataset } from '../shared/data/cifar.js';
+import type { Dataset } from '../shared/data/dataset.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import { flagsToBits, type HeldSamples, type WelcomeMessage } from '../shared/protocol.js';
 import { SampleStore, storeBytes } from './sample-store.js';

@@ -1,6 +1,6 @@
 // A worker's copy of one split: either its own full dataset (hash matched the coordinator's)
 // or the samples the coordinator has shipped so far, stored at their dataset positions.
-import { subset, type Dataset } from '../shared/data/cifar.js';
+import { subset, type Dataset } from '../shared/data/dataset.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import type { Batch } from '../shared/models/runtime.js';

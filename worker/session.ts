@@ -1,31 +1,23 @@
 // One connection of a worker to the coordinator: hello, welcome, then weights, assignments
 // and evaluations until `stop` or until the connection ends. Messages are handled strictly
 // in arrival order; the event loop is yielded between units so pings get their pongs.
-import { setImmediate as nextTick } from 'node:timers/promises';
+// Free of Node-only imports: the socket comes from a factory, and the browser worker (join/)
+// bundles this file unchanged.
 import type { Logger } from 'pino';
-import WebSocket, { type RawData } from 'ws';
 import type { TrainConfig } from '../shared/training/config.js';
 import type { Clock } from '../shared/clock.js';
-import type { Dataset } from '../shared/data/cifar.js';
+import type { Dataset } from '../shared/data/dataset.js';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import type { ModelRuntime } from '../shared/models/runtime.js';
 import {
-  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
   type AssignMessage, type CoordinatorMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { dropoutSeed } from '../shared/training/schedule.js';
 import type { SampleCache, SplitStores } from './sample-cache.js';
-
-/**
- * Client frames must carry a mask key (RFC 6455), which exists so that script in a browser
- * cannot craft bytes that confuse proxies. A worker is not browser script: an all-zero key
- * lets ws send each gradient as it is instead of XOR-copying 72 KB+ per micro-batch.
- */
-const zeroMask = (mask: Buffer): void => {
-  mask.fill(0);
-};
+import { yieldToEventLoop, type SocketFactory, type WorkerSocket } from './socket.js';
 
 /** How a session ended, when it was not a fatal error (those reject). */
 export type SessionEnd =
@@ -35,9 +27,6 @@ export type SessionEnd =
 export interface SessionOptions {
   readonly url: string;
   readonly name: string;
-  readonly token?: string;
-  /** Extra CA certificate(s) for wss:// with a private certificate. */
-  readonly ca?: string | Buffer;
   readonly backendName: string;
   readonly localData?: { readonly data: { readonly train: Dataset; readonly validation: Dataset }; readonly hashes: DatasetInfo };
 }
@@ -45,6 +34,8 @@ export interface SessionOptions {
 export interface SessionDeps {
   readonly logger: Logger;
   readonly clock: Clock;
+  /** Opens the WebSocket (ws in Node, the browser's own in a tab). */
+  readonly socket: SocketFactory;
   /** The runtime for a model (the worker keeps one per model across reconnects). */
   readonly runtime: (model: ModelName) => ModelRuntime;
   /** The images this worker holds; the worker keeps it across reconnects. */
@@ -62,14 +53,12 @@ function violation(reason: string): FlockError {
   return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
 }
 
-const isTlsError = (err: Error): boolean => /CERT|SSL|TLS|SELF_SIGNED/.test(String((err as NodeJS.ErrnoException).code ?? ''));
-
 export class Session {
-  private ws: WebSocket | undefined;
+  private ws: WorkerSocket | undefined;
   private run: Run | undefined;
   private settled = false;
   private queue: Promise<void> = Promise.resolve();
-  private watchdog: NodeJS.Timeout | undefined;
+  private watchdog: ReturnType<typeof setTimeout> | undefined;
   private heartbeatMs = 0;
   private settle: { resolve: (end: SessionEnd) => void; reject: (err: Error) => void } | undefined;
   private log: Logger;
@@ -82,32 +71,14 @@ export class Session {
   start(): Promise<SessionEnd> {
     return new Promise<SessionEnd>((resolve, reject) => {
       this.settle = { resolve, reject };
-      const headers = this.opts.token !== undefined ? { Authorization: `Bearer ${this.opts.token}` } : undefined;
-      const ws = new WebSocket(this.opts.url, { headers, ca: this.opts.ca, perMessageDeflate: false, handshakeTimeout: 30_000, generateMask: zeroMask });
-      this.ws = ws;
-      ws.on('open', () => this.onOpen());
-      ws.on('message', (data: RawData, isBinary: boolean) => this.onFrame(data, isBinary));
-      ws.on('ping', () => this.feedWatchdog());
-      ws.on('unexpected-response', (_req, res) => {
-        const status = res.statusCode ?? 0;
-        res.resume();
-        if (status === 401) {
-          this.fail(new FlockError(ErrorCode.UNAUTHORIZED, `the coordinator at ${this.opts.url} rejected this worker's token (HTTP 401); pass the coordinator's token with --token or FLOCK_TOKEN`));
-        } else if (status >= 500) {
-          this.lose(`coordinator answered HTTP ${status}`);
-        } else {
-          this.fail(new FlockError(ErrorCode.PROTOCOL, `${this.opts.url} answered HTTP ${status} instead of a WebSocket upgrade; is it a Flock coordinator?`));
-        }
-        ws.terminate();
+      this.ws = this.deps.socket(this.opts.url, {
+        open: () => this.onOpen(),
+        frame: (data) => this.onFrame(data),
+        ping: () => this.feedWatchdog(),
+        closed: (code, reason) => this.onClose(code, reason),
+        lost: (reason) => this.lose(reason),
+        failed: (err) => this.fail(err),
       });
-      ws.on('error', (err) => {
-        if (isTlsError(err)) {
-          this.fail(new FlockError(ErrorCode.UNAUTHORIZED, `TLS connection to ${this.opts.url} failed (${err.message}); pass the coordinator's certificate or its CA with --ca`, { cause: err }));
-        } else {
-          this.lose(err.message);
-        }
-      });
-      ws.on('close', (code: number, reason: Buffer) => this.onClose(code, reason.toString('utf8')));
     });
   }
 
@@ -123,11 +94,11 @@ export class Session {
     this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
   }
 
-  private onFrame(data: RawData, isBinary: boolean): void {
+  private onFrame(data: Uint8Array | undefined): void {
     if (this.settled) return;
     let msg: CoordinatorMessage;
     try {
-      if (!isBinary || !(data instanceof Uint8Array)) throw violation('frames must be single binary messages');
+      if (data === undefined) throw violation('frames must be single binary messages');
       msg = decode(data, 'coordinator');
     } catch (err) {
       return this.fail(err);
@@ -164,9 +135,9 @@ export class Session {
     this.log.info({ event: 'welcomed', model: msg.config.model, localData: msg.localData }, `joined as worker ${msg.workerId} (model ${msg.config.model})`);
   }
 
-  /** Restarts the "coordinator went silent" timer (it pings every heartbeatMs). */
+  /** Restarts the "coordinator went silent" timer (it pings every heartbeatMs); only where pings are seen. */
   private feedWatchdog(): void {
-    if (this.heartbeatMs <= 0 || this.settled) return;
+    if (this.heartbeatMs <= 0 || this.settled || this.ws?.seesPings !== true) return;
     clearTimeout(this.watchdog);
     const limit = HEARTBEAT_MISSES * this.heartbeatMs;
     const armed = this.deps.clock.now();
@@ -210,7 +181,7 @@ export class Session {
         computeMs: this.deps.clock.now() - start,
       }));
       this.log.debug({ event: 'gradient', step: msg.step, microBatch: mb.id, count: r.count }, 'gradient sent');
-      await nextTick();
+      await yieldToEventLoop();
     }
   }
 
@@ -224,7 +195,7 @@ export class Session {
       const start = this.deps.clock.now();
       const r = await this.compute(() => run.runtime.evaluate(batch));
       this.send(encode({ type: MessageType.EVALUATION, requestId: msg.requestId, chunk: chunk.id, lossSum: r.lossSum, correct: r.correct, count: r.count, computeMs: this.deps.clock.now() - start }));
-      await nextTick();
+      await yieldToEventLoop();
     }
   }
 
@@ -240,11 +211,7 @@ export class Session {
   }
 
   private send(frame: Uint8Array): void {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    ws.send(frame, { binary: true }, (err) => {
-      if (err) this.lose(`send failed: ${err.message}`);
-    });
+    if (this.ws?.isOpen === true) this.ws.send(frame);
   }
 
   private onClose(code: number, reason: string): void {
@@ -278,10 +245,9 @@ export class Session {
     this.settled = true;
     clearTimeout(this.watchdog);
     const ws = this.ws;
-    if (!ws || ws.readyState === WebSocket.CLOSED) return;
-    if (closeCode !== undefined && ws.readyState === WebSocket.OPEN) {
+    if (!ws || ws.isClosed) return;
+    if (closeCode !== undefined && ws.isOpen) {
       ws.close(closeCode, closeReason(reason));
-      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     } else {
       ws.terminate();
     }

@@ -1,127 +1,36 @@
-// A Flock worker: joins a coordinator, computes what it is assigned, and rejoins by itself
-// with exponential backoff when the connection drops. `run()` resolves when the coordinator
-// says stop (or `close()` is called) and rejects on errors a reconnect cannot fix.
-import type { Logger } from 'pino';
-import type { ComputeBackend } from '../shared/backend.js';
-import { systemClock, type Clock } from '../shared/clock.js';
+// The Node worker: the worker loop (worker-loop.ts) over `ws`, with the token header, an
+// optional CA for wss://, and a local copy of the data identified by its hashes.
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
-import { definedOnly } from '../shared/defaults.js';
-import { ErrorCode, FlockError } from '../shared/errors.js';
-import type { ModelName } from '../shared/models/layers.js';
-import { ModelRuntime } from '../shared/models/runtime.js';
-import { modelSpec } from '../shared/models/spec.js';
-import { BACKOFF_DEFAULTS, backoffDelay, type BackoffOptions } from './backoff.js';
-import { SampleCache } from './sample-cache.js';
-import { Session, type SessionOptions } from './session.js';
+import { nodeSocketFactory } from './node-socket.js';
+import { WORKER_DEFAULTS, WorkerLoop, type WorkerLoopDeps, type WorkerLoopOptions, type WorkerOutcome } from './worker-loop.js';
 
-export interface WorkerOptions {
-  /** ws:// or wss:// address of the coordinator. */
-  readonly url: string;
-  readonly name: string;
+export { WORKER_DEFAULTS, type WorkerOutcome };
+
+export interface WorkerOptions extends Omit<WorkerLoopOptions, 'localData'> {
   readonly token?: string;
   /** CA certificate(s) to trust for wss://. */
   readonly ca?: string | Buffer;
   /** A local copy of the data; used instead of shipped images when its hash matches. */
   readonly localData?: { readonly train: Dataset; readonly validation: Dataset };
-  readonly backoff: BackoffOptions;
-  /** Bytes the images sent by the coordinator may take at most (checked against the welcome's counts). */
-  readonly maxDataBytes: number;
-  /** Give up after failing to (re)connect for this long. */
-  readonly giveUpAfterMs: number;
 }
 
-export const WORKER_DEFAULTS: Pick<WorkerOptions, 'backoff' | 'giveUpAfterMs' | 'maxDataBytes'> = { backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000, maxDataBytes: 512 * 2 ** 20 };
-
-export interface WorkerDeps {
-  readonly logger: Logger;
-  readonly backend: ComputeBackend;
-  readonly clock?: Clock;
-  /** Uniform [0, 1) source for backoff jitter. */
-  readonly random?: () => number;
-}
-
-export interface WorkerOutcome {
-  /** Why the worker stopped: the coordinator's stop reason, or a local close. */
-  readonly reason: string;
-}
+export type WorkerDeps = Omit<WorkerLoopDeps, 'socket'>;
 
 export class Worker {
-  private readonly opts: WorkerOptions;
-  private readonly sessionOpts: SessionOptions;
-  private readonly runtimes = new Map<ModelName, ModelRuntime>();
-  private readonly samples: SampleCache;
-  private session: Session | undefined;
-  private closed = false;
-  private wake: (() => void) | undefined;
+  private readonly loop: WorkerLoop;
 
-  constructor(opts: Partial<WorkerOptions> & Pick<WorkerOptions, 'url' | 'name'>, private readonly deps: WorkerDeps) {
-    this.opts = { ...WORKER_DEFAULTS, ...definedOnly(opts), url: opts.url, name: opts.name, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
-    if (!Number.isSafeInteger(this.opts.maxDataBytes) || this.opts.maxDataBytes < 0) throw new FlockError(ErrorCode.BAD_OPTION, `maxDataBytes must be a non-negative integer (got ${this.opts.maxDataBytes})`);
-    this.samples = new SampleCache(this.opts.maxDataBytes);
-    const local = this.opts.localData;
-    this.sessionOpts = {
-      url: this.opts.url, name: this.opts.name, token: this.opts.token, ca: this.opts.ca, backendName: deps.backend.name,
-      ...(local ? { localData: { data: local, hashes: { train: datasetHash(local.train), validation: datasetHash(local.validation) } } } : {}),
-    };
+  constructor(opts: Partial<WorkerOptions> & Pick<WorkerOptions, 'url' | 'name'>, deps: WorkerDeps) {
+    const { token, ca, localData, ...rest } = opts;
+    const local = localData ? { data: localData, hashes: { train: datasetHash(localData.train), validation: datasetHash(localData.validation) } } : undefined;
+    this.loop = new WorkerLoop({ ...rest, ...(local ? { localData: local } : {}) }, { ...deps, socket: nodeSocketFactory({ token, ca }) });
   }
 
-  async run(): Promise<WorkerOutcome> {
-    const clock = this.deps.clock ?? systemClock;
-    const random = this.deps.random ?? Math.random;
-    const log = this.deps.logger;
-    let attempt = 0;
-    let lostSince = clock.now();
-    try {
-      for (;;) {
-        if (this.closed) return { reason: 'worker shutting down' };
-        this.session = new Session(this.sessionOpts, { logger: log, clock, runtime: (m) => this.runtime(m), samples: this.samples });
-        const end = await this.session.start();
-        this.session = undefined;
-        if (end.kind === 'stopped') return { reason: end.reason };
-        if (this.closed) return { reason: 'worker shutting down' };
-        if (end.welcomed) {
-          attempt = 0;
-          lostSince = clock.now();
-        }
-        const lostFor = clock.now() - lostSince;
-        if (lostFor > this.opts.giveUpAfterMs) {
-          throw new FlockError(ErrorCode.TIMEOUT, `could not reach the coordinator at ${this.opts.url} for ${Math.round(lostFor / 1000)} s (last: ${end.reason}); giving up`);
-        }
-        const delayMs = backoffDelay(attempt++, this.opts.backoff, random);
-        const what = end.welcomed ? 'connection to the coordinator lost' : 'cannot reach the coordinator';
-        log.warn({ event: 'reconnecting', attempt, delayMs, reason: end.reason }, `${what} (${end.reason}); retrying in ${delayMs} ms`);
-        await this.sleep(delayMs);
-      }
-    } finally {
-      for (const r of this.runtimes.values()) r.dispose();
-      this.runtimes.clear();
-    }
+  run(): Promise<WorkerOutcome> {
+    return this.loop.run();
   }
 
   /** Leaves gracefully: closes the connection normally; `run()` then resolves. */
   close(): void {
-    this.closed = true;
-    this.session?.close();
-    this.wake?.();
-  }
-
-  private runtime(model: ModelName): ModelRuntime {
-    let r = this.runtimes.get(model);
-    if (!r) {
-      r = new ModelRuntime(this.deps.backend, modelSpec(model));
-      this.runtimes.set(model, r);
-    }
-    return r;
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
+    this.loop.close();
   }
 }
