@@ -25,6 +25,9 @@ import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
 import { loadDashboardAssets } from './dashboard/assets.js';
+import { joinAuth } from './join/join-auth.js';
+import { loadJoinAssets } from './join/join-assets.js';
+import { createJoinRoutes } from './join/join-routes.js';
 import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './dashboard/http-routes.js';
 import { createRunMetrics } from './dashboard/prometheus.js';
 import { RunMonitor } from './dashboard/run-monitor.js';
@@ -125,11 +128,12 @@ async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, 
   }
 }
 
-/** The dashboard's routes and metrics for the pool's HTTP server. */
+/** The dashboard's routes and metrics, and the browser workers' /join, for the pool's HTTP server. */
 async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions): Promise<{ handle: HttpHandler; close(): void }> {
-  const assets = await loadDashboardAssets();
+  const [assets, joinAssets] = await Promise.all([loadDashboardAssets(), loadJoinAssets()]);
   const metrics = createRunMetrics(monitor);
-  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets });
+  const join = createJoinRoutes({ tls: opts.tls }, joinAuth(opts.token), joinAssets);
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, join });
   return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
 }
 
@@ -138,6 +142,13 @@ function announceDashboard(log: Logger, wsUrl: string, token: string | undefined
   const url = `${wsUrl.replace(/^ws/, 'http')}/`;
   log.info({ event: 'dashboard', url, metrics: `${url}metrics` }, `dashboard on ${url}` + (token ? ' (open it with ?token=<token>)' : ''));
   if (token && generated && process.stderr.isTTY) console.error(`dashboard: ${url}?token=${token}`);
+}
+
+/** Logs the link that makes a browser tab a worker: a secret derived from the token, never the token. */
+function announceJoin(log: Logger, wsUrl: string, token: string | undefined): void {
+  const secret = joinAuth(token).linkSecret;
+  const url = `${wsUrl.replace(/^ws/, 'http')}/join${secret ? `?k=${secret}` : ''}`;
+  log.info({ event: 'join_link', url }, `browser workers: open ${url}`);
 }
 
 async function runStart(flags: StartFlags): Promise<number> {
@@ -198,7 +209,10 @@ async function runStart(flags: StartFlags): Promise<number> {
         maxConnections: flags.maxConnections, maxPending: flags.maxPending,
         minWorkers: flags.minWorkers ?? 1,
       }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle });
-      if (dashboard) announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
+      if (dashboard) {
+        announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
+        announceJoin(log, pool.url, token);
+      }
       if (flags.spawnWorkers > 0) {
         workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
         workers.start();

@@ -2,13 +2,16 @@
 // server closes any beyond it) and, until it says hello, against --max-pending: sockets
 // beyond that are closed at once, idle or slow HTTP requests are cut by the server's
 // headers timeout, silent WebSockets by the hello timeout, so strangers can neither hold
-// every slot for long nor keep a worker out. On the upgrade: a stopping pool answers 503, a
-// wrong or missing token 401. Refusals are logged as periodic summaries.
+// every slot for long nor keep a worker out. On the upgrade: a stopping pool answers 503; a
+// browser's Origin other than the coordinator's own, or with a token neither the token
+// (Node workers) nor the join cookie (browser workers, coordinator/join/), 401. Refusals
+// are logged as periodic summaries.
 import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket, WebSocketServer } from 'ws';
+import { joinAuth, originAllowed, type JoinAuth } from './join/join-auth.js';
 import { RejectLog } from './reject-log.js';
 import { rejectUpgrade, tokenMatches } from './upgrade-auth.js';
 
@@ -25,6 +28,7 @@ export class Admission {
   private readonly pending = new Set<Duplex>();
   private readonly unauthorized: RejectLog;
   private readonly refused: RejectLog;
+  private readonly join: JoinAuth;
 
   constructor(
     private readonly opts: AdmissionOptions,
@@ -33,7 +37,8 @@ export class Admission {
     private readonly stopping: () => boolean,
     private readonly accept: (ws: WebSocket, req: IncomingMessage) => void,
   ) {
-    this.unauthorized = new RejectLog(log, opts.rejectLogMs, 'unauthorized', 'refused (HTTP 401): missing or wrong token');
+    this.unauthorized = new RejectLog(log, opts.rejectLogMs, 'unauthorized', 'refused (HTTP 401): missing or wrong token (or join cookie), or a browser page of another origin');
+    this.join = joinAuth(opts.token);
     this.refused = new RejectLog(log, opts.rejectLogMs, 'connection_refused', `refused: over --max-connections ${opts.maxConnections} or --max-pending ${opts.maxPending} (connections that have not said hello)`);
   }
 
@@ -62,7 +67,8 @@ export class Admission {
   readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', (err) => this.log.debug({ event: 'upgrade_error', err: err.message }, 'socket error during upgrade'));
     if (this.stopping()) return rejectUpgrade(socket, 503, 'Service Unavailable');
-    if (this.opts.token !== undefined && !tokenMatches(this.opts.token, req.headers.authorization)) {
+    const tokenOk = this.opts.token === undefined || tokenMatches(this.opts.token, req.headers.authorization) || this.join.cookieMatches(req);
+    if (!tokenOk || !originAllowed(req, this.opts.tls !== undefined)) {
       this.unauthorized.note(req.socket.remoteAddress);
       return rejectUpgrade(socket, 401, 'Unauthorized');
     }

@@ -231,6 +231,7 @@ export class Scheduler {
     conn.results++;
     conn.outstanding.delete(id);
     this.watch(conn, kind);
+    conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs }, 'result accepted');
     round.complete(id, conn.id, result, computeMs);
   }
 }

@@ -14,6 +14,7 @@ import pino from 'pino';
 import type { BackendName, ComputeBackend, Tf } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
+import { flockKernelsFromFile } from '../shared/backends/kernels/flock_wasm_file.js';
 import { registerTrainingKernels } from '../shared/backends/kernels/register.js';
 import { isFlockKernel } from '../shared/backends/kernels/util.js';
 import { errorMessage } from '../shared/errors.js';
@@ -135,9 +136,9 @@ describe('backends load', () => {
 
   test('registering the training kernels again is harmless', () => {
     const { tf } = backendOf('wasm');
-    registerTrainingKernels(tf, 'wasm');
-    registerTrainingKernels(tf, 'wasm');
-    registerTrainingKernels(tf, 'cpu');
+    registerTrainingKernels(tf, 'wasm', flockKernelsFromFile);
+    registerTrainingKernels(tf, 'wasm', flockKernelsFromFile);
+    registerTrainingKernels(tf, 'cpu', flockKernelsFromFile);
     for (const name of ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'Tanh', 'Identity', 'BatchMatMul']) {
       assert.ok(isFlockKernel(tf.getKernel(name, 'wasm')), `${name} is Flock's on wasm`);
     }

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
+import type { JoinHandler } from '../join/join-routes.js';
 import { tokenMatches } from '../upgrade-auth.js';
 import type { DashboardAssets } from './assets.js';
 import type { RunMonitor } from './run-monitor.js';
@@ -22,6 +23,8 @@ export interface HttpRoutesDeps {
   readonly monitor: RunMonitor;
   readonly registry: Registry;
   readonly assets: DashboardAssets;
+  /** The browser worker's page and files under /join (coordinator/join/); none for a finished run. */
+  readonly join?: JoinHandler;
 }
 
 const COOKIE = 'flock_session';
@@ -88,6 +91,7 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { Allow: 'GET, HEAD' });
     if (url.pathname === '/healthz') return send(res, 200, 'text/plain', 'ok\n');
     if (url.pathname === '/favicon.ico') return send(res, 204, 'image/x-icon', '');
+    if (deps.join && (url.pathname === '/join' || url.pathname.startsWith('/join/'))) return deps.join(req, res, url, authorized(req));
     if (url.pathname === '/' && opts.token !== undefined && session !== undefined && url.searchParams.has('token')) {
       if (!tokenMatches(opts.token, `Bearer ${url.searchParams.get('token') ?? ''}`)) return send(res, 401, 'text/plain', 'wrong token\n', { 'WWW-Authenticate': 'Bearer' });
       const secure = opts.tls ? '; Secure' : '';

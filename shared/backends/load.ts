@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { BackendName, BackendRequest, ComputeBackend, Tf } from '../backend.js';
 import { ErrorCode, FlockError, errorMessage } from '../errors.js';
+import { flockKernelsFromFile } from './kernels/flock_wasm_file.js';
 import { registerTrainingKernels } from './kernels/register.js';
 import { adapterSummary, findWebgpuAdapter } from './webgpu.js';
 
@@ -43,7 +44,7 @@ async function loadJs(name: 'wasm' | 'cpu'): Promise<ComputeBackend> {
   // PROD silences tfjs's console banner suggesting tfjs-node: `auto` already tried it and
   // logged why it was skipped, and stray console output would break JSON-lines logs.
   tf.env().set('PROD', true);
-  registerTrainingKernels(tf, name);
+  registerTrainingKernels(tf, name, flockKernelsFromFile);
   const ok = await tf.setBackend(name);
   if (!ok) throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `TensorFlow.js could not initialise the '${name}' backend; try --backend cpu.`);
   await tf.ready();

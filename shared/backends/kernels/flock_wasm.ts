@@ -2,7 +2,8 @@
 // flock_kernels.wasm beside this file) against one tfjs-backend-wasm instance. The module
 // imports that backend's own WebAssembly.Memory, so the kernels take tensors' heap offsets
 // and work in place, with no copies; a heap that grows stays the same Memory for both.
-import { readFileSync } from 'node:fs';
+// The compiled module comes from the caller: read from disk in Node (flock_wasm_file.ts),
+// fetched by the browser worker's page.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { TensorInfo } from './util.js';
 
@@ -44,7 +45,7 @@ export const TANH_TABLE_STEPS = 64;
 export const TANH_TABLE_HALF = 608; // 9.5 · 64: tanh(9.5) rounds to 1 in float32
 
 /** One compiled module per process, one instance per backend; built on first use. */
-export function flockWasmLoader(): (backend: unknown) => FlockWasm {
+export function flockWasmLoader(kernels: () => WebAssembly.Module): (backend: unknown) => FlockWasm {
   let compiled: WebAssembly.Module | undefined;
   const instances = new WeakMap<object, FlockWasm>();
   return (backend) => {
@@ -56,7 +57,7 @@ export function flockWasmLoader(): (backend: unknown) => FlockWasm {
     if (!(memory instanceof WebAssembly.Memory)) {
       throw new Error("Flock's wasm kernels: tfjs-backend-wasm does not expose its WebAssembly.Memory (Module.asm.memory); this version is not supported");
     }
-    compiled ??= new WebAssembly.Module(readFileSync(new URL('./flock_kernels.wasm', import.meta.url)));
+    compiled ??= kernels();
     const instance = new WebAssembly.Instance(compiled, { env: { memory } });
     const tanhTable = module._malloc((2 * TANH_TABLE_HALF + 1) * 8) >>> 0;
     const heap = new Float64Array(memory.buffer, tanhTable, 2 * TANH_TABLE_HALF + 1);
