@@ -2,8 +2,8 @@
 // (multi-threaded where the page is cross-origin isolated), webgl, cpu. `?backend=` forces
 // one; `wasm-st` (or `?threads=1`) is single-threaded wasm: the very build Node runs, so its
 // results are bit-identical to a Node worker's. Flock's kernels are registered as in Node:
-// its wasm SIMD kernels (fetched from the coordinator) on single-threaded wasm, its max-pool
-// gradient on webgpu.
+// its wasm SIMD kernels (fetched from the coordinator; on threaded wasm the build that
+// imports shared memory), its max-pool gradient on webgpu.
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount, setThreadsCount, setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -51,6 +51,30 @@ async function webgpuAdapter(): Promise<{ text: string; software: boolean }> {
   return { text, software };
 }
 
+/**
+ * Runs `init` and returns the shared WebAssembly.Memory it created. Threaded
+ * tfjs-backend-wasm creates its memory itself and neither exports it nor keeps it anywhere
+ * reachable; Flock's kernels must import it. The constructor is wrapped only for this call.
+ */
+async function sharedMemoryOf(init: () => Promise<void>): Promise<WebAssembly.Memory> {
+  const Original = WebAssembly.Memory;
+  let memory: WebAssembly.Memory | undefined;
+  (WebAssembly as { Memory: typeof Original }).Memory = new Proxy(Original, {
+    construct(target, args: [WebAssembly.MemoryDescriptor], newTarget: new (...a: unknown[]) => object) {
+      const m = Reflect.construct(target, args, newTarget) as WebAssembly.Memory;
+      if (args[0]?.shared === true) memory = m;
+      return m;
+    },
+  });
+  try {
+    await init();
+  } finally {
+    (WebAssembly as { Memory: typeof Original }).Memory = Original;
+  }
+  if (!memory) throw new Error('multi-threaded tfjs-backend-wasm created no shared memory; try ?backend=wasm-st');
+  return memory;
+}
+
 async function activate(name: string): Promise<void> {
   if (!(await tf.setBackend(name))) throw new Error(`TensorFlow.js could not initialise '${name}'`);
   await tf.ready();
@@ -74,16 +98,14 @@ async function loadOne(name: Exclude<BrowserBackendRequest, 'auto'>, opts: Brows
       tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', threaded);
       if (threaded && wanted > 1) setThreadsCount(wanted);
       setWasmPaths(opts.wasmPath);
-      if (!threaded) {
-        // Flock's kernels import the backend's memory, which only the single-threaded build
-        // exposes; the threaded build runs tfjs's own kernels (and Flock's formulas in tfjs ops).
-        const kernels = await WebAssembly.compileStreaming(fetch(`${opts.wasmPath}flock_kernels.wasm`));
-        registerTrainingKernels(tf, 'wasm', () => kernels);
-      }
-      await activate('wasm');
+      const kernels = await WebAssembly.compileStreaming(fetch(`${opts.wasmPath}${threaded ? 'flock_kernels_shared.wasm' : 'flock_kernels.wasm'}`));
+      let memory: WebAssembly.Memory | undefined;
+      registerTrainingKernels(tf, 'wasm', () => kernels, () => memory);
+      if (threaded) memory = await sharedMemoryOf(() => activate('wasm'));
+      else await activate('wasm');
       const threads = getThreadsCount();
       const label = threads > 1 ? `wasm (${threads} threads)` : 'wasm (1 thread)';
-      const adapter = threaded ? `tfjs-backend-wasm, SIMD, ${threads} threads, tfjs kernels` : 'tfjs-backend-wasm, SIMD, 1 thread, Flock kernels';
+      const adapter = `tfjs-backend-wasm, SIMD, ${threads} thread${threads > 1 ? 's' : ''}, Flock kernels`;
       return { ...base, backend: { name: 'wasm', tf, detail: `tfjs-backend-wasm ${tf.version.tfjs} (${adapter})` }, label, adapter };
     }
     case 'webgl': {

@@ -1,11 +1,12 @@
 // What /join serves, read once at start: the page's bundle (`npm run build` puts it in
-// dist/join/), tfjs-backend-wasm's three WebAssembly builds and Flock's kernels.
+// dist/join/), tfjs-backend-wasm's three WebAssembly builds and Flock's kernels (two builds:
+// for the single-threaded backend's memory, and for the threaded backend's shared memory).
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, FlockError } from '../../shared/errors.js';
-import { FLOCK_KERNELS_FILE } from '../../shared/backends/kernels/flock_wasm_file.js';
+import { FLOCK_KERNELS_FILE, FLOCK_SHARED_KERNELS_FILE } from '../../shared/backends/kernels/flock_wasm_file.js';
 
 export interface JoinAssets {
   readonly html: string;
@@ -37,12 +38,13 @@ const HTML = `<!doctype html>
 export async function loadJoinAssets(dir = JOIN_BUNDLE_DIR): Promise<JoinAssets> {
   try {
     const tfjsWasmDir = join(dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
-    const [script, style, kernels, ...tfjsWasm] = await Promise.all([
-      readFile(join(dir, 'join.js')), readFile(join(dir, 'join.css')), readFile(FLOCK_KERNELS_FILE),
+    const [script, style, kernels, sharedKernels, ...tfjsWasm] = await Promise.all([
+      readFile(join(dir, 'join.js')), readFile(join(dir, 'join.css')), readFile(FLOCK_KERNELS_FILE), readFile(FLOCK_SHARED_KERNELS_FILE),
       ...TFJS_WASM_FILES.map((f) => readFile(join(tfjsWasmDir, f))),
     ]);
     const wasm = new Map<string, Buffer>(TFJS_WASM_FILES.map((f, i) => [f, tfjsWasm[i]!]));
     wasm.set('flock_kernels.wasm', kernels!);
+    wasm.set('flock_kernels_shared.wasm', sharedKernels!);
     return { html: HTML, script: script!, style: style!, wasm };
   } catch (err) {
     throw new FlockError(ErrorCode.BAD_OPTION, `the browser worker's files are missing (${err instanceof Error ? err.message : String(err)}): run \`npm run build\`, or start with --no-http`, { cause: err });

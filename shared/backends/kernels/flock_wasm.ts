@@ -3,7 +3,9 @@
 // imports that backend's own WebAssembly.Memory, so the kernels take tensors' heap offsets
 // and work in place, with no copies; a heap that grows stays the same Memory for both.
 // The compiled module comes from the caller: read from disk in Node (flock_wasm_file.ts),
-// fetched by the browser worker's page.
+// fetched by the browser worker's page. Multi-threaded tfjs-backend-wasm (browsers only)
+// has a shared memory that it does not export: the caller then passes it, and a build of
+// the kernels that imports shared memory (flock_kernels_shared.wasm).
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { TensorInfo } from './util.js';
 
@@ -45,7 +47,7 @@ export const TANH_TABLE_STEPS = 64;
 export const TANH_TABLE_HALF = 608; // 9.5 · 64: tanh(9.5) rounds to 1 in float32
 
 /** One compiled module per process, one instance per backend; built on first use. */
-export function flockWasmLoader(kernels: () => WebAssembly.Module): (backend: unknown) => FlockWasm {
+export function flockWasmLoader(kernels: () => WebAssembly.Module, sharedMemory?: () => WebAssembly.Memory | undefined): (backend: unknown) => FlockWasm {
   let compiled: WebAssembly.Module | undefined;
   const instances = new WeakMap<object, FlockWasm>();
   return (backend) => {
@@ -53,7 +55,7 @@ export function flockWasmLoader(kernels: () => WebAssembly.Module): (backend: un
     const cached = instances.get(wasmBackend);
     if (cached) return cached;
     const module = wasmBackend.wasm as unknown as EmscriptenModule;
-    const memory = module.asm?.memory;
+    const memory = module.asm?.memory ?? sharedMemory?.();
     if (!(memory instanceof WebAssembly.Memory)) {
       throw new Error("Flock's wasm kernels: tfjs-backend-wasm does not expose its WebAssembly.Memory (Module.asm.memory); this version is not supported");
     }

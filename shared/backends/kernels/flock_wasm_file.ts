@@ -5,3 +5,6 @@ export const FLOCK_KERNELS_FILE = new URL('./flock_kernels.wasm', import.meta.ur
 
 /** Compiles flock_kernels.wasm synchronously (once per process: the loader keeps it). */
 export const flockKernelsFromFile = (): WebAssembly.Module => new WebAssembly.Module(readFileSync(FLOCK_KERNELS_FILE));
+
+/** The same kernels importing a shared memory, for multi-threaded wasm in browsers (served by /join). */
+export const FLOCK_SHARED_KERNELS_FILE = new URL('./flock_kernels_shared.wasm', import.meta.url);

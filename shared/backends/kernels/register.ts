@@ -20,12 +20,15 @@ import { tanhGradKernel } from './tanh_grad.js';
 import { tanhMaxPoolGradKernel } from './tanh_max_pool_grad.js';
 import { isFlockKernel, registerKernelOnce } from './util.js';
 
-/** `kernels` gives the compiled flock_kernels.wasm (flockKernelsFromFile in Node). */
-export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu', kernels: () => WebAssembly.Module): void {
+/**
+ * `kernels` gives the compiled flock_kernels.wasm (flockKernelsFromFile in Node);
+ * `sharedMemory` the memory of multi-threaded tfjs-backend-wasm, which does not export it.
+ */
+export function registerTrainingKernels(tf: Tf, backend: 'wasm' | 'cpu', kernels: () => WebAssembly.Module, sharedMemory?: () => WebAssembly.Memory | undefined): void {
   // The cpu backend's own kernels are correct (if slow) and serve as the tests' reference.
   if (backend !== 'wasm') return;
   // Flock's WebAssembly SIMD module, instantiated per wasm backend on the first kernel call.
-  const flock = flockWasmLoader(kernels);
+  const flock = flockWasmLoader(kernels, sharedMemory);
   registerKernelOnce(tf, conv2DBackpropFilterKernel(tf, backend, flock));
   registerKernelOnce(tf, conv2DBackpropInputKernel(tf, backend));
   registerKernelOnce(tf, maxPoolGradKernel(tf, flock));

@@ -1,0 +1,223 @@
+// Browser workers: headless Debian chromium opens the coordinator's join link and trains
+// with the fleet (the same worker session as Node, bundled for the browser). Runs on
+// synthetic data with a Node worker beside the tab; the coordinator's debug log says which
+// worker computed which micro-batch of which step.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Browser } from 'puppeteer-core';
+import WebSocket from 'ws';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { findChromium, type Proc } from './dashboard-tools.js';
+import {
+  finalWeights, gradientResults, launchChromium, maxAbsDiff, openJoin, pageData, startCoordinator, workerIdOf, type CoordinatorRun,
+} from './browser-tools.js';
+
+const TOKEN = 'browser-test-token';
+/** 440 training images: 13 steps of 32 an epoch, each 2 micro-batches of 16. */
+const RUN = ['--workers', '2', '--epochs', '2', '--batch-size', '32', '--micro-batch', '16', '--lr', '0.05', '--seed', '3'];
+const chromium = findChromium();
+const inCi = process.env.CI === 'true';
+const skip = chromium === undefined && !inCi ? 'Debian chromium is not installed: apt-get install -y chromium (CI=true makes this a failure)' : false;
+
+/** What a WebSocket upgrade with these headers is answered: 101 or the HTTP status. */
+function upgradeStatus(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    ws.on('open', () => {
+      ws.terminate();
+      resolve(101);
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      res.resume();
+      ws.terminate();
+      resolve(res.statusCode ?? 0);
+    });
+    ws.on('error', (err) => {
+      if (!/Unexpected server response|closed before/.test(err.message)) reject(err);
+    });
+  });
+}
+
+describe('browser workers (/join in headless chromium)', { skip }, () => {
+  let root: string;
+  let dataDir: string;
+  let browser: Browser;
+  let closeBrowser: () => Promise<void>;
+  const procs: Proc[] = [];
+  let reference: Promise<Float32Array> | undefined;
+
+  before(async () => {
+    assert.ok(chromium, 'CI=true needs Debian chromium: apt-get install -y chromium');
+    root = await mkdtemp(join(tmpdir(), 'flock-browser-'));
+    dataDir = join(root, 'cifar-10-batches-bin');
+    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
+    ({ browser, close: closeBrowser } = await launchChromium());
+  });
+  after(async () => {
+    await closeBrowser?.();
+    for (const p of procs) p.child.kill();
+    await Promise.all(procs.map((p) => p.exited));
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const start = async (name: string, args = RUN): Promise<CoordinatorRun> => {
+    const run = await startCoordinator({ dataDir, checkpointDir: join(root, name), token: TOKEN, args });
+    procs.push(run.coordinator);
+    return run;
+  };
+  const nodeWorker = (run: CoordinatorRun, name: string): Proc => {
+    const w = run.nodeWorker(name);
+    procs.push(w);
+    return w;
+  };
+  /** The same run with two Node workers only: the weights every run here must end with. */
+  const nodeOnlyWeights = (): Promise<Float32Array> => {
+    reference ??= (async () => {
+      const run = await start('ck-node-only');
+      nodeWorker(run, 'n1');
+      nodeWorker(run, 'n2');
+      assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+      return finalWeights(run.checkpointDir);
+    })();
+    return reference;
+  };
+
+  it('a tab joins beside a Node worker: the run completes and learns, and both computed micro-batches', async () => {
+    const run = await start('ck-mixed');
+    nodeWorker(run, 'node');
+    const errors: string[] = [];
+    const page = await openJoin(browser, run.joinUrl, { backend: 'wasm-st', name: 'tab' }, errors);
+    try {
+      assert.equal(new URL(page.url()).searchParams.has('k'), false, 'the join secret is dropped from the address bar');
+      assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+      const records = run.coordinator.records;
+      const tab = records.find((r) => r.event === 'worker_joined' && r.workerName === 'tab')!;
+      const node = records.find((r) => r.event === 'worker_joined' && r.workerName === 'node')!;
+      assert.equal(tab.backend, 'wasm (1 thread)');
+      const results = gradientResults(run.coordinator);
+      const byTab = results.filter((r) => r.workerId === tab.workerId).length;
+      const byNode = results.filter((r) => r.workerId === node.workerId).length;
+      assert.ok(byTab > 0 && byNode > 0, `micro-batches: tab ${byTab}, node ${byNode}`);
+      assert.equal(byTab + byNode, 2 * 13 * 2);
+      const done = records.find((r) => r.event === 'done')!;
+      assert.ok((done.valAccuracy as number) > 0.9, `validation accuracy ${String(done.valAccuracy)}`);
+      // The page shows what it did: the coordinator's stop, its backend, its micro-batches.
+      await page.waitForFunction(() => document.getElementById('join')?.dataset.state === 'stopped');
+      const shown = await pageData(page);
+      assert.equal(shown.backend, 'wasm (1 thread)');
+      assert.equal(Number(shown.microBatches), byTab);
+      assert.equal((await page.$eval('#f-adapter', (el) => el.textContent)), 'tfjs-backend-wasm, SIMD, 1 thread, Flock kernels');
+      assert.deepEqual(errors, []);
+      // Single-threaded wasm in the tab is the build Node runs: bit-identical weights.
+      const weights = await finalWeights(run.checkpointDir);
+      assert.deepEqual(weights, await nodeOnlyWeights());
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('multi-threaded wasm in a cross-origin-isolated tab: weights within a stated bound of the Node-only run', async () => {
+    const run = await start('ck-threaded');
+    nodeWorker(run, 'node');
+    const errors: string[] = [];
+    const page = await openJoin(browser, run.joinUrl, { backend: 'wasm', threads: '2', name: 'threaded' }, errors);
+    try {
+      assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'COOP and COEP make the page cross-origin isolated');
+      assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+      const tab = run.coordinator.records.find((r) => r.event === 'worker_joined' && r.workerName === 'threaded')!;
+      assert.match(tab.backend as string, /^wasm \(\d+ threads?\)$/);
+      assert.ok(gradientResults(run.coordinator).some((r) => r.workerId === tab.workerId));
+      assert.deepEqual(errors, []);
+      // The threaded build may split XNNPACK's convolution (the first layer's) over threads
+      // and so change the order of float32 sums: not promised bit-identical, but close.
+      const diff = maxAbsDiff(await finalWeights(run.checkpointDir), await nodeOnlyWeights());
+      process.stderr.write(`# threaded wasm (${String(tab.backend)}): max |Δw| vs Node-only after 26 steps = ${diff}\n`);
+      assert.ok(diff <= 1e-3, `max weight difference ${diff}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('closing the tab mid-step: the step completes on the Node worker, nothing lost or counted twice', async () => {
+    const run = await start('ck-close');
+    nodeWorker(run, 'node');
+    const page = await openJoin(browser, run.joinUrl, { backend: 'wasm-st', name: 'closing' });
+    const tabId = await workerIdOf(run.coordinator, 'closing');
+    await run.coordinator.waitFor((r) => r.event === 'result' && r.workerId === tabId && r.kind === 'gradients');
+    // Slow the tab 100x so that the micro-batch it is handed next is surely still computing when it closes.
+    const cdp = await page.createCDPSession();
+    await cdp.send('Emulation.setCPUThrottlingRate', { rate: 100 });
+    const from = run.coordinator.records.length;
+    const assigned = await run.coordinator.waitFor((r) => run.coordinator.records.indexOf(r) >= from && r.event === 'assigned' && r.workerId === tabId && r.kind === 'gradients');
+    await page.close();
+    const left = await run.coordinator.waitFor((r) => r.event === 'worker_left' && r.workerId === tabId);
+    assert.deepEqual(left.reassigned, assigned.units, `${String(left.reason)}`);
+    assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+    // Every micro-batch of every step accepted exactly once, and the weights of an undisturbed run.
+    const perStep = new Map<number, number[]>();
+    for (const r of gradientResults(run.coordinator)) perStep.set(r.step, [...(perStep.get(r.step) ?? []), r.unit]);
+    assert.equal(perStep.size, 26);
+    for (const [step, units] of perStep) assert.deepEqual(units.sort(), [0, 1], `step ${step}`);
+    const reassignedStep = assigned.key as number;
+    assert.ok(gradientResults(run.coordinator).some((r) => r.step === reassignedStep && r.workerId !== tabId), 'the other worker finished the step');
+    assert.deepEqual(await finalWeights(run.checkpointDir), await nodeOnlyWeights());
+  });
+
+  it('without the join secret, or from another Origin: refused, and the coordinator keeps training', async () => {
+    const run = await start('ck-refused', ['--workers', '1', '--epochs', '40', '--batch-size', '32', '--lr', '0.05']);
+    nodeWorker(run, 'node');
+    await run.coordinator.waitFor((r) => r.event === 'epoch' && r.epoch === 1);
+    for (const path of ['/join', '/join?k=wrong-secret', '/join/status', '/join/join.js', '/join/wasm/flock_kernels.wasm']) {
+      const r = await fetch(run.http + path, { redirect: 'manual' });
+      assert.equal(r.status, 401, path);
+      await r.body?.cancel();
+    }
+    // A tab without the secret is told what to open.
+    const stranger = await browser.newPage();
+    const answer = await stranger.goto(`${run.http}/join`);
+    assert.equal(answer?.status(), 401);
+    assert.match(await stranger.$eval('body', (el) => el.textContent ?? ''), /open the join link the coordinator printed/);
+    await stranger.close();
+    // The link trades the secret for an HttpOnly, SameSite=Strict cookie (not the token, nor the secret).
+    const secret = new URL(run.joinUrl).searchParams.get('k')!;
+    assert.ok(!run.joinUrl.includes(TOKEN));
+    const login = await fetch(run.joinUrl, { redirect: 'manual' });
+    assert.equal(login.status, 303);
+    assert.equal(login.headers.get('location'), '/join');
+    const setCookie = login.headers.get('set-cookie') ?? '';
+    assert.match(setCookie, /HttpOnly/);
+    assert.match(setCookie, /SameSite=Strict/);
+    assert.ok(!setCookie.includes(TOKEN) && !setCookie.includes(secret));
+    const cookie = setCookie.split(';')[0]!;
+    const page = await fetch(`${run.http}/join`, { headers: { Cookie: cookie } });
+    assert.equal(page.status, 200);
+    assert.equal(page.headers.get('cross-origin-opener-policy'), 'same-origin');
+    assert.equal(page.headers.get('cross-origin-embedder-policy'), 'require-corp');
+    await page.body?.cancel();
+    // Upgrades: the cookie from the coordinator's own origin is let in; a foreign Origin, or no cookie, is not.
+    assert.equal(await upgradeStatus(run.ws, { Cookie: cookie, Origin: run.http }), 101);
+    assert.equal(await upgradeStatus(run.ws, { Cookie: cookie, Origin: 'http://evil.example' }), 401);
+    assert.equal(await upgradeStatus(run.ws, { Authorization: `Bearer ${TOKEN}`, Origin: 'http://evil.example' }), 401);
+    assert.equal(await upgradeStatus(run.ws, { Origin: run.http }), 401);
+    assert.equal(await upgradeStatus(run.ws, { Cookie: `flock_join=${secret}`, Origin: run.http }), 401);
+    // Script of another origin in the browser cannot connect.
+    const other = await browser.newPage();
+    const code = await other.evaluate((url) => new Promise<number>((resolve) => {
+      const ws = new WebSocket(url);
+      ws.onopen = () => resolve(0);
+      ws.onclose = (e) => resolve(e.code);
+    }), run.ws);
+    await other.close();
+    assert.equal(code, 1006);
+    const epochsThen = run.coordinator.records.filter((r) => r.event === 'epoch').length;
+    assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+    const epochs = run.coordinator.records.filter((r) => r.event === 'epoch');
+    assert.equal(epochs.length, 40);
+    assert.ok(epochsThen < 40, 'the refusals happened while training');
+    const refused = run.coordinator.records.filter((r) => r.event === 'unauthorized').reduce((n, r) => n + (r.count as number), 0);
+    assert.ok(refused >= 5, `${refused} upgrades logged as refused`);
+  });
+});
