@@ -96,7 +96,7 @@ async function main(): Promise<void> {
         break;
       case 'welcomed':
         setState('training');
-        show('worker', `${String(o.workerId ?? '?')} (${name})`);
+        show('worker', `${typeof o.workerId === 'number' ? o.workerId : '?'} (${name})`);
         break;
       case 'gradient': {
         microBatches += 1;
@@ -113,7 +113,7 @@ async function main(): Promise<void> {
         return;
       }
       case 'reconnecting':
-        setState('reconnecting', String(o.reason ?? ''));
+        setState('reconnecting', typeof o.reason === 'string' ? o.reason : '');
         break;
     }
     if (typeof o.msg === 'string') logLine(o.msg);

@@ -61,7 +61,7 @@ async function sharedMemoryOf(init: () => Promise<void>): Promise<WebAssembly.Me
   let memory: WebAssembly.Memory | undefined;
   (WebAssembly as { Memory: typeof Original }).Memory = new Proxy(Original, {
     construct(target, args: [WebAssembly.MemoryDescriptor], newTarget: new (...a: unknown[]) => object) {
-      const m = Reflect.construct(target, args, newTarget) as WebAssembly.Memory;
+      const m = Reflect.construct<[WebAssembly.MemoryDescriptor], WebAssembly.Memory>(target, args, newTarget);
       if (args[0]?.shared === true) memory = m;
       return m;
     },

@@ -44,8 +44,8 @@ function upgradeStatus(url: string, headers: Record<string, string>): Promise<nu
 describe('browser workers (/join in headless chromium)', { skip }, () => {
   let root: string;
   let dataDir: string;
+  let chrome: { browser: Browser; close(): Promise<void> } | undefined;
   let browser: Browser;
-  let closeBrowser: () => Promise<void>;
   const procs: Proc[] = [];
   let reference: Promise<Float32Array> | undefined;
 
@@ -54,10 +54,11 @@ describe('browser workers (/join in headless chromium)', { skip }, () => {
     root = await mkdtemp(join(tmpdir(), 'flock-browser-'));
     dataDir = join(root, 'cifar-10-batches-bin');
     await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
-    ({ browser, close: closeBrowser } = await launchChromium());
+    chrome = await launchChromium();
+    browser = chrome.browser;
   });
   after(async () => {
-    await closeBrowser?.();
+    await chrome?.close();
     for (const p of procs) p.child.kill();
     await Promise.all(procs.map((p) => p.exited));
     await rm(root, { recursive: true, force: true });

@@ -43,9 +43,9 @@ export async function loadJoinAssets(dir = JOIN_BUNDLE_DIR): Promise<JoinAssets>
       ...TFJS_WASM_FILES.map((f) => readFile(join(tfjsWasmDir, f))),
     ]);
     const wasm = new Map<string, Buffer>(TFJS_WASM_FILES.map((f, i) => [f, tfjsWasm[i]!]));
-    wasm.set('flock_kernels.wasm', kernels!);
-    wasm.set('flock_kernels_shared.wasm', sharedKernels!);
-    return { html: HTML, script: script!, style: style!, wasm };
+    wasm.set('flock_kernels.wasm', kernels);
+    wasm.set('flock_kernels_shared.wasm', sharedKernels);
+    return { html: HTML, script, style, wasm };
   } catch (err) {
     throw new FlockError(ErrorCode.BAD_OPTION, `the browser worker's files are missing (${err instanceof Error ? err.message : String(err)}): run \`npm run build\`, or start with --no-http`, { cause: err });
   }
