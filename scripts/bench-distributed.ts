@@ -36,7 +36,7 @@ export function realDataDir(): string | undefined {
 }
 
 /** The real bird/airplane data if it is reachable, else a synthetic set of the same size. */
-async function benchData(): Promise<{ dir: string; label: string; cleanup: () => Promise<void> }> {
+export async function benchData(): Promise<{ dir: string; label: string; cleanup: () => Promise<void> }> {
   const real = realDataDir();
   if (real) return { dir: real, label: real, cleanup: () => Promise.resolve() };
   const dir = await mkdtemp(join(tmpdir(), 'flock-bench-'));

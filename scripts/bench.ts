@@ -8,6 +8,7 @@ import pino from 'pino';
 import type { ComputeBackend } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
+import { benchBrowser } from './bench-browser.js';
 import { benchCoordinator, benchWorkers } from './bench-distributed.js';
 import { benchPeer } from './bench-peer.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
@@ -110,6 +111,7 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
   workers: () => benchWorkers(),
   coordinator: () => benchCoordinator(),
   peer: (options) => benchPeer(options),
+  browser: () => benchBrowser(),
 };
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { names: string[]; options: Options } {
