@@ -18,7 +18,9 @@ import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import type { ModelState } from '../shared/models/spec.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { canCreateNamespaces } from '../scripts/netsim/ip.js';
-import { NetSim, type Host } from '../scripts/netsim/topology.js';
+import { listNamespaces } from '../scripts/netsim/ip.js';
+import { NetSim, sweepStale, type Host } from '../scripts/netsim/topology.js';
+import { fileURLToPath } from 'node:url';
 import { COORDINATOR_CLI, WORKER_CLI, reap, spawnNode, type Proc } from './child-procs.js';
 import type { LogEvent } from './log-recorder.js';
 
@@ -263,5 +265,31 @@ describe('multi-host: network namespaces', { timeout: 300_000 }, () => {
       assert.deepEqual([...joined].sort(), ['w1', 'w2'], 'only the honest workers joined');
       for (const name of ['w1', 'w2']) assert.equal((await run.workers.get(name)!.exited).code, 0);
     });
+  });
+
+  it('Ctrl-C removes the namespaces; after a SIGKILL the next run sweeps them', async (t) => {
+    if (!available(t)) return;
+    const holder = fileURLToPath(new URL('../scripts/netsim/hold-topology.js', import.meta.url));
+    const ours = async (runId: string): Promise<string[]> => (await listNamespaces()).filter((n) => n.startsWith(`${runId}-`));
+    const start = async (name: string): Promise<{ proc: Proc; runId: string }> => {
+      const proc = spawnNode(name, holder, ['--workers', '3']);
+      procs.add(proc);
+      const ready = await Promise.race([proc.log.next((e) => e.event === 'ready'), proc.exited.then(() => undefined)]);
+      assert.ok(ready, proc.output());
+      const runId = String(ready.runId);
+      assert.equal((await ours(runId)).length, 5, 'router, coordinator and 3 worker namespaces exist');
+      return { proc, runId };
+    };
+    const interrupted = await start('ctrl-c');
+    interrupted.proc.proc.kill('SIGINT');
+    assert.equal((await interrupted.proc.exited).code, 130, interrupted.proc.output());
+    assert.deepEqual(await ours(interrupted.runId), [], 'SIGINT removed every namespace');
+
+    const crashed = await start('crashed');
+    crashed.proc.proc.kill('SIGKILL');
+    await crashed.proc.exited;
+    assert.equal((await ours(crashed.runId)).length, 5, 'a SIGKILLed run cannot clean up');
+    const swept = await sweepStale();
+    assert.ok(swept.length >= 5 && (await ours(crashed.runId)).length === 0, `the sweep removed the dead run's namespaces: ${swept.join(', ')}`);
   });
 });
