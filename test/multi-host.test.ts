@@ -7,16 +7,16 @@
 // every step checkpointed exactly once, and nothing of the harness left behind.
 // Needs root (CI runs as root); elsewhere it skips with the reason, except under CI=true.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { generate as selfSigned } from 'selfsigned';
 import { readCheckpointFile, type Checkpoint } from '../coordinator/checkpoint.js';
 import type { EpochMetrics } from '../coordinator/metrics.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import type { ModelState } from '../shared/models/spec.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
+import { writeSelfSignedCert } from '../scripts/netsim/certs.js';
 import { canCreateNamespaces } from '../scripts/netsim/ip.js';
 import { listNamespaces } from '../scripts/netsim/ip.js';
 import { NetSim, sweepStale, type Host } from '../scripts/netsim/topology.js';
@@ -72,20 +72,9 @@ describe('multi-host: network namespaces', { timeout: 300_000 }, () => {
     await writeSyntheticCifar(dataDir, { trainPerFile: 48, testCount: 48, seed: 5 });
     // The coordinator's certificate is its own CA; workers trust it with --ca. Its names cover the
     // coordinator's address and the router's address on every link (where the delay relays listen).
-    const altNames = [0, 1, 2, 3].map((i) => ({ type: 7 as const, ip: `10.200.${i}.1` }));
-    const pems = await selfSigned([{ name: 'commonName', value: 'flock-coordinator' }], {
-      keyType: 'ec', curve: 'P-256', algorithm: 'sha256', notAfterDate: new Date(Date.now() + 86_400_000),
-      extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '10.200.0.2' }, ...altNames] }],
-    });
-    const other = await selfSigned([{ name: 'commonName', value: 'someone-else' }], {
-      keyType: 'ec', curve: 'P-256', algorithm: 'sha256', notAfterDate: new Date(Date.now() + 86_400_000),
-      extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '10.200.0.2' }] }],
-    });
-    [certFile, keyFile, caFile, wrongCaFile] = ['cert.pem', 'key.pem', 'ca.pem', 'wrong-ca.pem'].map((f) => join(root, f)) as [string, string, string, string];
-    await writeFile(certFile, pems.cert);
-    await writeFile(keyFile, pems.private, { mode: 0o600 });
-    await writeFile(caFile, pems.cert);
-    await writeFile(wrongCaFile, other.cert);
+    const ips = ['10.200.0.2', ...[0, 1, 2, 3].map((i) => `10.200.${i}.1`)];
+    ({ cert: certFile, key: keyFile, ca: caFile } = await writeSelfSignedCert(root, 'coordinator', ips));
+    ({ ca: wrongCaFile } = await writeSelfSignedCert(root, 'someone-else', ips));
     // The undisturbed run: in one process (the worker count never changes the weights).
     const ref = spawnNode('reference', COORDINATOR_CLI, ['start', '--local', ...common(), '--checkpoint-dir', join(root, 'reference')]);
     procs.add(ref);
