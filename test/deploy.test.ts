@@ -169,8 +169,9 @@ describe('deploy recipes', () => {
       }
       for (const p of packages) assert.ok(prod.has(p), `${p} (imported by ${relative(ROOT, cli)}) is not a production dependency`);
     }
-    // The dashboard bundle is read from disk, not imported.
+    // The dashboard's and the browser worker's bundles are read from disk, not imported.
     assert.ok(copied.includes('dist/dashboard') && existsSync(join(DIST, 'dashboard')), 'the dashboard bundle is copied');
+    assert.ok(copied.includes('dist/join') && existsSync(join(DIST, 'join')), 'the /join bundle is copied');
   });
 
   it('compose: one coordinator and N workers with valid commands, the shared port, volumes and health check', () => {
