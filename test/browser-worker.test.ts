@@ -167,17 +167,28 @@ describe('browser workers (/join in headless chromium)', { skip }, () => {
     assert.deepEqual(await finalWeights(run.checkpointDir), await nodeOnlyWeights());
   });
 
-  it('without the join secret, or from another Origin: refused, and the coordinator keeps training', async () => {
-    const run = await start('ck-refused', ['--workers', '1', '--epochs', '40', '--batch-size', '32', '--lr', '0.05']);
+  it('Stop leaves cleanly; without the join secret, or from another Origin: refused; the coordinator keeps training', async () => {
+    const run = await start('ck-refused', ['--workers', '1', '--epochs', '60', '--batch-size', '32', '--micro-batch', '8', '--lr', '0.05']);
     nodeWorker(run, 'node');
     await run.coordinator.waitFor((r) => r.event === 'epoch' && r.epoch === 1);
+    // A tab joins mid-run, computes, and leaves with a normal close when Stop is pressed.
+    const tab = await openJoin(browser, run.joinUrl, { backend: 'wasm-st', name: 'stopper' });
+    const tabId = await workerIdOf(run.coordinator, 'stopper');
+    await run.coordinator.waitFor((r) => r.event === 'result' && r.workerId === tabId);
+    await tab.click('#stop');
+    const left = await run.coordinator.waitFor((r) => r.event === 'worker_left' && r.workerId === tabId);
+    assert.match(left.reason as string, /\(1000: worker shutting down\)/);
+    await tab.waitForFunction(() => document.getElementById('join')?.dataset.state === 'stopped');
+    await tab.close();
     for (const path of ['/join', '/join?k=wrong-secret', '/join/status', '/join/join.js', '/join/wasm/flock_kernels.wasm']) {
       const r = await fetch(run.http + path, { redirect: 'manual' });
       assert.equal(r.status, 401, path);
       await r.body?.cancel();
     }
-    // A tab without the secret is told what to open.
-    const stranger = await browser.newPage();
+    // A tab without the secret is told what to open. (A fresh context: cookies are per host, not
+    // per port, and the other tests' tabs hold a join cookie for 127.0.0.1 of the same token.)
+    const fresh = await browser.createBrowserContext();
+    const stranger = await fresh.newPage();
     const answer = await stranger.goto(`${run.http}/join`);
     assert.equal(answer?.status(), 401);
     assert.match(await stranger.$eval('body', (el) => el.textContent ?? ''), /open the join link the coordinator printed/);
@@ -205,19 +216,19 @@ describe('browser workers (/join in headless chromium)', { skip }, () => {
     assert.equal(await upgradeStatus(run.ws, { Origin: run.http }), 401);
     assert.equal(await upgradeStatus(run.ws, { Cookie: `flock_join=${secret}`, Origin: run.http }), 401);
     // Script of another origin in the browser cannot connect.
-    const other = await browser.newPage();
+    const other = await fresh.newPage();
     const code = await other.evaluate((url) => new Promise<number>((resolve) => {
       const ws = new WebSocket(url);
       ws.onopen = () => resolve(0);
       ws.onclose = (e) => resolve(e.code);
     }), run.ws);
-    await other.close();
+    await fresh.close();
     assert.equal(code, 1006);
     const epochsThen = run.coordinator.records.filter((r) => r.event === 'epoch').length;
     assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
     const epochs = run.coordinator.records.filter((r) => r.event === 'epoch');
-    assert.equal(epochs.length, 40);
-    assert.ok(epochsThen < 40, 'the refusals happened while training');
+    assert.equal(epochs.length, 60);
+    assert.ok(epochsThen < 60, 'the refusals happened while training');
     const refused = run.coordinator.records.filter((r) => r.event === 'unauthorized').reduce((n, r) => n + (r.count as number), 0);
     assert.ok(refused >= 5, `${refused} upgrades logged as refused`);
   });
