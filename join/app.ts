@@ -123,7 +123,7 @@ async function main(): Promise<void> {
 
   const wsUrl = new URL('/', location.href);
   wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const worker = new WorkerLoop({ url: wsUrl.href, name }, { logger, backend: { ...loaded.backend, name: loaded.label as never }, socket: browserSocketFactory, clock: systemClock });
+  const worker = new WorkerLoop({ url: wsUrl.href, name, backendLabel: loaded.label }, { logger, backend: loaded.backend, socket: browserSocketFactory, clock: systemClock });
   stop.disabled = false;
   stop.addEventListener('click', () => {
     stop.disabled = true;

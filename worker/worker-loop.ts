@@ -22,6 +22,8 @@ export interface WorkerLoopOptions {
   /** ws:// or wss:// address of the coordinator. */
   readonly url: string;
   readonly name: string;
+  /** What hello says the worker computes on; default the backend's name (a tab says e.g. "wasm (1 thread)"). */
+  readonly backendLabel?: string;
   /** A local copy of the data and its hashes; used instead of shipped images when they match. */
   readonly localData?: { readonly data: { readonly train: Dataset; readonly validation: Dataset }; readonly hashes: DatasetInfo };
   readonly backoff: BackoffOptions;
@@ -60,7 +62,7 @@ export class WorkerLoop {
     this.opts = { ...WORKER_DEFAULTS, ...definedOnly(opts), url: opts.url, name: opts.name, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
     if (!Number.isSafeInteger(this.opts.maxDataBytes) || this.opts.maxDataBytes < 0) throw new FlockError(ErrorCode.BAD_OPTION, `maxDataBytes must be a non-negative integer (got ${this.opts.maxDataBytes})`);
     this.samples = new SampleCache(this.opts.maxDataBytes);
-    this.sessionOpts = { url: this.opts.url, name: this.opts.name, backendName: deps.backend.name, ...(this.opts.localData ? { localData: this.opts.localData } : {}) };
+    this.sessionOpts = { url: this.opts.url, name: this.opts.name, backendName: this.opts.backendLabel ?? deps.backend.name, ...(this.opts.localData ? { localData: this.opts.localData } : {}) };
   }
 
   async run(): Promise<WorkerOutcome> {
