@@ -11,11 +11,16 @@ import { COORDINATOR_CLI, WORKER_CLI, findChromium, runCli, type Proc } from './
 export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-export async function launchChromium(): Promise<{ browser: Browser; close(): Promise<void> }> {
+/**
+ * A fresh headless chromium. `webgpu`: WebGPU on, GPU not disabled; with no GPU, chromium then
+ * offers its SwiftShader (software, fallback) adapter.
+ */
+export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<{ browser: Browser; close(): Promise<void> }> {
   const executablePath = findChromium();
   if (!executablePath) throw new Error('Debian chromium is not installed: apt-get install -y chromium');
   const userDataDir = await mkdtemp(join(tmpdir(), 'flock-chromium-'));
-  const browser = await puppeteer.launch({ executablePath, headless: true, userDataDir, args: CHROMIUM_ARGS });
+  const args = opts.webgpu === true ? [...CHROMIUM_ARGS.filter((a) => a !== '--disable-gpu'), '--enable-unsafe-webgpu'] : CHROMIUM_ARGS;
+  const browser = await puppeteer.launch({ executablePath, headless: true, userDataDir, args });
   return {
     browser,
     close: async () => {

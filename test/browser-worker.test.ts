@@ -167,6 +167,34 @@ describe('browser workers (/join in headless chromium)', { skip }, () => {
     assert.deepEqual(await finalWeights(run.checkpointDir), await nodeOnlyWeights());
   });
 
+  it("webgpu: auto skips chromium's software adapter for wasm; ?backend=webgpu computes gradients the coordinator accepts", async () => {
+    const gpu = await launchChromium({ webgpu: true });
+    try {
+      // A slow software adapter compiles its shaders on the first micro-batch: a generous deadline.
+      const run = await start('ck-webgpu', ['--workers', '2', '--epochs', '8', '--batch-size', '32', '--micro-batch', '8', '--lr', '0.05', '--step-timeout-floor', '120000']);
+      nodeWorker(run, 'node');
+      const auto = await openJoin(gpu.browser, run.joinUrl, { name: 'auto' });
+      await auto.waitForFunction(() => document.getElementById('join')?.dataset.backend !== undefined);
+      assert.match((await pageData(auto)).backend ?? '', /^wasm /);
+      assert.match(await auto.$eval('#log', (el) => el.textContent ?? ''), /backend skipped: webgpu: software adapter only/);
+      const errors: string[] = [];
+      const webgpu = await openJoin(gpu.browser, run.joinUrl, { backend: 'webgpu', name: 'webgpu' }, errors);
+      const id = await workerIdOf(run.coordinator, 'webgpu');
+      const joined = run.coordinator.records.find((r) => r.event === 'worker_joined' && r.workerId === id)!;
+      assert.equal(joined.backend, 'webgpu');
+      assert.match(await webgpu.$eval('#f-adapter', (el) => el.textContent ?? ''), /software/);
+      // Accepted: right shapes, finite values, for a micro-batch it was assigned.
+      await run.coordinator.waitFor((r) => r.event === 'result' && r.workerId === id && r.kind === 'gradients');
+      await webgpu.close();
+      assert.deepEqual(errors, []);
+      assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+      const done = run.coordinator.records.find((r) => r.event === 'done')!;
+      assert.ok((done.valAccuracy as number) > 0.9, `validation accuracy ${String(done.valAccuracy)}`);
+    } finally {
+      await gpu.close();
+    }
+  });
+
   it('Stop leaves cleanly; without the join secret, or from another Origin: refused; the coordinator keeps training', async () => {
     const run = await start('ck-refused', ['--workers', '1', '--epochs', '60', '--batch-size', '32', '--micro-batch', '8', '--lr', '0.05']);
     nodeWorker(run, 'node');
