@@ -2,6 +2,7 @@
 // (the coordinator's WorkerPool). The training loop only sees this interface.
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import type { ModelState } from '../shared/models/spec.js';
+import type { StepResult } from '../shared/training/reduce.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 
 export type Split = 'train' | 'validation';
@@ -28,11 +29,19 @@ export interface StepTiming {
   readonly waitingMs: number;
 }
 
+export interface GradientsOutcome {
+  /** Each micro-batch's result, ordered by micro-batch id. */
+  readonly results: GradientResult[];
+  /** The step's reduction of `results` (reduceStep's, bit for bit; the pool sums while results arrive). */
+  readonly reduced: StepResult;
+  readonly timing: StepTiming;
+}
+
 export interface Executor {
   /** Number of compute participants right now (for logs). */
   workerCount(): number;
   /** Gradients of every micro-batch computed at `weights`, ordered by micro-batch id. */
-  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }>;
+  gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome>;
   /** Evaluation-mode loss/accuracy of each chunk of `split` at `weights`, ordered by chunk id. */
   evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]>;
 }

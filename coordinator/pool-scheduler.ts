@@ -11,18 +11,19 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { cloneState, type ModelSpec } from '../shared/models/spec.js';
 import {
-  CloseCode, MessageType, encode, indicesToBytes, stateToWire, type EvaluationMessage, type GradientMessage, type WireState,
+  CloseCode, MessageType, encode, encodeWeights, encodeWithWeights, indicesToBytes, stateToWire, type EncodedWeights, type EvaluationMessage, type GradientMessage, type WireState,
 } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
-import type { Split, StepTiming, StepWork, VersionedState } from './executor.js';
+import { NotFiniteError, StepSum } from '../shared/training/reduce.js';
+import type { GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
 import { violation } from './pool-connections.js';
 import { ResultPace, type PaceOptions } from './result-pace.js';
-import { checkEvaluation, checkGradient } from './result-check.js';
+import { checkEvaluation, checkGradient, notFinite } from './result-check.js';
 import type { WorkerConn } from './worker-conn.js';
 import { WorkRound, poolClosed } from './work-round.js';
 
 type OpenRound =
-  | { readonly kind: 'gradients'; readonly round: WorkRound<GradientResult>; readonly work: StepWork; readonly weightsVersion: number }
+  | { readonly kind: 'gradients'; readonly round: WorkRound<GradientResult>; readonly work: StepWork; readonly weightsVersion: number; readonly sum: StepSum }
   | { readonly kind: 'evaluate'; readonly round: WorkRound<EvalResult>; readonly split: Split; readonly weightsVersion: number };
 
 export interface SchedulerDeps {
@@ -47,7 +48,7 @@ export interface SchedulerOptions extends PaceOptions {
 export class Scheduler {
   private open: OpenRound | undefined;
   private nextRequest = 1;
-  private weights: { version: number; wire: WireState; frame: Uint8Array } | undefined;
+  private weights: { version: number; wire: WireState; encoded: EncodedWeights } | undefined;
   private readonly pace: ResultPace;
 
   constructor(private readonly opts: SchedulerOptions, private readonly deps: SchedulerDeps) {
@@ -64,16 +65,19 @@ export class Scheduler {
     return this.open !== undefined && this.open.round.unassigned().length > 0;
   }
 
-  async gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }> {
+  async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     const start = this.deps.clock.now();
     const round = new WorkRound<GradientResult>(work.globalStep, work.microBatches);
-    this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version }, weights);
+    // Summed as results arrive, in micro-batch id order whatever the arrival order.
+    const sum = new StepSum(work.microBatches.map((u) => u.id).sort((a, b) => a - b), this.deps.model.params.map((p) => p.size), true);
+    this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version, sum }, weights);
     try {
       const results = await round.finished;
+      const reduced = sum.finish();
       const now = this.deps.clock.now();
       const computeMs = round.maxComputeMs();
       const waitingMs = round.waitingMs(now);
-      return { results, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+      return { results, reduced, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
     } finally {
       this.end(round);
     }
@@ -104,6 +108,11 @@ export class Scheduler {
     if (open?.kind !== 'gradients' || open.round.key !== msg.step) throw violation(`gradient for step ${msg.step}, which is not the open step`);
     const unit = this.owned(conn, open.round, msg.microBatch, 'micro-batch');
     const result = checkGradient(msg, this.deps.model, unit.indices.length);
+    try {
+      open.sum.add(unit.id, result);
+    } catch (err) {
+      throw err instanceof NotFiniteError ? notFinite(this.deps.model, msg.microBatch, err.tensor) : err;
+    }
     this.accepted(conn, open.round, unit.id, result, msg.computeMs);
   }
 
@@ -161,7 +170,7 @@ export class Scheduler {
     if (this.weights?.version !== weights.version) {
       // A copy: the trainer updates its state in place after the step.
       const wire = stateToWire(cloneState(weights.state));
-      this.weights = { version: weights.version, wire, frame: encode({ type: MessageType.WEIGHTS, version: weights.version, ...wire }) };
+      this.weights = { version: weights.version, wire, encoded: encodeWeights({ version: weights.version, ...wire }) };
     }
     this.open = open;
     this.dispatch();
@@ -179,17 +188,16 @@ export class Scheduler {
 
   private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[]): void {
     const weights = this.weights!;
-    if (conn.weightsVersion !== weights.version) {
-      conn.send(weights.frame, (err) => this.deps.drop(conn, `send failed: ${err.message}`));
-      conn.weightsVersion = weights.version;
-    }
     const wireUnits = units.map((u) => ({ id: u.id, indices: indicesToBytes(u.indices) }));
     const lists = units.map((u) => u.indices);
     const split = open.kind === 'gradients' ? 'train' : open.split;
     const samples = conn.samples![split].take(this.data(split), lists);
-    const frame = open.kind === 'gradients'
-      ? encode({ type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples })
-      : encode({ type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples });
+    const message = open.kind === 'gradients'
+      ? { type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples } as const
+      : { type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples } as const;
+    // The weights ride in the same frame when this worker lacks them: one message per step.
+    const frame = conn.weightsVersion === weights.version ? encode(message) : encodeWithWeights(message, weights.encoded);
+    conn.weightsVersion = weights.version;
     for (const u of units) {
       open.round.assign(u.id, conn.id);
       conn.outstanding.add(u.id);

@@ -1,12 +1,13 @@
 // Model-aware checks of what a worker returns: the protocol layer has already checked
 // types; here shapes must match the model, counts the assigned work, and values be finite,
 // so no malformed result reaches the coordinator's sum. A finite, well-formed but wrong
-// gradient passes these checks (issue 12).
+// gradient passes these checks (issue 12). Gradient values are checked for finiteness by
+// the step's sum itself (StepSum, fused with the addition): see `notFinite`.
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';
 import type { EvaluationMessage, GradientMessage } from '../shared/protocol.js';
-import { allFinite, bytesToFloat32 } from '../shared/tensor-codec.js';
+import { allFinite, bytesToFloat32, float32Into } from '../shared/tensor-codec.js';
 
 function rejected(reason: string): FlockError {
   return new FlockError(ErrorCode.BAD_GRADIENT, reason);
@@ -25,11 +26,27 @@ function counts(m: { lossSum: number; correct: number; count: number }, expected
   if (m.lossSum < 0) throw rejected(`${what} has negative loss ${m.lossSum}`);
 }
 
+/**
+ * Shapes, counts and batch statistics of a gradient; its tensors are copied once, into one
+ * aligned buffer, and NOT checked for finiteness here: the step's sum does that as it adds
+ * them (StepSum), and `notFinite` words its refusal.
+ */
 export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCount: number): GradientResult {
   const what = `gradient of micro-batch ${m.microBatch}`;
   counts(m, expectedCount, what);
   if (m.grads.length !== model.params.length) throw rejected(`${what} has ${m.grads.length} tensors, model ${model.name} has ${model.params.length} parameters`);
-  const grads = m.grads.map((g, k) => tensor(g, model.params[k]!.size, `${what}: ${model.params[k]!.name}`));
+  m.grads.forEach((g, k) => {
+    const p = model.params[k]!;
+    if (g.byteLength !== p.size * 4) throw rejected(`${what}: ${p.name} has ${g.byteLength / 4} values, expected ${p.size}`);
+  });
+  const all = new Float32Array(model.parameterCount);
+  let offset = 0;
+  const grads = m.grads.map((g) => {
+    const t = all.subarray(offset, offset + g.byteLength / 4);
+    float32Into(g, t);
+    offset += t.length;
+    return t;
+  });
   const bn = batchNormLayers(model);
   if (m.batchStats.length !== bn.length) throw rejected(`${what} has statistics for ${m.batchStats.length} batch-norm layers, model has ${bn.length}`);
   const batchStats = m.batchStats.map((s, k) => {
@@ -39,6 +56,11 @@ export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCoun
     return { mean: tensor(s.mean, layer.channels, `${what}: ${layer.name} mean`), variance };
   });
   return { grads, lossSum: m.lossSum, correct: m.correct, count: m.count, batchStats };
+}
+
+/** The refusal of a gradient whose tensor `k` holds NaN or Infinity. */
+export function notFinite(model: ModelSpec, microBatch: number, k: number): FlockError {
+  return rejected(`gradient of micro-batch ${microBatch}: ${model.params[k]?.name ?? `tensor ${k}`} contains NaN or Infinity`);
 }
 
 export function checkEvaluation(m: EvaluationMessage, expectedCount: number): EvalResult {

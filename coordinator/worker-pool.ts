@@ -10,12 +10,12 @@ import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
-import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import type { EvalResult } from '../shared/models/runtime.js';
 import type { ModelSpec } from '../shared/models/spec.js';
 import { MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { TrainConfig } from '../shared/training/config.js';
-import type { Executor, Split, StepTiming, StepWork, VersionedState } from './executor.js';
+import type { Executor, GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
 import { Admission } from './pool-admission.js';
 import { ConnectionRegistry, violation } from './pool-connections.js';
 import { Heartbeat } from './pool-heartbeat.js';
@@ -111,7 +111,7 @@ export class WorkerPool implements Executor {
     return this.waiters.wait(n, signal);
   }
 
-  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }> {
+  gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     return this.scheduler.gradients(work, weights);
   }
 

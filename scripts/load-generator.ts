@@ -31,7 +31,8 @@ async function main(): Promise<void> {
   const count = Number(flags.count);
   const done: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
-    const ws = new WebSocket(flags.url, { headers: token ? { authorization: `Bearer ${token}` } : {}, perMessageDeflate: false });
+    // An all-zero mask key, as real workers use (worker/session.ts): the coordinator skips unmasking.
+    const ws = new WebSocket(flags.url, { headers: token ? { authorization: `Bearer ${token}` } : {}, perMessageDeflate: false, generateMask: (mask) => mask.fill(0) });
     const send = (m: WorkerMessage): void => ws.send(encode(m));
     done.push(new Promise<void>((resolve) => {
       ws.on('error', (err) => {
@@ -60,7 +61,6 @@ async function main(): Promise<void> {
           ws.close(1000);
           break;
         case MessageType.WELCOME:
-        case MessageType.WEIGHTS:
           break;
       }
     });

@@ -25,6 +25,17 @@ export function bytesToFloat32(bytes: Uint8Array): Float32Array {
   return out;
 }
 
+/** Little-endian Float32 bytes into `target` (same length), aligned whatever the bytes' offset. */
+export function float32Into(bytes: Uint8Array, target: Float32Array): void {
+  if (bytes.byteLength !== target.byteLength) throw new RangeError(`float32 data of ${bytes.byteLength} bytes into ${target.length} values`);
+  if (LITTLE_ENDIAN_HOST) {
+    new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(bytes);
+  } else {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < target.length; i++) target[i] = view.getFloat32(i * 4, true);
+  }
+}
+
 export function allFinite(values: Float32Array): boolean {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
   return true;

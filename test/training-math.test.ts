@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { resolveTrainConfig } from '../shared/training/config.js';
 import { isFlockError } from '../shared/errors.js';
-import { poolBatchStats, reduceStep } from '../shared/training/reduce.js';
+import { NotFiniteError, StepSum, poolBatchStats, reduceStep } from '../shared/training/reduce.js';
+import { Rng } from '../shared/random.js';
 import { planEpoch, stepsPerEpoch, validationChunks } from '../shared/training/schedule.js';
 import { sgdStep } from '../shared/training/sgd.js';
 
@@ -44,6 +45,36 @@ describe('reduction', () => {
     ]);
     assert.deepEqual(r.grads, [Float32Array.of(0.75, 1.5)]);
     assert.deepEqual([r.lossSum, r.correct, r.count], [4, 3, 4]);
+  });
+
+  it('StepSum: the same bits as reduceStep whatever the arrival order; a non-finite result is refused and leaves the sum as it was', () => {
+    const rng = new Rng(7);
+    const sizes = [5, 300, 1];
+    const ids = [3, 8, 9, 12, 20, 21];
+    const make = (): { grads: Float32Array[]; lossSum: number; correct: number; count: number; batchStats: [] } => ({
+      grads: sizes.map((n) => Float32Array.from({ length: n }, () => (rng.next() - 0.5) * 10 ** (rng.int(12) - 6))), lossSum: rng.next(), correct: 1, count: 3, batchStats: [],
+    });
+    const results = ids.map(make);
+    const expected = reduceStep(results);
+    for (const order of [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 0, 5, 1, 4, 3], [1, 3, 5, 0, 2, 4]]) {
+      const sum = new StepSum(ids, sizes, true);
+      for (const k of order) {
+        if (k === 2 || k === 0) {
+          // A broken copy of the same unit, offered first: refused, whether it is next in order or not.
+          const broken = { ...results[k]!, grads: results[k]!.grads.map((g, t) => (t === 1 ? Float32Array.from(g, (v, i) => (i === 150 ? Number.NaN : v)) : g)) };
+          assert.throws(() => sum.add(ids[k]!, broken), (err: unknown) => err instanceof NotFiniteError && err.tensor === 1);
+        }
+        sum.add(ids[k]!, results[k]!);
+      }
+      const got = sum.finish();
+      assert.deepEqual(got.grads.map((g) => [...new Uint8Array(g.buffer, g.byteOffset, g.byteLength)]), expected.grads.map((g) => [...new Uint8Array(g.buffer, g.byteOffset, g.byteLength)]), `order ${order.join(',')}`);
+      assert.deepEqual([got.lossSum, got.correct, got.count], [expected.lossSum, expected.correct, expected.count]);
+    }
+    const sum = new StepSum(ids, sizes, true);
+    sum.add(3, results[0]!);
+    assert.throws(() => sum.add(3, results[0]!), /added twice/);
+    assert.throws(() => sum.add(4, results[0]!), /not part of this step/);
+    assert.throws(() => sum.finish(), /5 of 6 units missing/);
   });
 
   it('pools batch-norm statistics exactly as one batch would', () => {

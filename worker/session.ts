@@ -141,8 +141,6 @@ export class Session {
     switch (msg.type) {
       case MessageType.WELCOME:
         return this.onWelcome(msg);
-      case MessageType.WEIGHTS:
-        return this.setWeights(msg.version, msg);
       case MessageType.ASSIGN:
         return this.onAssign(msg);
       case MessageType.EVALUATE:
@@ -196,6 +194,7 @@ export class Session {
   }
 
   private async onAssign(msg: AssignMessage): Promise<void> {
+    if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     const run = this.checkVersion(msg.weightsVersion);
     run.stores.train.add(msg.samples);
     for (const mb of msg.microBatches) {
@@ -215,6 +214,7 @@ export class Session {
   }
 
   private async onEvaluate(msg: EvaluateMessage): Promise<void> {
+    if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     const run = this.checkVersion(msg.weightsVersion);
     const store = run.stores[msg.split];
     store.add(msg.samples);

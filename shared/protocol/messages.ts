@@ -3,15 +3,15 @@
 // uint8, index lists raw little-endian Uint32, so nothing large ever becomes a JS number array.
 import type { TrainConfig } from '../training/config.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: weights travel inside assign/evaluate (the separate weights message, number 3, is gone). */
+export const PROTOCOL_VERSION = 2;
 
 export const MessageType = {
   /** worker -> coordinator: first frame of every connection. */
   HELLO: 1,
   /** coordinator -> worker: accepted; run config, dataset identity, current weights. */
   WELCOME: 2,
-  /** coordinator -> worker: weights for a version (= global step). */
-  WEIGHTS: 3,
+  // 3 was WEIGHTS (protocol 1): weights now travel inside ASSIGN and EVALUATE.
   /** coordinator -> worker: micro-batches to compute gradients of, with samples not yet sent. */
   ASSIGN: 4,
   /** worker -> coordinator: gradient sum and statistics of one micro-batch. */
@@ -84,11 +84,11 @@ export interface WelcomeMessage {
   /** Splits the worker reads from its own copy (its hash matched), so no samples are sent. */
   readonly localData: { readonly train: boolean; readonly validation: boolean };
   /** Current weights, when the coordinator has any yet. */
-  readonly weights?: { readonly version: number } & WireState;
+  readonly weights?: VersionedWire;
 }
 
-export interface WeightsMessage extends WireState {
-  readonly type: typeof MessageType.WEIGHTS;
+/** Weights for a version (= global step). */
+export interface VersionedWire extends WireState {
   readonly version: number;
 }
 
@@ -99,6 +99,8 @@ export interface AssignMessage {
   readonly weightsVersion: number;
   readonly microBatches: WireWork[];
   readonly samples: WireSamples;
+  /** The weights at `weightsVersion`, when this worker does not hold them yet (one frame per step). */
+  readonly weights?: VersionedWire;
 }
 
 export interface GradientMessage {
@@ -122,6 +124,8 @@ export interface EvaluateMessage {
   readonly split: SplitName;
   readonly chunks: WireWork[];
   readonly samples: WireSamples;
+  /** The weights at `weightsVersion`, when this worker does not hold them yet. */
+  readonly weights?: VersionedWire;
 }
 
 export interface EvaluationMessage {
@@ -146,7 +150,7 @@ export interface FailureMessage {
 }
 
 export type WorkerMessage = HelloMessage | GradientMessage | EvaluationMessage | FailureMessage;
-export type CoordinatorMessage = WelcomeMessage | WeightsMessage | AssignMessage | EvaluateMessage | StopMessage;
+export type CoordinatorMessage = WelcomeMessage | AssignMessage | EvaluateMessage | StopMessage;
 export type Message = WorkerMessage | CoordinatorMessage;
 /** Who sent a frame: decides which messages are legal in it. */
 export type Sender = 'worker' | 'coordinator';
