@@ -30,7 +30,7 @@ export interface StepTiming {
 }
 
 export interface GradientsOutcome {
-  /** Each micro-batch's result, ordered by micro-batch id. */
+  /** Each micro-batch's result, ordered by micro-batch id; the pool reuses their arrays in its next gradients() call. */
   readonly results: GradientResult[];
   /** The step's reduction of `results` (reduceStep's, bit for bit; the pool sums while results arrive). */
   readonly reduced: StepResult;

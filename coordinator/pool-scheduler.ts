@@ -50,6 +50,11 @@ export class Scheduler {
   private nextRequest = 1;
   private weights: { version: number; wire: WireState; encoded: EncodedWeights } | undefined;
   private readonly pace: ResultPace;
+  /**
+   * Buffers gradients are decoded into, reused from step to step: `lent` hold the results
+   * of the last gradients() call (valid until the next call), `free` wait for the next step.
+   */
+  private readonly gradientBuffers: { free: Float32Array[]; lent: Float32Array[] } = { free: [], lent: [] };
 
   constructor(private readonly opts: SchedulerOptions, private readonly deps: SchedulerDeps) {
     this.pace = new ResultPace(opts);
@@ -67,6 +72,8 @@ export class Scheduler {
 
   async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     const start = this.deps.clock.now();
+    const buffers = this.gradientBuffers;
+    buffers.free.push(...buffers.lent.splice(0));
     const round = new WorkRound<GradientResult>(work.globalStep, work.microBatches);
     // Summed as results arrive, in micro-batch id order whatever the arrival order.
     const sum = new StepSum(work.microBatches.map((u) => u.id).sort((a, b) => a - b), this.deps.model.params.map((p) => p.size), true);
@@ -107,12 +114,16 @@ export class Scheduler {
     const open = this.open;
     if (open?.kind !== 'gradients' || open.round.key !== msg.step) throw violation(`gradient for step ${msg.step}, which is not the open step`);
     const unit = this.owned(conn, open.round, msg.microBatch, 'micro-batch');
-    const result = checkGradient(msg, this.deps.model, unit.indices.length);
+    const buffers = this.gradientBuffers;
+    const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
     try {
-      open.sum.add(unit.id, result);
+      open.sum.add(unit.id, checkGradient(msg, this.deps.model, unit.indices.length, into));
     } catch (err) {
+      buffers.free.push(into);
       throw err instanceof NotFiniteError ? notFinite(this.deps.model, msg.microBatch, err.tensor) : err;
     }
+    buffers.lent.push(into);
+    const result = open.sum.result(unit.id)!;
     this.accepted(conn, open.round, unit.id, result, msg.computeMs);
   }
 

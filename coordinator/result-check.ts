@@ -27,11 +27,12 @@ function counts(m: { lossSum: number; correct: number; count: number }, expected
 }
 
 /**
- * Shapes, counts and batch statistics of a gradient; its tensors are copied once, into one
- * aligned buffer, and NOT checked for finiteness here: the step's sum does that as it adds
- * them (StepSum), and `notFinite` words its refusal.
+ * Shapes, counts and batch statistics of a gradient; its tensors are copied once, into `into`
+ * (one aligned buffer of the model's parameter count, fresh by default), and NOT checked for
+ * finiteness here: the step's sum does that as it adds them (StepSum), and `notFinite` words
+ * its refusal.
  */
-export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCount: number): GradientResult {
+export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCount: number, into: Float32Array = new Float32Array(model.parameterCount)): GradientResult {
   const what = `gradient of micro-batch ${m.microBatch}`;
   counts(m, expectedCount, what);
   if (m.grads.length !== model.params.length) throw rejected(`${what} has ${m.grads.length} tensors, model ${model.name} has ${model.params.length} parameters`);
@@ -39,10 +40,10 @@ export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCoun
     const p = model.params[k]!;
     if (g.byteLength !== p.size * 4) throw rejected(`${what}: ${p.name} has ${g.byteLength / 4} values, expected ${p.size}`);
   });
-  const all = new Float32Array(model.parameterCount);
+  if (into.length !== model.parameterCount) throw new RangeError(`checkGradient: buffer of ${into.length} values for ${model.parameterCount} parameters`);
   let offset = 0;
   const grads = m.grads.map((g) => {
-    const t = all.subarray(offset, offset + g.byteLength / 4);
+    const t = into.subarray(offset, offset + g.byteLength / 4);
     float32Into(g, t);
     offset += t.length;
     return t;

@@ -90,6 +90,12 @@ export class StepSum {
     }
   }
 
+  /** The result added for unit `id`, if any. */
+  result(id: number): GradientResult | undefined {
+    const at = this.position.get(id);
+    return at === undefined ? undefined : this.results[at];
+  }
+
   /** The mean gradient and pooled statistics; every unit must have been added. */
   finish(): StepResult {
     if (this.added < this.results.length) throw new RangeError(`StepSum: ${this.results.length - this.added} of ${this.results.length} units missing`);
