@@ -2,7 +2,7 @@
 // (the coordinator's WorkerPool). The training loop only sees this interface.
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import type { ModelState } from '../shared/models/spec.js';
-import type { StepResult } from '../shared/training/reduce.js';
+import type { GroupSum, StepResult } from '../shared/training/reduce.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 
 export type Split = 'train' | 'validation';
@@ -17,6 +17,8 @@ export interface StepWork {
   readonly epoch: number;
   readonly globalStep: number;
   readonly microBatches: readonly MicroBatch[];
+  /** The config's reduceGroup: the canonical reduction tree (see StepSum); default 0. */
+  readonly reduceGroup?: number;
 }
 
 /** Where a step's wall time went, in milliseconds. */
@@ -34,6 +36,8 @@ export interface GradientsOutcome {
   readonly results: GradientResult[];
   /** The step's reduction of `results` (reduceStep's, bit for bit; the pool sums while results arrive). */
   readonly reduced: StepResult;
+  /** Each reduce group's sum before the division by the count (the pool gives them; a relay sends them upstream). */
+  readonly groups?: readonly GroupSum[];
   readonly timing: StepTiming;
 }
 

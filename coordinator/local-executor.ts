@@ -38,7 +38,7 @@ export class LocalExecutor implements Executor {
     for (const mb of work.microBatches) {
       results.push(await this.runtime.gradients(subset(this.train, mb.indices), dropoutSeed(this.seed, work.globalStep, mb.id)));
     }
-    return { results, reduced: reduceStep(results), timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } };
+    return { results, reduced: reduceStep(results, work.reduceGroup ?? 0), timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } };
   }
 
   async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {

@@ -11,14 +11,14 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { cloneState, type ModelSpec } from '../shared/models/spec.js';
 import {
-  CloseCode, MessageType, encode, encodeWeights, encodeWithWeights, indicesToBytes, stateToWire, type EncodedWeights, type EvaluationMessage, type GradientMessage, type WireState,
+  CloseCode, MessageType, encode, encodeWeights, encodeWithWeights, indicesToBytes, stateToWire, type EncodedWeights, type EvaluationMessage, type GradientMessage, type GroupSumMessage, type WireState,
 } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
-import { NotFiniteError, StepSum } from '../shared/training/reduce.js';
+import { NotFiniteError, StepSum, reduceGroupOf } from '../shared/training/reduce.js';
 import type { GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
 import { violation } from './pool-connections.js';
 import { ResultPace, type PaceOptions } from './result-pace.js';
-import { checkEvaluation, checkGradient, notFinite } from './result-check.js';
+import { checkEvaluation, checkGradient, checkGroupSum, notFinite } from './result-check.js';
 import type { WorkerConn } from './worker-conn.js';
 import { WorkRound, poolClosed } from './work-round.js';
 
@@ -76,15 +76,16 @@ export class Scheduler {
     buffers.free.push(...buffers.lent.splice(0));
     const round = new WorkRound<GradientResult>(work.globalStep, work.microBatches);
     // Summed as results arrive, in micro-batch id order whatever the arrival order.
-    const sum = new StepSum(work.microBatches.map((u) => u.id).sort((a, b) => a - b), this.deps.model.params.map((p) => p.size), true);
+    const sum = new StepSum(work.microBatches.map((u) => u.id).sort((a, b) => a - b), this.deps.model.params.map((p) => p.size), true, work.reduceGroup ?? 0);
     this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version, sum }, weights);
     try {
       const results = await round.finished;
+      const groups = sum.groupSums();
       const reduced = sum.finish();
       const now = this.deps.clock.now();
       const computeMs = round.maxComputeMs();
       const waitingMs = round.waitingMs(now);
-      return { results, reduced, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+      return { results, reduced, groups, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
     } finally {
       this.end(round);
     }
@@ -125,6 +126,26 @@ export class Scheduler {
     buffers.lent.push(into);
     const result = open.sum.result(unit.id)!;
     this.accepted(conn, open.round, unit.id, result, msg.computeMs);
+  }
+
+  /** A relay's sum of one whole reduce group it holds: checked like gradients, added at once. */
+  onGroupSum(conn: WorkerConn, msg: GroupSumMessage): void {
+    const open = this.open;
+    if (!conn.relay) throw violation('group sum from a connection that is not a relay');
+    if (open?.kind !== 'gradients' || open.round.key !== msg.step) throw violation(`group sum for step ${msg.step}, which is not the open step`);
+    const group = open.sum.groupIds().find((g) => g.group === msg.group);
+    if (!group) throw violation(`group ${msg.group} is not part of step ${msg.step}`);
+    const ids = msg.parts.map((p) => p.microBatch);
+    if (ids.length !== group.ids.length || ids.some((id, i) => id !== group.ids[i])) throw violation(`group sum of group ${msg.group} covers [${ids.join(', ')}], not [${group.ids.join(', ')}]`);
+    const units = group.ids.map((id) => this.owned(conn, open.round, id, 'micro-batch'));
+    const { sums, parts } = checkGroupSum(msg, this.deps.model, units.map((u) => u.indices.length));
+    try {
+      open.sum.addGroup(msg.group, sums, parts);
+    } catch (err) {
+      throw err instanceof NotFiniteError ? notFinite(this.deps.model, err.unit, err.tensor) : err;
+    }
+    // The group counts as one result for the fleet's pace; its compute time is the relay's.
+    units.forEach((u, i) => this.accepted(conn, open.round, u.id, parts.get(u.id)!, i === 0 ? msg.computeMs : 0, i === 0));
   }
 
   onEvaluation(conn: WorkerConn, msg: EvaluationMessage): void {
@@ -170,9 +191,48 @@ export class Scheduler {
       const w = to[k % to.length]!;
       shares.set(w, [...(shares.get(w) ?? []), u]);
     });
+    const relays = workers.filter((w) => w.relay);
+    if (open.kind === 'gradients' && relays.length > 0) return this.dispatchGroups(open, units, workers, proven);
     spread(fresh, workers);
     spread(retries, proven);
     for (const [conn, share] of shares) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
+  }
+
+  /**
+   * With relays in the fleet: whole unassigned reduce groups are dealt round-robin over every
+   * ready connection (a relay gets each as one grouped assignment and answers with its sum; a
+   * worker gets its micro-batches), retried groups only to connections that returned results.
+   * What is left of partly assigned groups goes micro-batch by micro-batch to workers, or, with
+   * none, to relays as plain micro-batches (they pass each gradient through).
+   */
+  private dispatchGroups(open: Extract<OpenRound, { kind: 'gradients' }>, units: readonly MicroBatch[], workers: readonly WorkerConn[], proven: readonly WorkerConn[]): void {
+    const groupSize = open.work.reduceGroup ?? 0;
+    const free = new Set(units.map((u) => u.id));
+    const whole = open.sum.groupIds().filter((g) => g.ids.every((id) => free.has(id)));
+    const inWhole = new Set(whole.flatMap((g) => g.ids));
+    const grouped = new Map<WorkerConn, MicroBatch[]>();
+    const plain = new Map<WorkerConn, MicroBatch[]>();
+    const give = (to: Map<WorkerConn, MicroBatch[]>, conn: WorkerConn, list: readonly MicroBatch[]): void => {
+      to.set(conn, [...(to.get(conn) ?? []), ...list]);
+    };
+    const retried = (ids: readonly number[]): boolean => ids.some((id) => open.round.attemptsOf(id) > 0);
+    let next = 0;
+    let nextProven = 0;
+    for (const g of whole) {
+      const list = g.ids.map((id) => open.round.unit(id)!);
+      const conn = retried(g.ids) && proven.length > 0 ? proven[nextProven++ % proven.length]! : workers[next++ % workers.length]!;
+      give(conn.relay ? grouped : plain, conn, list);
+    }
+    const rest = units.filter((u) => !inWhole.has(u.id));
+    const direct = workers.filter((w) => !w.relay);
+    const takers = direct.length > 0 ? direct : workers;
+    const provenTakers = takers.filter((w) => w.results > 0);
+    rest.forEach((u, k) => {
+      const to = open.round.attemptsOf(u.id) > 0 && provenTakers.length > 0 ? provenTakers : takers;
+      give(plain, to[(k + reduceGroupOf(u.id, groupSize)) % to.length]!, [u]);
+    });
+    for (const [conn, share] of grouped) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id), true);
+    for (const [conn, share] of plain) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
   }
 
   private begin(open: OpenRound, weights: VersionedState): void {
@@ -197,14 +257,14 @@ export class Scheduler {
     this.deps.waitingChanged();
   }
 
-  private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[]): void {
+  private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[], grouped = false): void {
     const weights = this.weights!;
     const wireUnits = units.map((u) => ({ id: u.id, indices: indicesToBytes(u.indices) }));
     const lists = units.map((u) => u.indices);
     const split = open.kind === 'gradients' ? 'train' : open.split;
     const samples = conn.samples![split].take(this.data(split), lists);
     const message = open.kind === 'gradients'
-      ? { type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples } as const
+      ? { type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples, ...(grouped ? { grouped: true } : {}) } as const
       : { type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples } as const;
     // The weights ride in the same frame when this worker lacks them: one message per step.
     const frame = conn.weightsVersion === weights.version ? encode(message) : encodeWithWeights(message, weights.encoded);
@@ -242,10 +302,10 @@ export class Scheduler {
     return unit;
   }
 
-  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, id: number, result: R, computeMs: number): void {
+  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, id: number, result: R, computeMs: number, pace = true): void {
     const kind = this.open!.kind;
     const now = this.deps.clock.now();
-    this.pace.record(kind, now - conn.lastProgress);
+    if (pace) this.pace.record(kind, now - conn.lastProgress);
     conn.lastProgress = now;
     conn.results++;
     conn.outstanding.delete(id);

@@ -6,7 +6,7 @@
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';
-import type { EvaluationMessage, GradientMessage } from '../shared/protocol.js';
+import type { EvaluationMessage, GradientMessage, GroupSumMessage } from '../shared/protocol.js';
 import { allFinite, bytesToFloat32, float32Into } from '../shared/tensor-codec.js';
 
 function rejected(reason: string): FlockError {
@@ -57,6 +57,47 @@ export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCoun
     return { mean: tensor(s.mean, layer.channels, `${what}: ${layer.name} mean`), variance };
   });
   return { grads, lossSum: m.lossSum, correct: m.correct, count: m.count, batchStats };
+}
+
+function statsOf(batchStats: GradientMessage['batchStats'], model: ModelSpec, what: string): GradientResult['batchStats'] {
+  const bn = batchNormLayers(model);
+  if (batchStats.length !== bn.length) throw rejected(`${what} has statistics for ${batchStats.length} batch-norm layers, model has ${bn.length}`);
+  return batchStats.map((s, k) => {
+    const layer = bn[k]!;
+    const variance = tensor(s.variance, layer.channels, `${what}: ${layer.name} variance`);
+    if (variance.some((v) => v < 0)) throw rejected(`${what}: ${layer.name} has a negative variance`);
+    return { mean: tensor(s.mean, layer.channels, `${what}: ${layer.name} mean`), variance };
+  });
+}
+
+/**
+ * A relay's group sum: the sum's shapes (copied once into a fresh buffer; its finiteness is
+ * checked by StepSum.addGroup) and each part's counts and statistics, as for a gradient.
+ * `expected[i]` is the sample count of the group's i-th micro-batch. The parts come back as
+ * results without gradients, by micro-batch id.
+ */
+export function checkGroupSum(m: GroupSumMessage, model: ModelSpec, expected: readonly number[]): { sums: Float32Array[]; parts: Map<number, GradientResult> } {
+  const what = `sum of group ${m.group}`;
+  if (m.grads.length !== model.params.length) throw rejected(`${what} has ${m.grads.length} tensors, model ${model.name} has ${model.params.length} parameters`);
+  m.grads.forEach((g, k) => {
+    const p = model.params[k]!;
+    if (g.byteLength !== p.size * 4) throw rejected(`${what}: ${p.name} has ${g.byteLength / 4} values, expected ${p.size}`);
+  });
+  const into = new Float32Array(model.parameterCount);
+  let offset = 0;
+  const sums = m.grads.map((g) => {
+    const t = into.subarray(offset, offset + g.byteLength / 4);
+    float32Into(g, t);
+    offset += t.length;
+    return t;
+  });
+  const parts = new Map<number, GradientResult>();
+  m.parts.forEach((p, i) => {
+    const at = `${what}, micro-batch ${p.microBatch}`;
+    counts(p, expected[i]!, at);
+    parts.set(p.microBatch, { grads: [], lossSum: p.lossSum, correct: p.correct, count: p.count, batchStats: statsOf(p.batchStats, model, at) });
+  });
+  return { sums, parts };
 }
 
 /** The refusal of a gradient whose tensor `k` holds NaN or Infinity. */

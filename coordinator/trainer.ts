@@ -96,7 +96,7 @@ export class Trainer {
 
   private async step(plan: EpochPlan, log: Logger): Promise<StepTiming> {
     const { config, batchNorm } = this;
-    const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch) };
+    const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch), reduceGroup: config.reduceGroup ?? 0 };
     const { reduced, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
     sgdStep(this.state.params, reduced.grads, this.sgd, config);
     batchNorm.forEach((layer, i) => {

@@ -15,6 +15,8 @@ export class WorkerConn {
   state: ConnState = 'greeting';
   name = '';
   backend = '';
+  /** The peer is a relay (hello.relay): it takes whole reduce groups. */
+  relay = false;
   log: Logger;
   /** Weights version the worker holds; -1 = none. */
   weightsVersion = -1;

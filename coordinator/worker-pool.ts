@@ -82,7 +82,7 @@ export class WorkerPool implements Executor {
     if (deps.model.name !== deps.config.model) throw new FlockError(ErrorCode.BAD_OPTION, `model spec ${deps.model.name} does not match the config's model ${deps.config.model}`);
     const pool = new WorkerPool(opts, deps);
     try {
-      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, deps.logger, (server, wss) => {
+      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, Math.ceil(deps.config.batchSize / deps.config.microBatch), deps.logger, (server, wss) => {
         pool.admission = new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req));
         pool.admission.attach(server);
         return pool.admission.onUpgrade;
@@ -134,6 +134,8 @@ export class WorkerPool implements Executor {
         return this.onHello(conn, msg);
       case MessageType.GRADIENT:
         return this.scheduler.onGradient(conn, msg);
+      case MessageType.GROUP_SUM:
+        return this.scheduler.onGroupSum(conn, msg);
       case MessageType.EVALUATION:
         return this.scheduler.onEvaluation(conn, msg);
       case MessageType.FAILURE:
@@ -152,6 +154,7 @@ export class WorkerPool implements Executor {
     const held = { train: kept('train'), validation: kept('validation') };
     this.admission.greeted(conn.transport);
     conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local, held);
+    conn.relay = msg.relay === true;
     const w = this.scheduler.currentWeights();
     conn.send(encode({
       type: MessageType.WELCOME,
@@ -165,7 +168,7 @@ export class WorkerPool implements Executor {
     }), (err) => this.conns.drop(conn, `send failed: ${err.message}`));
     if (w) conn.weightsVersion = w.version;
     const imagesHeld = { train: conn.samples!.train.count(), validation: conn.samples!.validation.count() };
-    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
+    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, relay: conn.relay, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
       `worker ${conn.id} (${msg.name}, ${msg.backend}) joined; ${this.workerCount()} ready`);
     this.waiters.joined();
     this.scheduler.dispatch();

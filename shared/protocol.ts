@@ -93,7 +93,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
       const held = o.held === undefined || o.held === null ? undefined : heldSamples(o.held);
       return {
         type: MessageType.HELLO, name: str(o, 'name', MAX_CHARS.name), backend: str(o, 'backend', MAX_CHARS.backend),
-        ...(hashes ? { dataHashes: hashes } : {}), ...(held ? { held } : {}),
+        ...(hashes ? { dataHashes: hashes } : {}), ...(held ? { held } : {}), ...(optionalBool(o, 'relay') ? { relay: true } : {}),
       };
     }
     case MessageType.GRADIENT: {
@@ -108,12 +108,23 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
         lossSum: num(o, 'lossSum'),
         correct,
         count,
-        batchStats: list(o, 'batchStats', (x, at) => {
-          const s = record(x, at);
-          return { mean: f32(s.mean, `${at}.mean`), variance: f32(s.variance, `${at}.variance`) };
-        }),
+        batchStats: stats(o, 'batchStats'),
         computeMs: nonNegative(o, 'computeMs'),
       };
+    }
+    case MessageType.GROUP_SUM: {
+      const parts = list(o, 'parts', (x, at) => {
+        const p = record(x, at);
+        const count = uint(p, 'count');
+        const correct = uint(p, 'correct');
+        if (correct > count) throw bad(`${at}.correct ${correct} exceeds count ${count}`);
+        return { microBatch: uint(p, 'microBatch'), lossSum: num(p, 'lossSum'), correct, count, batchStats: stats(p, 'batchStats') };
+      });
+      if (parts.length === 0) throw bad('group sum has no parts');
+      parts.forEach((p, i) => {
+        if (i > 0 && p.microBatch <= parts[i - 1]!.microBatch) throw bad('group sum parts must be in increasing micro-batch order');
+      });
+      return { type: MessageType.GROUP_SUM, step: uint(o, 'step'), group: uint(o, 'group'), grads: list(o, 'grads', (x, at) => f32(x, at)), parts, computeMs: nonNegative(o, 'computeMs') };
     }
     case MessageType.EVALUATION: {
       const count = uint(o, 'count');
@@ -126,6 +137,18 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
     default:
       throw bad(`message type ${describe(t)} is not one a worker sends`);
   }
+}
+
+function stats(o: Obj, key: string): { mean: Uint8Array; variance: Uint8Array }[] {
+  return list(o, key, (x, at) => {
+    const s = record(x, at);
+    return { mean: f32(s.mean, `${at}.mean`), variance: f32(s.variance, `${at}.variance`) };
+  });
+}
+
+/** An optional boolean field: absent (or null) is false. */
+function optionalBool(o: Obj, key: string): boolean {
+  return o[key] === undefined || o[key] === null ? false : bool(o, key);
 }
 
 /** The optional `weights` of assign/evaluate: they must be the version the work is at. */
@@ -165,6 +188,7 @@ function decodeCoordinator(o: Obj, t: unknown): CoordinatorMessage {
         microBatches: workList(o, 'microBatches'),
         samples: samples(o.samples),
         ...(weights ? { weights } : {}),
+        ...(optionalBool(o, 'grouped') ? { grouped: true } : {}),
       };
     }
     case MessageType.EVALUATE: {

@@ -281,6 +281,7 @@ export function expectedCloseCodes(frame: FuzzFrame): number[] {
       case MessageType.FAILURE:
         return [NORMAL_CLOSURE];
       case MessageType.GRADIENT:
+      case MessageType.GROUP_SUM:
       case MessageType.EVALUATION:
         return [CloseCode.PROTOCOL];
     }

@@ -471,7 +471,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
     const rec = new LogRecorder();
     const pool = await listen(rec.logger('info'), { token: TOKEN }, cfg);
     const rng = new Rng(mixSeed(FAULT_SEED, 6));
-    const limit = maxPayload(model);
+    const limit = maxPayload(model, 0, unitsPerStep);
     const sent: { name: string; step: number; kind: string; codes: readonly number[]; outcome: Promise<ClientOutcome> }[] = [];
     let next = 0;
     try {

@@ -3,8 +3,11 @@
 // uint8, index lists raw little-endian Uint32, so nothing large ever becomes a JS number array.
 import type { TrainConfig } from '../training/config.js';
 
-/** 2: weights travel inside assign/evaluate (the separate weights message, number 3, is gone). */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 2: weights travel inside assign/evaluate (the separate weights message, number 3, is gone).
+ * 3: relays: hello.relay, assign.grouped and the group-sum message.
+ */
+export const PROTOCOL_VERSION = 3;
 
 export const MessageType = {
   /** worker -> coordinator: first frame of every connection. */
@@ -24,6 +27,8 @@ export const MessageType = {
   STOP: 8,
   /** worker -> coordinator: this worker cannot compute (e.g. a backend error) and is leaving. */
   FAILURE: 9,
+  /** relay -> upstream: the gradient sum of one whole reduce group, with each micro-batch's counts and statistics. */
+  GROUP_SUM: 10,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
@@ -65,6 +70,8 @@ export interface HelloMessage {
    * with these hashes. The coordinator sends only the samples not set here.
    */
   readonly held?: HeldSamples;
+  /** A relay (`coordinator relay`): it can take whole reduce groups and answer each with one group sum. */
+  readonly relay?: boolean;
 }
 
 export interface HeldSamples {
@@ -101,6 +108,8 @@ export interface AssignMessage {
   readonly samples: WireSamples;
   /** The weights at `weightsVersion`, when this worker does not hold them yet (one frame per step). */
   readonly weights?: VersionedWire;
+  /** Only to relays: `microBatches` are whole reduce groups; answer with one group sum per group. */
+  readonly grouped?: boolean;
 }
 
 export interface GradientMessage {
@@ -114,6 +123,28 @@ export interface GradientMessage {
   readonly count: number;
   /** Per batch-norm layer: micro-batch mean and biased variance, Float32 LE. */
   readonly batchStats: { readonly mean: Uint8Array; readonly variance: Uint8Array }[];
+  readonly computeMs: number;
+}
+
+/** One micro-batch's share of a group sum: what a gradient message says besides the gradient. */
+export interface GroupPart {
+  readonly microBatch: number;
+  readonly lossSum: number;
+  readonly correct: number;
+  readonly count: number;
+  readonly batchStats: { readonly mean: Uint8Array; readonly variance: Uint8Array }[];
+}
+
+export interface GroupSumMessage {
+  readonly type: typeof MessageType.GROUP_SUM;
+  readonly step: number;
+  /** The reduce group: micro-batches floor(id / config.reduceGroup) == group. */
+  readonly group: number;
+  /** Sum over the group's micro-batches, in id order from zero, one Float32 LE tensor per parameter. */
+  readonly grads: Uint8Array[];
+  /** One per micro-batch of the group, in id order. */
+  readonly parts: GroupPart[];
+  /** The relay's wall time for the group's step work. */
   readonly computeMs: number;
 }
 
@@ -149,7 +180,7 @@ export interface FailureMessage {
   readonly message: string;
 }
 
-export type WorkerMessage = HelloMessage | GradientMessage | EvaluationMessage | FailureMessage;
+export type WorkerMessage = HelloMessage | GradientMessage | GroupSumMessage | EvaluationMessage | FailureMessage;
 export type CoordinatorMessage = WelcomeMessage | AssignMessage | EvaluateMessage | StopMessage;
 export type Message = WorkerMessage | CoordinatorMessage;
 /** Who sent a frame: decides which messages are legal in it. */
