@@ -35,6 +35,8 @@ export interface PoolDeps {
   readonly config: TrainConfig;
   readonly train: Dataset;
   readonly validation: Dataset;
+  /** The data set's identity, when `train`/`validation` are a relay's partial copy of it (default: their hashes). */
+  readonly hashes?: DatasetInfo;
   /** Answers plain HTTP requests on the pool's port (the dashboard); default: 426. */
   readonly http?: RequestHandler;
 }
@@ -54,7 +56,7 @@ export class WorkerPool implements Executor {
 
   private constructor(private readonly opts: PoolOptions, private readonly deps: PoolDeps) {
     this.log = deps.logger;
-    this.hashes = { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
+    this.hashes = deps.hashes ?? { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
     const stopping = (): boolean => this.stopping;
     this.conns = new ConnectionRegistry(this.log, opts, {
       message: (conn, msg) => this.handle(conn, msg),

@@ -1,0 +1,148 @@
+// Relays on real processes: the coordinator's pool in this process, `coordinator relay`
+// processes joined to it (one or two levels deep) and worker processes joined to the relays.
+// Weights after K steps must be bit-identical to the in-process run with the same reduce
+// group, whatever the topology, and when a relay dies mid-step holding groups.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Logger } from 'pino';
+import type { Executor } from '../coordinator/executor.js';
+import { LocalExecutor } from '../coordinator/local-executor.js';
+import { Trainer, type TrainResult } from '../coordinator/trainer.js';
+import { WorkerPool } from '../coordinator/worker-pool.js';
+import type { ComputeBackend } from '../shared/backend.js';
+import { systemClock } from '../shared/clock.js';
+import { loadCifar, type Dataset } from '../shared/data/cifar.js';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { ModelRuntime } from '../shared/models/runtime.js';
+import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
+import { float32ToBytes } from '../shared/tensor-codec.js';
+import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
+import { COORDINATOR_CLI, reap, spawnNode, spawnWorker, type Proc } from './child-procs.js';
+import { silentLogger, trainingBackend } from './helpers.js';
+import { LogRecorder } from './log-recorder.js';
+
+function stateBytes(s: ModelState): Buffer {
+  return Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
+}
+
+/** A `coordinator relay` process joined to `url`; resolves with it and its own URL once it listens. */
+async function startRelay(url: string, name: string, procs: Proc[]): Promise<{ proc: Proc; url: string }> {
+  const proc = spawnNode(name, COORDINATOR_CLI, ['relay', '--connect', url, '--name', name, '--log-format', 'json', '--log-level', 'info']);
+  procs.push(proc);
+  const ready = await Promise.race([
+    proc.log.next((e) => e.event === 'relay_ready'),
+    proc.exited.then((e) => {
+      throw new Error(`relay ${name} exited (${e.code ?? e.signal}) before it listened: ${proc.output()}`);
+    }),
+  ]);
+  return { proc, url: String(ready.url) };
+}
+
+describe('relays: exact hierarchical aggregation', () => {
+  let backend: ComputeBackend;
+  let dataDir: string;
+  let train: Dataset;
+  let validation: Dataset;
+
+  before(async () => {
+    backend = await trainingBackend();
+    dataDir = await mkdtemp(join(tmpdir(), 'flock-relay-'));
+    await writeSyntheticCifar(dataDir, { trainPerFile: 120, testCount: 300, seed: 12 });
+    ({ train, validation } = await loadCifar(dataDir));
+  });
+  after(() => rm(dataDir, { recursive: true, force: true }));
+
+  const config = resolveTrainConfig({ model: 'net-batchnorm', epochs: 1, batchSize: 32, microBatch: 4, lr: 0.05, momentum: 0.9, seed: 9, reduceGroup: 2 }, 1);
+  const steps = 3;
+
+  function runTrainer(executor: Executor): Promise<TrainResult> {
+    return new Trainer(config, { executor, logger: silentLogger(), clock: systemClock }, { trainCount: steps * 32, validationCount: 40, evalChunk: 20 }).run();
+  }
+
+  let reference: TrainResult | undefined;
+  async function local(): Promise<TrainResult> {
+    if (reference) return reference;
+    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    try {
+      reference = await runTrainer(new LocalExecutor(runtime, train, validation, config.seed, systemClock));
+    } finally {
+      runtime.dispose();
+    }
+    assert.ok(!stateBytes(reference.state).equals(stateBytes(initialState(modelSpec(config.model), config.seed))), 'training changed the weights');
+    return reference;
+  }
+
+  /**
+   * Trains through the pool once `expected` connections joined it; `build` starts the relays
+   * and workers (pushing every process to `procs`). `wrap` may intercept the pool.
+   */
+  async function distributed(build: (url: string, procs: Proc[]) => Promise<void>, expected: number, logger: Logger = silentLogger(), wrap?: (pool: WorkerPool, procs: Proc[]) => Executor, orphans: ReadonlySet<string> = new Set()): Promise<TrainResult> {
+    const pool = await WorkerPool.listen({ port: 0 }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+    const procs: Proc[] = [];
+    try {
+      await build(pool.url, procs);
+      await pool.waitForWorkers(expected);
+      const result = await runTrainer(wrap ? wrap(pool, procs) : pool);
+      await pool.close();
+      // Relays pass the stop on to their workers; everyone still running exits 0 (but the
+      // workers of a killed relay, which keep trying to rejoin it until reaped).
+      const exits = await Promise.all(procs.filter((p) => p.proc.signalCode === null && !orphans.has(p.name)).map(async (p) => ({ name: p.name, ...(await p.exited), out: p.output() })));
+      for (const e of exits) assert.equal(e.code, 0, `${e.name} exits 0 on stop: ${e.out.slice(-2000)}`);
+      return result;
+    } finally {
+      await pool.close();
+      await reap(procs);
+    }
+  }
+
+  it('one level: two relays with two and one workers give the in-process weights', async () => {
+    const ref = await local();
+    const result = await distributed(async (url, procs) => {
+      const [a, b] = await Promise.all([startRelay(url, 'relay-a', procs), startRelay(url, 'relay-b', procs)]);
+      procs.push(spawnWorker(a.url, 'a1'), spawnWorker(a.url, 'a2'), spawnWorker(b.url, 'b1'));
+    }, 2);
+    assert.equal(result.globalStep, steps);
+    assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights through relays differ from the in-process run');
+    assert.deepEqual(result.history.map((h) => [h.trainLoss, h.valLoss, h.valAccuracy]), ref.history.map((h) => [h.trainLoss, h.valLoss, h.valAccuracy]));
+  });
+
+  it('two levels, next to a direct worker: a relay of two relays, plus one worker on the coordinator', async () => {
+    const ref = await local();
+    const result = await distributed(async (url, procs) => {
+      const top = await startRelay(url, 'relay-top', procs);
+      const [l, r] = await Promise.all([startRelay(top.url, 'relay-left', procs), startRelay(top.url, 'relay-right', procs)]);
+      procs.push(spawnWorker(l.url, 'l1'), spawnWorker(r.url, 'r1'), spawnWorker(url, 'direct'));
+    }, 2);
+    assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights through two levels of relays differ from the in-process run');
+  });
+
+  it('a relay killed with SIGKILL mid-step: its groups are reassigned and the weights are unchanged', async () => {
+    const ref = await local();
+    const rec = new LogRecorder();
+    let victim: Proc | undefined;
+    const result = await distributed(async (url, procs) => {
+      const [a, b] = await Promise.all([startRelay(url, 'relay-a', procs), startRelay(url, 'relay-b', procs)]);
+      procs.push(spawnWorker(a.url, 'a1'), spawnWorker(b.url, 'b1'));
+    }, 2, rec.logger(), (pool, procs) => ({
+      workerCount: () => pool.workerCount(),
+      evaluate: (split, chunks, weights) => pool.evaluate(split, chunks, weights),
+      gradients: (work, weights) => {
+        const pending = pool.gradients(work, weights);
+        // Step 1's groups are out on both relays now; one relay dies with its share.
+        if (work.globalStep === 1) {
+          victim = procs.find((p) => p.name === 'relay-a');
+          victim!.proc.kill('SIGKILL');
+        }
+        return pending;
+      },
+    }), new Set(['a1']));
+    assert.equal((await victim!.exited).signal, 'SIGKILL');
+    const left = await rec.next((e) => e.event === 'worker_left');
+    assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0, `reassigned ${JSON.stringify(left.reassigned)}`);
+    assert.equal(result.globalStep, steps);
+    assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights after a relay died differ from the undisturbed run');
+  });
+});
