@@ -61,6 +61,24 @@ export function spawnWorker(url: string, name: string, opts: { token?: string; l
   return spawnNode(name, WORKER_CLI, args, opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
 }
 
+/**
+ * A `coordinator relay` process joined to `url` (token in its environment); resolves with it
+ * and its own URL once it listens for workers. `procs` gets it at once, so it is reaped even
+ * when it fails to start.
+ */
+export async function startRelay(url: string, name: string, procs: { add(p: Proc): unknown } | Proc[], opts: { token?: string } = {}): Promise<{ proc: Proc; url: string }> {
+  const proc = spawnNode(name, COORDINATOR_CLI, ['relay', '--connect', url, '--name', name, '--log-format', 'json', '--log-level', 'info'], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
+  if (Array.isArray(procs)) procs.push(proc);
+  else procs.add(proc);
+  const ready = await Promise.race([
+    proc.log.next((e) => e.event === 'relay_ready'),
+    proc.exited.then((e) => {
+      throw new Error(`relay ${name} exited (${e.code ?? e.signal}) before it listened: ${proc.output()}`);
+    }),
+  ]);
+  return { proc, url: String(ready.url) };
+}
+
 /** SIGKILLs whatever still runs and waits until every process has exited. */
 export async function reap(procs: Iterable<Proc>): Promise<void> {
   const all = [...procs];

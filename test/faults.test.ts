@@ -31,7 +31,7 @@ import { CloseCode, MessageType, PROTOCOL_VERSION, encode, type AssignMessage } 
 import { Rng, mixSeed } from '../shared/random.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { COORDINATOR_CLI, freePort, reap, spawnNode, spawnWorker, type Proc } from './child-procs.js';
+import { COORDINATOR_CLI, freePort, reap, spawnNode, spawnWorker, startRelay, type Proc } from './child-procs.js';
 import {
   GRADIENT_MUTATIONS, MESSAGE_TOO_BIG, WS_INVALID_DATA, WS_PROTOCOL_ERROR, expectedCloseCodes, fuzzFrames, gradientFrame, helloFrame,
   mutateGradient, rawFrame, rawUpgrade, scriptedClient, unitCount, wellFormedGradient, wsFrame, type ClientOutcome,
@@ -455,6 +455,66 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
       }
       t.diagnostic(`bad actors: ${launched.length} after hello, ${early.length} before it; fuzzed frames: ${fuzzResults.length} ` +
         `(${histogram(fuzzResults.map((f) => f.kind.split(':')[0]!))}); close codes: ${histogram(fuzzResults.map((f) => f.code))}`);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a relay under 100 fuzzed frames and a non-relay sending a group sum: each is disconnected with its code, the run is undisturbed', async (t: TestContext) => {
+    const rec = new LogRecorder();
+    const pool = await listen(rec.logger(), { token: TOKEN });
+    try {
+      // A plain worker at the coordinator that answers its work with a group sum: only relays may.
+      // It joins first, so it is dealt the first step's one group.
+      const impostor = scriptedClient(pool.url, {
+        token: TOKEN, hello: 'not-a-relay',
+        onAssign: (ws, m) => ws.send(encode({
+          type: MessageType.GROUP_SUM, step: m.step, group: 0, grads: model.params.map((p) => new Uint8Array(p.size * 4)),
+          parts: m.microBatches.map((u) => ({ microBatch: u.id, lossSum: 1, correct: 0, count: unitCount(u.indices), batchStats: [] })), computeMs: 1,
+        })),
+      });
+      await impostor.welcomed;
+      // The whole step is one reduce group (the default): the relay takes every step whole.
+      const relay = await startRelay(pool.url, 'relay-under-fuzz', procs, { token: TOKEN });
+      const honest = [worker(relay.url, 'behind-relay-1', { token: TOKEN }), worker(relay.url, 'behind-relay-2', { token: TOKEN })];
+      const frames = fuzzFrames(mixSeed(FAULT_SEED, 9), FUZZ_FRAMES / 2, model);
+      const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
+      const fuzz = async (): Promise<void> => {
+        let next = 0;
+        const lane = async (): Promise<void> => {
+          for (let i = next++; i < frames.length; i = next++) {
+            const frame = frames[i]!;
+            const c = scriptedClient(relay.url, { token: TOKEN, hello: `relay-fuzz-${i}`, onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }) });
+            const o = await c.outcome;
+            fuzzResults.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
+          }
+        };
+        await Promise.all([lane(), lane(), lane(), lane()]);
+      };
+      let fuzzDone: Promise<void> = Promise.resolve();
+      const { executor, steps } = instrument(pool, {
+        before: async (step) => {
+          if (step === 1) fuzzDone = fuzz();
+          if (step === totalSteps - 1) await fuzzDone;
+        },
+      });
+      await pool.waitForWorkers(2);
+      const result = await runTrainer(executor);
+      await pool.close();
+      assertUndisturbed(result, steps);
+      assert.equal((await relay.proc.exited).code, 0, relay.proc.output().slice(-2000));
+      for (const h of honest) assert.equal((await h.exited).code, 0, h.output());
+      const o = await impostor.outcome;
+      assert.equal(o.code, CloseCode.PROTOCOL, `a group sum from a worker: closed with ${o.code} (${o.reason})`);
+      const gone = await rec.next(left('not-a-relay'));
+      assert.match(String(gone.reason), /not a relay/);
+      assert.ok(Array.isArray(gone.reassigned) && gone.reassigned.length > 0, 'its micro-batches were reassigned');
+      assert.equal(fuzzResults.length, FUZZ_FRAMES / 2);
+      for (const f of fuzzResults) {
+        assert.ok(f.expected.includes(f.code), `relay fuzz frame ${f.i} (${f.kind}): closed with ${f.code}, expected ${f.expected.join(' or ')}`);
+        assert.ok(relay.proc.log.events.some(left(`relay-fuzz-${f.i}`)), `relay fuzz frame ${f.i} (${f.kind}): worker_left logged by the relay`);
+      }
+      t.diagnostic(`relay fuzzed frames: ${fuzzResults.length} (${histogram(fuzzResults.map((f) => f.kind.split(':')[0]!))}); close codes: ${histogram(fuzzResults.map((f) => f.code))}`);
     } finally {
       await pool.close();
     }

@@ -19,26 +19,13 @@ import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
-import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { COORDINATOR_CLI, reap, spawnNode, spawnWorker, type Proc } from './child-procs.js';
+import { resolveTrainConfig } from '../shared/training/config.js';
+import { reap, spawnWorker, startRelay, type Proc } from './child-procs.js';
 import { silentLogger, trainingBackend } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 
 function stateBytes(s: ModelState): Buffer {
   return Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
-}
-
-/** A `coordinator relay` process joined to `url`; resolves with it and its own URL once it listens. */
-async function startRelay(url: string, name: string, procs: Proc[]): Promise<{ proc: Proc; url: string }> {
-  const proc = spawnNode(name, COORDINATOR_CLI, ['relay', '--connect', url, '--name', name, '--log-format', 'json', '--log-level', 'info']);
-  procs.push(proc);
-  const ready = await Promise.race([
-    proc.log.next((e) => e.event === 'relay_ready'),
-    proc.exited.then((e) => {
-      throw new Error(`relay ${name} exited (${e.code ?? e.signal}) before it listened: ${proc.output()}`);
-    }),
-  ]);
-  return { proc, url: String(ready.url) };
 }
 
 describe('relays: exact hierarchical aggregation', () => {
