@@ -125,7 +125,7 @@ export class Scheduler {
     }
     buffers.lent.push(into);
     const result = open.sum.result(unit.id)!;
-    this.accepted(conn, open.round, unit.id, result, msg.computeMs);
+    this.accepted(conn, open.round, [[unit.id, result]], msg.computeMs);
   }
 
   /** A relay's sum of one whole reduce group it holds: checked like gradients, added at once. */
@@ -138,21 +138,24 @@ export class Scheduler {
     const ids = msg.parts.map((p) => p.microBatch);
     if (ids.length !== group.ids.length || ids.some((id, i) => id !== group.ids[i])) throw violation(`group sum of group ${msg.group} covers [${ids.join(', ')}], not [${group.ids.join(', ')}]`);
     const units = group.ids.map((id) => this.owned(conn, open.round, id, 'micro-batch'));
-    const { sums, parts } = checkGroupSum(msg, this.deps.model, units.map((u) => u.indices.length));
+    const buffers = this.gradientBuffers;
+    const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
     try {
+      const { sums, parts } = checkGroupSum(msg, this.deps.model, units.map((u) => u.indices.length), into);
       open.sum.addGroup(msg.group, sums, parts);
+      buffers.lent.push(into);
+      this.accepted(conn, open.round, units.map((u) => [u.id, parts.get(u.id)!] as const), msg.computeMs);
     } catch (err) {
+      if (!buffers.lent.includes(into)) buffers.free.push(into);
       throw err instanceof NotFiniteError ? notFinite(this.deps.model, err.unit, err.tensor) : err;
     }
-    // The group counts as one result for the fleet's pace; its compute time is the relay's.
-    units.forEach((u, i) => this.accepted(conn, open.round, u.id, parts.get(u.id)!, i === 0 ? msg.computeMs : 0, i === 0));
   }
 
   onEvaluation(conn: WorkerConn, msg: EvaluationMessage): void {
     const open = this.open;
     if (open?.kind !== 'evaluate' || open.round.key !== msg.requestId) throw violation(`evaluation for request ${msg.requestId}, which is not open`);
     const unit = this.owned(conn, open.round, msg.chunk, 'chunk');
-    this.accepted(conn, open.round, unit.id, checkEvaluation(msg, unit.indices.length), msg.computeMs);
+    this.accepted(conn, open.round, [[unit.id, checkEvaluation(msg, unit.indices.length)]], msg.computeMs);
   }
 
   /** Hands every unassigned unit of the open round to a ready worker, round-robin by position. */
@@ -189,7 +192,9 @@ export class Scheduler {
     const shares = new Map<WorkerConn, MicroBatch[]>();
     const spread = (list: readonly MicroBatch[], to: readonly WorkerConn[]): void => list.forEach((u, k) => {
       const w = to[k % to.length]!;
-      shares.set(w, [...(shares.get(w) ?? []), u]);
+      const share = shares.get(w);
+      if (share) share.push(u);
+      else shares.set(w, [u]);
     });
     const relays = workers.filter((w) => w.relay);
     if (open.kind === 'gradients' && relays.length > 0) return this.dispatchGroups(open, units, workers, proven);
@@ -213,7 +218,9 @@ export class Scheduler {
     const grouped = new Map<WorkerConn, MicroBatch[]>();
     const plain = new Map<WorkerConn, MicroBatch[]>();
     const give = (to: Map<WorkerConn, MicroBatch[]>, conn: WorkerConn, list: readonly MicroBatch[]): void => {
-      to.set(conn, [...(to.get(conn) ?? []), ...list]);
+      const share = to.get(conn);
+      if (share) share.push(...list);
+      else to.set(conn, [...list]);
     };
     const retried = (ids: readonly number[]): boolean => ids.some((id) => open.round.attemptsOf(id) > 0);
     let next = 0;
@@ -302,14 +309,15 @@ export class Scheduler {
     return unit;
   }
 
-  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, id: number, result: R, computeMs: number, pace = true): void {
+  /** Results of one message (one unit, or a relay's whole group: one result for the fleet's pace). */
+  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, done: readonly (readonly [number, R])[], computeMs: number): void {
     const kind = this.open!.kind;
     const now = this.deps.clock.now();
-    if (pace) this.pace.record(kind, now - conn.lastProgress);
+    this.pace.record(kind, now - conn.lastProgress);
     conn.lastProgress = now;
-    conn.results++;
-    conn.outstanding.delete(id);
+    conn.results += done.length;
+    for (const [id] of done) conn.outstanding.delete(id);
     this.watch(conn, kind);
-    round.complete(id, conn.id, result, computeMs);
+    done.forEach(([id, result], i) => round.complete(id, conn.id, result, i === 0 ? computeMs : 0));
   }
 }

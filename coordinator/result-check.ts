@@ -59,8 +59,7 @@ export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCoun
   return { grads, lossSum: m.lossSum, correct: m.correct, count: m.count, batchStats };
 }
 
-function statsOf(batchStats: GradientMessage['batchStats'], model: ModelSpec, what: string): GradientResult['batchStats'] {
-  const bn = batchNormLayers(model);
+function statsOf(batchStats: GradientMessage['batchStats'], bn: ReturnType<typeof batchNormLayers>, what: string): GradientResult['batchStats'] {
   if (batchStats.length !== bn.length) throw rejected(`${what} has statistics for ${batchStats.length} batch-norm layers, model has ${bn.length}`);
   return batchStats.map((s, k) => {
     const layer = bn[k]!;
@@ -71,19 +70,18 @@ function statsOf(batchStats: GradientMessage['batchStats'], model: ModelSpec, wh
 }
 
 /**
- * A relay's group sum: the sum's shapes (copied once into a fresh buffer; its finiteness is
+ * A relay's group sum: the sum's shapes (copied once into `into`; its finiteness is
  * checked by StepSum.addGroup) and each part's counts and statistics, as for a gradient.
  * `expected[i]` is the sample count of the group's i-th micro-batch. The parts come back as
  * results without gradients, by micro-batch id.
  */
-export function checkGroupSum(m: GroupSumMessage, model: ModelSpec, expected: readonly number[]): { sums: Float32Array[]; parts: Map<number, GradientResult> } {
+export function checkGroupSum(m: GroupSumMessage, model: ModelSpec, expected: readonly number[], into: Float32Array = new Float32Array(model.parameterCount)): { sums: Float32Array[]; parts: Map<number, GradientResult> } {
   const what = `sum of group ${m.group}`;
   if (m.grads.length !== model.params.length) throw rejected(`${what} has ${m.grads.length} tensors, model ${model.name} has ${model.params.length} parameters`);
   m.grads.forEach((g, k) => {
     const p = model.params[k]!;
     if (g.byteLength !== p.size * 4) throw rejected(`${what}: ${p.name} has ${g.byteLength / 4} values, expected ${p.size}`);
   });
-  const into = new Float32Array(model.parameterCount);
   let offset = 0;
   const sums = m.grads.map((g) => {
     const t = into.subarray(offset, offset + g.byteLength / 4);
@@ -92,10 +90,11 @@ export function checkGroupSum(m: GroupSumMessage, model: ModelSpec, expected: re
     return t;
   });
   const parts = new Map<number, GradientResult>();
+  const bn = batchNormLayers(model);
   m.parts.forEach((p, i) => {
     const at = `${what}, micro-batch ${p.microBatch}`;
     counts(p, expected[i]!, at);
-    parts.set(p.microBatch, { grads: [], lossSum: p.lossSum, correct: p.correct, count: p.count, batchStats: statsOf(p.batchStats, model, at) });
+    parts.set(p.microBatch, { grads: [], lossSum: p.lossSum, correct: p.correct, count: p.count, batchStats: statsOf(p.batchStats, bn, at) });
   });
   return { sums, parts };
 }

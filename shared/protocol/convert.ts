@@ -12,8 +12,12 @@ export function wireToState(wire: WireState): ModelState {
   return { params: wire.params.map(bytesToFloat32), buffers: wire.buffers.map(bytesToFloat32) };
 }
 
+/** Whether this machine stores numbers little-endian (then typed arrays already hold wire bytes). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /** Index lists as Uint32 little-endian bytes (a copy, independent of the source's memory). */
 export function indicesToBytes(indices: Uint32Array): Uint8Array {
+  if (LITTLE_ENDIAN) return new Uint8Array(indices.slice().buffer);
   const out = new Uint8Array(indices.length * 4);
   const view = new DataView(out.buffer);
   indices.forEach((v, i) => view.setUint32(i * 4, v, true));

@@ -112,9 +112,12 @@ export class StepSum {
     });
   }
 
-  /** The group keys of this step, in order, with their members' ids. */
-  groupIds(): { group: number; ids: number[] }[] {
-    return this.groups.map((g) => ({ group: g.key, ids: g.members.map((at) => this.ids[at]!) }));
+  private layout: { group: number; ids: number[] }[] | undefined;
+
+  /** The group keys of this step, in order, with their members' ids (do not modify). */
+  groupIds(): readonly { readonly group: number; readonly ids: readonly number[] }[] {
+    this.layout ??= this.groups.map((g) => ({ group: g.key, ids: g.members.map((at) => this.ids[at]!) }));
+    return this.layout;
   }
 
   add(id: number, r: GradientResult): void {
