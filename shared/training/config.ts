@@ -14,7 +14,15 @@ export interface TrainConfig {
   readonly momentum: number;
   readonly weightDecay: number;
   readonly seed: number;
+  /**
+   * Tensors on the wire: float32 (exact, the default) or float16 (lossy: weights and gradients
+   * rounded to IEEE binary16 on the way, half the bytes; results are no longer bit-identical).
+   */
+  readonly wirePrecision: WirePrecision;
 }
+
+export const WIRE_PRECISIONS = ['float32', 'float16'] as const;
+export type WirePrecision = (typeof WIRE_PRECISIONS)[number];
 
 export const TRAIN_DEFAULTS: Omit<TrainConfig, 'microBatch'> = {
   model: 'net',
@@ -24,6 +32,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'microBatch'> = {
   momentum: 0,
   weightDecay: 0,
   seed: 0,
+  wirePrecision: 'float32',
 };
 
 function bad(message: string): never {
@@ -47,5 +56,6 @@ export function resolveTrainConfig(opts: Partial<TrainConfig>, workersAtStart: n
   if (!(merged.momentum >= 0 && merged.momentum < 1)) bad(`--momentum must be in [0, 1) (got ${merged.momentum})`);
   if (!(merged.weightDecay >= 0) || !Number.isFinite(merged.weightDecay)) bad(`--weight-decay must be >= 0 (got ${merged.weightDecay})`);
   if (!isInt(merged.seed, 0) || merged.seed > 0xffffffff) bad(`--seed must be an integer in [0, 2^32) (got ${merged.seed})`);
+  if (!(WIRE_PRECISIONS as readonly unknown[]).includes(merged.wirePrecision)) bad(`--wire-precision must be float32 or float16 (got ${String(merged.wirePrecision)})`);
   return { ...merged, microBatch };
 }
