@@ -16,6 +16,7 @@ import { LOG_FORMATS, LOG_LEVELS, createLogger, resolveLogFormat, type LogFormat
 import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
+import { WIRE_PRECISIONS, type WirePrecision } from '../shared/training/config.js';
 import { readCheckpointFile } from './checkpoint.js';
 import { floatArg, intArg, reportFailure } from '../shared/cli-options.js';
 import { evaluateCheckpoint, predictImages } from './evaluate.js';
@@ -59,6 +60,7 @@ interface StartFlags extends CommonFlags {
   weightDecay?: number;
   seed?: number;
   reduceGroup?: number;
+  wirePrecision?: WirePrecision;
   checkpointDir: string;
   checkpointEvery: number;
   resume?: boolean;
@@ -166,7 +168,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   const result = await start({
     train: {
       model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
-      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed, reduceGroup: flags.reduceGroup,
+      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed, wirePrecision: flags.wirePrecision, reduceGroup: flags.reduceGroup,
     },
     dataDir,
     checkpointDir: flags.checkpointDir,
@@ -358,6 +360,7 @@ function main(argv: string[]): void {
     .option('--weight-decay <wd>', "L2 weight decay, PyTorch semantics (grad += wd*w); the recipe's l2 term λΣw² with λ=0.001 is --weight-decay 0.002 (default 0)", floatArg(0))
     .option('--seed <n>', 'seed for initialisation, shuffling and dropout (default 0)', intArg(0, 0xffffffff))
     .option('--reduce-group <n>', 'micro-batches per reduce group: the step sums groups of n micro-batches in order, each summed in order (0 = one group); relays take whole groups; the weights depend on n, never on the fleet (default 0)', intArg(0))
+    .addOption(new Option('--wire-precision <p>', 'tensors on the wire: float32 (exact, default) or float16 (LOSSY: half the bytes, results no longer bit-identical)').choices(WIRE_PRECISIONS))
     .option('--checkpoint-dir <dir>', 'where checkpoints and the final model go', './checkpoints')
     .option('--checkpoint-every <steps>', 'also checkpoint every this many steps (0 = at epoch ends only)', intArg(0), 0)
     .option('--resume', 'continue from the newest checkpoint in --checkpoint-dir')

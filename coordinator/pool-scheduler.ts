@@ -13,6 +13,7 @@ import { cloneState, type ModelSpec } from '../shared/models/spec.js';
 import {
   CloseCode, MessageType, encode, encodeWeights, encodeWithWeights, indicesToBytes, stateToWire, type EncodedWeights, type EvaluationMessage, type GradientMessage, type GroupSumMessage, type WireState,
 } from '../shared/protocol.js';
+import type { WirePrecision } from '../shared/training/config.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import { NotFiniteError, StepSum, reduceGroupOf } from '../shared/training/reduce.js';
 import type { GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
@@ -29,6 +30,8 @@ type OpenRound =
 export interface SchedulerDeps {
   readonly clock: Clock;
   readonly model: ModelSpec;
+  /** The run's --wire-precision: float16 gradients are refused in a float32 run. */
+  readonly wirePrecision: WirePrecision;
   readonly train: Dataset;
   readonly validation: Dataset;
   /** Ready workers, by id. */
@@ -118,7 +121,7 @@ export class Scheduler {
     const buffers = this.gradientBuffers;
     const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
     try {
-      open.sum.add(unit.id, checkGradient(msg, this.deps.model, unit.indices.length, into));
+      open.sum.add(unit.id, checkGradient(msg, this.deps.model, unit.indices.length, into, this.deps.wirePrecision));
     } catch (err) {
       buffers.free.push(into);
       throw err instanceof NotFiniteError ? notFinite(this.deps.model, msg.microBatch, err.tensor) : err;
@@ -246,9 +249,12 @@ export class Scheduler {
     if (this.deps.stopping()) throw poolClosed();
     if (this.open) throw new FlockError(ErrorCode.UNSUPPORTED, 'the worker pool runs one step or evaluation at a time');
     if (this.weights?.version !== weights.version) {
-      // A copy: the trainer updates its state in place after the step.
-      const wire = stateToWire(cloneState(weights.state));
-      this.weights = { version: weights.version, wire, encoded: encodeWeights({ version: weights.version, ...wire }) };
+      // A copy: the trainer updates its state in place after the step. Welcome frames carry
+      // float32 weights; work carries them at the run's wire precision.
+      const state = cloneState(weights.state);
+      const wire = stateToWire(state);
+      const sent = this.deps.wirePrecision === 'float16' ? stateToWire(state, 'float16') : wire;
+      this.weights = { version: weights.version, wire, encoded: encodeWeights({ version: weights.version, ...sent }) };
     }
     this.open = open;
     this.dispatch();

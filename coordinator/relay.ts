@@ -168,7 +168,9 @@ export class Relay {
 
   private setWeights(w: VersionedWire): void {
     const model = modelSpec(this.config!.model);
-    const ok = w.params.length === model.params.length && w.params.every((p, i) => p.byteLength === model.params[i]!.size * 4)
+    // float16 runs send parameters as binary16 (2 bytes a value); the pool re-encodes them losslessly.
+    const paramBytes = w.half ? 2 : 4;
+    const ok = w.params.length === model.params.length && w.params.every((p, i) => p.byteLength === model.params[i]!.size * paramBytes)
       && w.buffers.length === model.buffers.length && w.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
     if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${w.version} do not match model ${model.name}`);
     this.weights = { version: w.version, state: wireToState(w) };

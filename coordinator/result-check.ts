@@ -7,7 +7,8 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { batchNormLayers, type ModelSpec } from '../shared/models/spec.js';
 import type { EvaluationMessage, GradientMessage, GroupSumMessage } from '../shared/protocol.js';
-import { allFinite, bytesToFloat32, float32Into } from '../shared/tensor-codec.js';
+import { allFinite, bytesToFloat32, float32Into, halfBytesInto } from '../shared/tensor-codec.js';
+import type { WirePrecision } from '../shared/training/config.js';
 
 function rejected(reason: string): FlockError {
   return new FlockError(ErrorCode.BAD_GRADIENT, reason);
@@ -32,19 +33,24 @@ function counts(m: { lossSum: number; correct: number; count: number }, expected
  * finiteness here: the step's sum does that as it adds them (StepSum), and `notFinite` words
  * its refusal.
  */
-export function checkGradient(m: GradientMessage, model: ModelSpec, expectedCount: number, into: Float32Array = new Float32Array(model.parameterCount)): GradientResult {
+export function checkGradient(
+  m: GradientMessage, model: ModelSpec, expectedCount: number, into: Float32Array = new Float32Array(model.parameterCount), precision: WirePrecision = 'float32',
+): GradientResult {
   const what = `gradient of micro-batch ${m.microBatch}`;
   counts(m, expectedCount, what);
+  if (m.half && precision !== 'float16') throw rejected(`${what} is float16, but this run's wire precision is float32 (exact)`);
+  const bytes = m.half ? 2 : 4;
   if (m.grads.length !== model.params.length) throw rejected(`${what} has ${m.grads.length} tensors, model ${model.name} has ${model.params.length} parameters`);
   m.grads.forEach((g, k) => {
     const p = model.params[k]!;
-    if (g.byteLength !== p.size * 4) throw rejected(`${what}: ${p.name} has ${g.byteLength / 4} values, expected ${p.size}`);
+    if (g.byteLength !== p.size * bytes) throw rejected(`${what}: ${p.name} has ${g.byteLength / bytes} values, expected ${p.size}`);
   });
   if (into.length !== model.parameterCount) throw new RangeError(`checkGradient: buffer of ${into.length} values for ${model.parameterCount} parameters`);
   let offset = 0;
-  const grads = m.grads.map((g) => {
-    const t = into.subarray(offset, offset + g.byteLength / 4);
-    float32Into(g, t);
+  const grads = m.grads.map((g, k) => {
+    const t = into.subarray(offset, offset + model.params[k]!.size);
+    if (m.half) halfBytesInto(g, t);
+    else float32Into(g, t);
     offset += t.length;
     return t;
   });

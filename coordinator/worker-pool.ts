@@ -66,7 +66,7 @@ export class WorkerPool implements Executor {
     });
     this.waiters = new JoinWaiters(this.log, opts.waitLogMs, opts.minWorkers, () => this.conns.readyCount(), () => this.scheduler.blocked());
     this.scheduler = new Scheduler(opts, {
-      clock: deps.clock, model: deps.model, train: deps.train, validation: deps.validation,
+      clock: deps.clock, model: deps.model, wirePrecision: deps.config.wirePrecision, train: deps.train, validation: deps.validation,
       ready: () => this.conns.ready(), all: () => this.conns.all(),
       drop: (conn, reason, code) => this.conns.drop(conn, reason, code),
       stopping, waitingChanged: () => this.waiters.update(),

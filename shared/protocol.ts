@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import { ErrorCode, FlockError, errorMessage } from './errors.js';
 import {
-  bad, bool, datasetInfo, describe, heldSamples, list, nonNegative, num, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
+  bad, bool, datasetInfo, describe, heldSamples, list, nonNegative, num, optionalBool, record, samples, str, trainConfig, uint, f16, f32, wireState, workList, type Obj,
 } from './protocol/fields.js';
 import { MAX_CHARS } from './protocol/limits.js';
 import {
@@ -36,9 +36,9 @@ export interface EncodedWeights {
 }
 
 export function encodeWeights(weights: VersionedWire): EncodedWeights {
-  const { version, params, buffers } = weights;
+  const { version, params, buffers, half } = weights;
   const key = packr.pack('weights');
-  const value = packr.pack({ version, params, buffers });
+  const value = packr.pack({ version, params, buffers, ...(half ? { half } : {}) });
   const field = new Uint8Array(key.byteLength + value.byteLength);
   field.set(key);
   field.set(value, key.byteLength);
@@ -100,11 +100,13 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
       const count = uint(o, 'count');
       const correct = uint(o, 'correct');
       if (correct > count) throw bad(`gradient.correct ${correct} exceeds count ${count}`);
+      const half = optionalBool(o, 'half');
       return {
         type: MessageType.GRADIENT,
         step: uint(o, 'step'),
         microBatch: uint(o, 'microBatch'),
-        grads: list(o, 'grads', (x, at) => f32(x, at)),
+        grads: list(o, 'grads', (x, at) => (half ? f16(x, at) : f32(x, at))),
+        ...(half ? { half } : {}),
         lossSum: num(o, 'lossSum'),
         correct,
         count,
@@ -144,11 +146,6 @@ function stats(o: Obj, key: string): { mean: Uint8Array; variance: Uint8Array }[
     const s = record(x, at);
     return { mean: f32(s.mean, `${at}.mean`), variance: f32(s.variance, `${at}.variance`) };
   });
-}
-
-/** An optional boolean field: absent (or null) is false. */
-function optionalBool(o: Obj, key: string): boolean {
-  return o[key] === undefined || o[key] === null ? false : bool(o, key);
 }
 
 /** The optional `weights` of assign/evaluate: they must be the version the work is at. */

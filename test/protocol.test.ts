@@ -7,10 +7,11 @@ import { TRAIN_DEFAULTS, type TrainConfig } from '../shared/training/config.js';
 import { ErrorCode, FlockError, isFlockError } from '../shared/errors.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import {
-  CloseCode, MessageType, PROTOCOL_VERSION, bytesToIndices, closeCodeFor, closeReason, decode, encode, encodeWeights, encodeWithWeights, errorOfClose, indicesToBytes,
+  CloseCode, MessageType, PROTOCOL_VERSION, bytesToIndices, closeCodeFor, closeReason, decode, encode, encodeWeights, encodeWithWeights, errorOfClose, halfTensors, indicesToBytes,
+  stateToWire, wireToState,
   type AssignMessage, type CoordinatorMessage, type EvaluateMessage, type WorkerMessage,
 } from '../shared/protocol.js';
-import { float32ToBytes } from '../shared/tensor-codec.js';
+import { float32ToBytes, float32ToHalfBytes, halfBytesInto } from '../shared/tensor-codec.js';
 
 const raw = new Packr({ useRecords: false, moreTypes: false });
 const f32 = (...v: number[]): Uint8Array => float32ToBytes(new Float32Array(v));
@@ -24,6 +25,10 @@ const workerMessages: WorkerMessage[] = [
   {
     type: MessageType.GRADIENT, step: 7, microBatch: 2, grads: [f32(1, 2, 3), f32(-0.5)], lossSum: 3.25, correct: 5, count: 8,
     batchStats: [{ mean: f32(0.1, 0.2), variance: f32(1, 2) }], computeMs: 12.5,
+  },
+  {
+    type: MessageType.GRADIENT, step: 7, microBatch: 3, grads: [new Uint8Array(6), new Uint8Array(2)], half: true, lossSum: 3.25, correct: 5, count: 8,
+    batchStats: [], computeMs: 12.5,
   },
   { type: MessageType.EVALUATION, requestId: 3, chunk: 1, lossSum: 10.5, correct: 40, count: 50, computeMs: 4 },
   { type: MessageType.FAILURE, code: 'ERR_BACKEND_UNAVAILABLE', message: 'kernel missing' },
@@ -44,6 +49,10 @@ const coordinatorMessages: CoordinatorMessage[] = [
   {
     type: MessageType.EVALUATE, requestId: 2, weightsVersion: 12, split: 'validation', chunks: [{ id: 0, indices: indicesToBytes(new Uint32Array([1])) }], samples,
     weights: { version: 12, params: [f32(1)], buffers: [] },
+  },
+  {
+    type: MessageType.ASSIGN, epoch: 1, step: 12, weightsVersion: 12, microBatches: [{ id: 0, indices: indicesToBytes(new Uint32Array([3, 9])) }], samples,
+    weights: { version: 12, params: [new Uint8Array(2), new Uint8Array(6)], buffers: [f32(0)], half: true },
   },
   { type: MessageType.STOP, reason: 'training complete' },
 ];
@@ -101,6 +110,27 @@ void describe('protocol', () => {
     assert.throws(() => encodeWithWeights({ ...(assign), weightsVersion: 3 }, shared), /version 12 attached to work at version 3/);
   });
 
+  void it('float16 on the wire (opt-in, lossy): round to nearest, exact for values binary16 holds; float32 when a value is out of its range', () => {
+    const values = Float32Array.of(0, -0, 1, -2.5, 65504, 1 / 3, 1e-8, Number.POSITIVE_INFINITY, Number.NaN);
+    const half = float32ToHalfBytes(values)!;
+    assert.equal(half.byteLength, values.length * 2);
+    const back = new Float32Array(values.length);
+    halfBytesInto(half, back);
+    assert.deepEqual([...back.subarray(0, 5)], [0, -0, 1, -2.5, 65504]);
+    assert.ok(Math.abs(back[5]! - 1 / 3) < 2e-4 && back[5] !== values[5], '1/3 rounds to the nearest binary16');
+    assert.equal(back[6], 0, 'below the smallest subnormal: 0');
+    assert.equal(back[7], Number.POSITIVE_INFINITY);
+    assert.ok(Number.isNaN(back[8]));
+    assert.equal(float32ToHalfBytes(Float32Array.of(1, 70000)), undefined);
+    assert.equal(halfTensors([Float32Array.of(1), Float32Array.of(-1e6)]), undefined);
+    const state = { params: [Float32Array.of(0.5, 3)], buffers: [Float32Array.of(1 / 3)] };
+    const wire = stateToWire(state, 'float16');
+    assert.equal(wire.half, true);
+    assert.equal(wire.params[0]!.byteLength, 4);
+    assert.deepEqual(wireToState(wire), { params: [Float32Array.of(0.5, 3)], buffers: [Float32Array.of(1 / 3)] }, 'buffers stay float32');
+    assert.equal(stateToWire({ params: [Float32Array.of(1e9)], buffers: [] }, 'float16').half, undefined, 'out of range: float32');
+  });
+
   void it('carries tensors as raw bytes, not number arrays', () => {
     const m = decode(encode(workerMessages[2]!), 'worker');
     assert.equal(m.type, MessageType.GRADIENT);
@@ -153,6 +183,9 @@ void describe('protocol', () => {
 
   void it('rejects byte lengths that do not fit the element type', () => {
     rejects(frame({ ...goodGradient, grads: [new Uint8Array(5)] }), 'worker', /grads\[0\] has 5 bytes, not a multiple of 4/);
+    rejects(frame({ ...goodGradient, grads: [new Uint8Array(6)] }), 'worker', /grads\[0\] has 6 bytes, not a multiple of 4/);
+    rejects(frame({ ...goodGradient, half: true, grads: [new Uint8Array(3)] }), 'worker', /grads\[0\] has 3 bytes, not a multiple of 2 \(Float16\)/);
+    rejects(frame({ ...goodGradient, half: 1 }), 'worker', /half must be a boolean/);
     rejects(frame({ ...goodGradient, batchStats: [{ mean: new Uint8Array(4), variance: new Uint8Array(3) }] }), 'worker', /batchStats\[0\]\.variance has 3 bytes/);
     const chunk = [{ id: 0, indices: indicesToBytes(new Uint32Array([1])) }];
     const assign = { t: MessageType.ASSIGN, epoch: 0, step: 0, weightsVersion: 0, microBatches: chunk };

@@ -160,11 +160,12 @@ describe('SGD', () => {
 describe('options', () => {
   it("defaults to the recipe and splits the batch over the workers at start", () => {
     const c = resolveTrainConfig({}, 3);
-    assert.deepEqual({ ...c }, { model: 'net', epochs: 100, batchSize: 64, microBatch: 22, lr: 0.01, momentum: 0, weightDecay: 0, seed: 0, reduceGroup: 0 });
+    assert.deepEqual({ ...c }, { model: 'net', epochs: 100, batchSize: 64, microBatch: 22, lr: 0.01, momentum: 0, weightDecay: 0, seed: 0, wirePrecision: 'float32', reduceGroup: 0 });
   });
 
   it('rejects bad values with ERR_BAD_OPTION naming the flag', () => {
     assert.throws(() => resolveTrainConfig({ microBatch: 100 }, 1), (e) => isFlockError(e, 'ERR_BAD_OPTION') && /--micro-batch/.test(e.message));
     assert.throws(() => resolveTrainConfig({ lr: -1 }, 1), (e) => isFlockError(e, 'ERR_BAD_OPTION') && /--lr/.test(e.message));
+    assert.throws(() => resolveTrainConfig({ wirePrecision: 'float8' as 'float16' }, 1), (e) => isFlockError(e, 'ERR_BAD_OPTION') && /--wire-precision/.test(e.message));
   });
 });

@@ -11,7 +11,7 @@ import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import type { ModelRuntime } from '../shared/models/runtime.js';
 import {
-  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, halfTensors, wireToState,
   type AssignMessage, type CoordinatorMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
@@ -180,7 +180,8 @@ export class Session {
   private setWeights(version: number, wire: WireState): void {
     const run = this.run!;
     const model = run.runtime.model;
-    const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * 4)
+    const paramBytes = wire.half ? 2 : 4;
+    const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * paramBytes)
       && wire.buffers.length === model.buffers.length && wire.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
     if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${version} do not match model ${model.name}`);
     run.runtime.setState(wireToState(wire));
@@ -202,9 +203,11 @@ export class Session {
       const batch = run.stores.train.batch(bytesToIndices(mb.indices));
       const start = this.deps.clock.now();
       const r = await this.compute(() => run.runtime.gradients(batch, dropoutSeed(run.config.seed, msg.step, mb.id)));
+      // --wire-precision float16: half the bytes, unless a value is beyond binary16's range.
+      const half = run.config.wirePrecision === 'float16' ? halfTensors(r.grads) : undefined;
       this.send(encode({
         type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id,
-        grads: r.grads.map(float32ToBytes), lossSum: r.lossSum, correct: r.correct, count: r.count,
+        grads: half ?? r.grads.map(float32ToBytes), ...(half ? { half: true } : {}), lossSum: r.lossSum, correct: r.correct, count: r.count,
         batchStats: r.batchStats.map((s) => ({ mean: float32ToBytes(s.mean), variance: float32ToBytes(s.variance) })),
         computeMs: this.deps.clock.now() - start,
       }));

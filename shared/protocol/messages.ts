@@ -36,6 +36,8 @@ export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 export interface WireState {
   readonly params: Uint8Array[];
   readonly buffers: Uint8Array[];
+  /** `params` are IEEE binary16 bytes (runs with --wire-precision float16); buffers stay float32. */
+  readonly half?: boolean;
 }
 
 /** A micro-batch or evaluation chunk: its id and sample indices (Uint32 LE bytes). */
@@ -116,8 +118,10 @@ export interface GradientMessage {
   readonly type: typeof MessageType.GRADIENT;
   readonly step: number;
   readonly microBatch: number;
-  /** Gradient of the summed loss, one Float32 LE tensor per parameter. */
+  /** Gradient of the summed loss, one Float32 LE tensor per parameter (binary16 with `half`). */
   readonly grads: Uint8Array[];
+  /** `grads` are IEEE binary16 bytes (only in runs with --wire-precision float16). */
+  readonly half?: boolean;
   readonly lossSum: number;
   readonly correct: number;
   readonly count: number;
