@@ -32,7 +32,11 @@ export interface StepTiming {
 }
 
 export interface GradientsOutcome {
-  /** Each micro-batch's result, ordered by micro-batch id; the pool reuses their arrays in its next gradients() call. */
+  /**
+   * Each micro-batch's result, ordered by micro-batch id; the pool reuses their arrays in its next
+   * gradients() call. Micro-batches summed by a relay come without gradients (`grads` empty):
+   * only their group's sum exists (`groups`).
+   */
   readonly results: GradientResult[];
   /** The step's reduction of `results` (reduceStep's, bit for bit; the pool sums while results arrive). */
   readonly reduced: StepResult;

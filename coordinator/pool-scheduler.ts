@@ -4,7 +4,8 @@
 // fleet's measured pace is dropped, and a departed worker's units go back to the others:
 // to workers that have returned results when there are any (so a token holder whose
 // connections stall cannot draw the same units again and again), and at most --max-attempts
-// times each. Results come back in unit-id order.
+// times each. Results come back in unit-id order. With relays in the fleet, training steps
+// are dealt as whole reduce groups (dispatchGroups) and a relay answers each with one sum.
 import type { Dataset } from '../shared/data/cifar.js';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
