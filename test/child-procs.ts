@@ -59,9 +59,9 @@ export function spawnNode(name: string, script: string, args: readonly string[],
   return { name, proc, log, exited, output: () => out, stderr: () => err, running: () => proc.exitCode === null && proc.signalCode === null };
 }
 
-/** A worker process on `opts.backend` (default wasm). */
-export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string; backend?: string } = {}): Proc {
-  const args = ['--connect', url, '--backend', opts.backend ?? 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'];
+/** A worker process on `opts.backend` (default wasm); `opts.args` are extra flags (e.g. --ca). */
+export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string; backend?: string; args?: readonly string[] } = {}): Proc {
+  const args = ['--connect', url, '--backend', opts.backend ?? 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn', ...(opts.args ?? [])];
   return spawnNode(name, WORKER_CLI, args, opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
 }
 
@@ -70,8 +70,8 @@ export function spawnWorker(url: string, name: string, opts: { token?: string; l
  * and its own URL once it listens for workers. `procs` gets it at once, so it is reaped even
  * when it fails to start.
  */
-export async function startRelay(url: string, name: string, procs: { add(p: Proc): unknown } | Proc[], opts: { token?: string } = {}): Promise<{ proc: Proc; url: string }> {
-  const proc = spawnNode(name, COORDINATOR_CLI, ['relay', '--connect', url, '--name', name, '--log-format', 'json', '--log-level', 'info'], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
+export async function startRelay(url: string, name: string, procs: { add(p: Proc): unknown } | Proc[], opts: { token?: string; args?: readonly string[] } = {}): Promise<{ proc: Proc; url: string }> {
+  const proc = spawnNode(name, COORDINATOR_CLI, ['relay', '--connect', url, '--name', name, '--log-format', 'json', '--log-level', 'info', ...(opts.args ?? [])], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
   if (Array.isArray(procs)) procs.push(proc);
   else procs.add(proc);
   const ready = await Promise.race([

@@ -3,7 +3,7 @@
 // Weights after K steps must be bit-identical to the in-process run with the same reduce
 // group, whatever the topology, and when a relay dies mid-step holding groups.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +11,9 @@ import type { Logger } from 'pino';
 import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
 import { Trainer, type TrainResult } from '../coordinator/trainer.js';
+import type { PoolOptions } from '../coordinator/pool-options.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
+import { writeSelfSignedCert } from '../scripts/netsim/certs.js';
 import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
 import { loadCifar, type Dataset } from '../shared/data/cifar.js';
@@ -66,8 +68,8 @@ describe('relays: exact hierarchical aggregation', () => {
    * Trains through the pool once `expected` connections joined it; `build` starts the relays
    * and workers (pushing every process to `procs`). `wrap` may intercept the pool.
    */
-  async function distributed(build: (url: string, procs: Proc[]) => Promise<void>, expected: number, logger: Logger = silentLogger(), wrap?: (pool: WorkerPool, procs: Proc[]) => Executor, orphans: ReadonlySet<string> = new Set()): Promise<TrainResult> {
-    const pool = await WorkerPool.listen({ port: 0 }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+  async function distributed(build: (url: string, procs: Proc[]) => Promise<void>, expected: number, logger: Logger = silentLogger(), wrap?: (pool: WorkerPool, procs: Proc[]) => Executor, orphans: ReadonlySet<string> = new Set(), poolOpts: Partial<PoolOptions> = {}): Promise<TrainResult> {
+    const pool = await WorkerPool.listen({ port: 0, ...poolOpts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
     const procs: Proc[] = [];
     try {
       await build(pool.url, procs);
@@ -131,5 +133,24 @@ describe('relays: exact hierarchical aggregation', () => {
     assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0, `reassigned ${JSON.stringify(left.reassigned)}`);
     assert.equal(result.globalStep, steps);
     assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights after a relay died differ from the undisturbed run');
+  });
+
+  it('over wss:// with a token: the relay trusts upstream with --ca, serves TLS with the same token; a worker without it gets 401', async () => {
+    const ref = await local();
+    const token = 'relay-secret';
+    const coordCert = await writeSelfSignedCert(dataDir, 'coord', ['127.0.0.1']);
+    const relayCert = await writeSelfSignedCert(dataDir, 'relay', ['127.0.0.1']);
+    let intruder: Proc | undefined;
+    const result = await distributed(async (url, procs) => {
+      assert.match(url, /^wss:/);
+      const r = await startRelay(url, 'relay-tls', procs, { token, args: ['--ca', coordCert.ca, '--tls-cert', relayCert.cert, '--tls-key', relayCert.key] });
+      assert.match(r.url, /^wss:/);
+      intruder = spawnWorker(r.url, 'no-token', { args: ['--ca', relayCert.ca] });
+      procs.push(intruder, spawnWorker(r.url, 't1', { token, args: ['--ca', relayCert.ca] }), spawnWorker(r.url, 't2', { token, args: ['--ca', relayCert.ca] }));
+    }, 1, silentLogger(), undefined, new Set(['no-token']), { token, tls: { cert: await readFile(coordCert.cert), key: await readFile(coordCert.key) } });
+    assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights through a TLS relay differ from the in-process run');
+    const out = await intruder!.exited;
+    assert.notEqual(out.code, 0);
+    assert.match(intruder!.output(), /401/);
   });
 });
