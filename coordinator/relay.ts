@@ -155,10 +155,13 @@ export class Relay {
     const stores = this.samples.stores(msg, this.opts.localData);
     this.config = msg.config;
     const log = this.deps.logger.child({ relayOf: msg.workerId });
-    this.pool = await WorkerPool.listen(this.opts.pool, {
+    const pool = await WorkerPool.listen(this.opts.pool, {
       logger: log, clock: this.deps.clock, model: modelSpec(msg.config.model), config: msg.config,
       train: stores.train.dataset(), validation: stores.validation.dataset(), hashes: msg.hashes,
     });
+    // Upstream may have said stop (or the link failed) while the listener was starting.
+    if (this.settled) return pool.close('relay stopping');
+    this.pool = pool;
     if (msg.weights) this.setWeights(msg.weights);
     log.info({ event: 'relay_ready', upstream: this.opts.url, url: this.pool.url, model: msg.config.model, reduceGroup: msg.config.reduceGroup ?? 0 },
       `relay joined ${this.opts.url} as worker ${msg.workerId}; workers connect to ${this.pool.url}`);

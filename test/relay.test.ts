@@ -6,17 +6,23 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
 import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
 import { Trainer, type TrainResult } from '../coordinator/trainer.js';
 import type { PoolOptions } from '../coordinator/pool-options.js';
+import { Relay } from '../coordinator/relay.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
 import { writeSelfSignedCert } from '../scripts/netsim/certs.js';
 import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
-import { loadCifar, type Dataset } from '../shared/data/cifar.js';
+import { datasetHash, loadCifar, type Dataset } from '../shared/data/cifar.js';
+import { ErrorCode, isFlockError } from '../shared/errors.js';
+import { CloseCode, MessageType, NORMAL_CLOSURE, decode, encode } from '../shared/protocol.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
@@ -25,6 +31,7 @@ import { resolveTrainConfig } from '../shared/training/config.js';
 import { reap, spawnWorker, startRelay, type Proc } from './child-procs.js';
 import { silentLogger, trainingBackend } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
+import { fuzzFrames, type FuzzFrame } from './fault-tools.js';
 
 function stateBytes(s: ModelState): Buffer {
   return Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
@@ -152,5 +159,51 @@ describe('relays: exact hierarchical aggregation', () => {
     const out = await intruder!.exited;
     assert.notEqual(out.code, 0);
     assert.match(intruder!.output(), /401/);
+  });
+
+  it('fuzzed frames from upstream: the relay closes with the code each calls for, or stops on a stop', async () => {
+    const model = modelSpec(config.model);
+    const frames = fuzzFrames(0x7e1a9, 44, model);
+    const welcome = encode({
+      type: MessageType.WELCOME, workerId: 1, config, heartbeatMs: 60_000, hashes: { train: datasetHash(train), validation: datasetHash(validation) },
+      counts: { train: train.count, validation: validation.count }, localData: { train: false, validation: false },
+    });
+    const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await once(server, 'listening');
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    let frame: FuzzFrame | undefined;
+    const closed: number[] = [];
+    server.on('connection', (ws) => {
+      ws.on('error', () => undefined);
+      ws.once('message', () => {
+        ws.send(welcome);
+        ws.send(frame!.data, { binary: typeof frame!.data !== 'string' });
+      });
+      ws.on('close', (code) => closed.push(code));
+    });
+    const expected = (f: FuzzFrame): number => {
+      if (typeof f.data === 'string') return CloseCode.PROTOCOL;
+      try {
+        // Anything but stop is a violation here: a second welcome, or work at weights the relay lacks.
+        return decode(f.data, 'coordinator').type === MessageType.STOP ? NORMAL_CLOSURE : CloseCode.PROTOCOL;
+      } catch (err) {
+        return isFlockError(err, ErrorCode.PROTOCOL_VERSION) ? CloseCode.PROTOCOL_VERSION : CloseCode.PROTOCOL;
+      }
+    };
+    try {
+      for (const [i, f] of frames.entries()) {
+        frame = f;
+        const before = closed.length;
+        const relay = new Relay({ url, name: `fuzzed-${i}`, pool: { port: 0 } }, { logger: silentLogger(), clock: systemClock });
+        const outcome = await relay.run().then(() => 'stopped', (err: unknown) => (isFlockError(err) ? err.code : String(err)));
+        while (closed.length === before) await new Promise((resolve) => setImmediate(resolve));
+        const want = expected(f);
+        assert.equal(closed[before], want, `frame ${i} (${f.kind}): upstream saw close ${closed[before]}, expected ${want} (relay: ${outcome})`);
+        assert.equal(outcome === 'stopped', want === NORMAL_CLOSURE, `frame ${i} (${f.kind}): relay ended ${outcome}`);
+      }
+    } finally {
+      server.clients.forEach((ws) => ws.terminate());
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
