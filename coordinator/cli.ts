@@ -3,6 +3,7 @@
 // prints results, and maps failures to exit codes. No training logic lives here.
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
@@ -15,6 +16,7 @@ import { LOG_FORMATS, LOG_LEVELS, createLogger, resolveLogFormat, type LogFormat
 import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
+import { WIRE_PRECISIONS, type WirePrecision } from '../shared/training/config.js';
 import { readCheckpointFile } from './checkpoint.js';
 import { floatArg, intArg, reportFailure } from '../shared/cli-options.js';
 import { evaluateCheckpoint, predictImages } from './evaluate.js';
@@ -24,6 +26,8 @@ import { LocalExecutor } from './local-executor.js';
 import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
+import { nodeSocketFactory } from '../worker/node-socket.js';
+import { Relay } from './relay.js';
 import { loadDashboardAssets } from './dashboard/assets.js';
 import { joinAuth } from './join/join-auth.js';
 import { loadJoinAssets } from './join/join-assets.js';
@@ -59,6 +63,8 @@ interface StartFlags extends CommonFlags {
   momentum?: number;
   weightDecay?: number;
   seed?: number;
+  reduceGroup?: number;
+  wirePrecision?: WirePrecision;
   checkpointDir: string;
   checkpointEvery: number;
   resume?: boolean;
@@ -174,7 +180,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   const result = await start({
     train: {
       model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
-      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed,
+      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed, wirePrecision: flags.wirePrecision, reduceGroup: flags.reduceGroup,
     },
     dataDir,
     checkpointDir: flags.checkpointDir,
@@ -301,6 +307,51 @@ async function runDashboard(flags: { log: string[]; host: string; port: number; 
   return 0;
 }
 
+interface RelayFlags {
+  connect: string;
+  token?: string;
+  ca?: string;
+  name?: string;
+  dataDir?: string;
+  maxDataMb: number;
+  host: string;
+  port: number;
+  insecure?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  heartbeatMs: number;
+  stepTimeout: number;
+  stepTimeoutFloor: number;
+  maxAttempts: number;
+  maxConnections: number;
+  maxPending: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+async function runRelay(flags: RelayFlags): Promise<number> {
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'relay', isTTY: process.stdout.isTTY === true });
+  if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
+  const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined);
+  const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
+  const localData = flags.dataDir !== undefined ? await loadCifar(flags.dataDir) : undefined;
+  const relay = new Relay({
+    url: flags.connect, name: flags.name ?? `relay-${hostname()}-${process.pid}`,
+    localData, maxDataBytes: flags.maxDataMb * 2 ** 20,
+    // The same token guards the relay's own listener, under the coordinator's rules.
+    pool: {
+      host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls, heartbeatMs: flags.heartbeatMs,
+      stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor, maxAttempts: flags.maxAttempts,
+      maxConnections: flags.maxConnections, maxPending: flags.maxPending,
+    },
+  }, { logger: log, clock: systemClock, socket: nodeSocketFactory({ token, ca: flags.ca !== undefined ? await readFile(flags.ca) : undefined, role: 'relay' }) });
+  const stopping = shutdownSignal(log, 'telling this relay\'s workers to stop and leaving upstream');
+  stopping.addEventListener('abort', () => void relay.close('relay shutting down'));
+  const reason = await relay.run();
+  log.info({ event: 'relay_stopped', reason }, `relay stopped: ${reason}`);
+  return 0;
+}
+
 function main(argv: string[]): void {
   const program = new Command('coordinator')
     .description('Flock coordinator: trains the CIFAR-10 bird/airplane CNNs with workers over WebSockets')
@@ -323,6 +374,8 @@ function main(argv: string[]): void {
     .option('--momentum <m>', 'SGD momentum, PyTorch semantics (default 0)', floatArg(0, 1))
     .option('--weight-decay <wd>', "L2 weight decay, PyTorch semantics (grad += wd*w); the recipe's l2 term λΣw² with λ=0.001 is --weight-decay 0.002 (default 0)", floatArg(0))
     .option('--seed <n>', 'seed for initialisation, shuffling and dropout (default 0)', intArg(0, 0xffffffff))
+    .option('--reduce-group <n>', 'micro-batches per reduce group: the step sums groups of n micro-batches in order, each summed in order (0 = one group); relays take whole groups; the weights depend on n, never on the fleet (default 0)', intArg(0))
+    .addOption(new Option('--wire-precision <p>', 'tensors on the wire: float32 (exact, default) or float16 (LOSSY: half the bytes, results no longer bit-identical)').choices(WIRE_PRECISIONS))
     .option('--checkpoint-dir <dir>', 'where checkpoints and the final model go', './checkpoints')
     .option('--checkpoint-every <steps>', 'also checkpoint every this many steps (0 = at epoch ends only)', intArg(0), 0)
     .option('--resume', 'continue from the newest checkpoint in --checkpoint-dir')
@@ -342,6 +395,27 @@ function main(argv: string[]): void {
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
     .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426)')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
+  program.command('relay').description('relay for a worker site: workers connect here as to a coordinator; it takes whole reduce groups upstream and sends one sum per group')
+    .requiredOption('--connect <url>', 'upstream: the coordinator (or another relay), ws://host:port or wss://')
+    .option('--token <token>', 'shared secret for upstream and for this relay\'s workers (default $FLOCK_TOKEN)')
+    .option('--ca <file>', 'PEM CA certificate to trust for an upstream wss://')
+    .option('--name <name>', 'name shown in upstream\'s logs (default relay-<hostname>-<pid>)')
+    .option('--data-dir <dir>', 'optional local CIFAR-10 copy; if identical to upstream\'s, images are not sent to this relay')
+    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), 512)
+    .option('--host <host>', 'address to listen on for workers (non-loopback requires --token or --insecure)', '127.0.0.1')
+    .option('--port <port>', 'port to listen on; 0 picks a free one (logged as event=relay_ready)', intArg(0, 65535), 0)
+    .option('--insecure', 'allow listening on a non-loopback address without a token, or with a token but without TLS')
+    .option('--tls-cert <file>', 'PEM certificate: serve wss:// to workers (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--heartbeat-ms <ms>', 'ping workers this often', intArg(100), 5000)
+    .option('--step-timeout <ms>', 'ceiling of the wait for a worker\'s next result', intArg(100), 120000)
+    .option('--step-timeout-floor <ms>', 'floor of the measured wait for a result', intArg(100), 10000)
+    .option('--max-attempts <n>', 'times one micro-batch may be handed out before the relay gives its work back upstream', intArg(1), 5)
+    .option('--max-connections <n>', 'open connections at most', intArg(2), 512)
+    .option('--max-pending <n>', 'connections that have not said hello yet, at most', intArg(1), 64)
+    .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise').choices(LOG_FORMATS).default('auto'))
+    .action(async (flags: RelayFlags) => finish(await runRelay(flags)));
   common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))
     .requiredOption('--checkpoint <file>', 'a checkpoint file (checkpoints/checkpoint-*.flock)')
     .action(async (flags: CommonFlags & { checkpoint: string }) => finish(await runEvaluate(flags)));

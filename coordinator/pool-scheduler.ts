@@ -4,30 +4,35 @@
 // fleet's measured pace is dropped, and a departed worker's units go back to the others:
 // to workers that have returned results when there are any (so a token holder whose
 // connections stall cannot draw the same units again and again), and at most --max-attempts
-// times each. Results come back in unit-id order.
+// times each. Results come back in unit-id order. With relays in the fleet, training steps
+// are dealt as whole reduce groups (dispatchGroups) and a relay answers each with one sum.
 import type { Dataset } from '../shared/data/cifar.js';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { cloneState, type ModelSpec } from '../shared/models/spec.js';
 import {
-  CloseCode, MessageType, encode, indicesToBytes, stateToWire, type EvaluationMessage, type GradientMessage, type WireState,
+  CloseCode, MessageType, encode, encodeWeights, encodeWithWeights, indicesToBytes, stateToWire, type EncodedWeights, type EvaluationMessage, type GradientMessage, type GroupSumMessage, type WireState,
 } from '../shared/protocol.js';
+import type { WirePrecision } from '../shared/training/config.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
-import type { Split, StepTiming, StepWork, VersionedState } from './executor.js';
+import { NotFiniteError, StepSum, reduceGroupOf } from '../shared/training/reduce.js';
+import type { GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
 import { violation } from './pool-connections.js';
 import { ResultPace, type PaceOptions } from './result-pace.js';
-import { checkEvaluation, checkGradient } from './result-check.js';
+import { checkEvaluation, checkGradient, checkGroupSum, notFinite } from './result-check.js';
 import type { WorkerConn } from './worker-conn.js';
 import { WorkRound, poolClosed } from './work-round.js';
 
 type OpenRound =
-  | { readonly kind: 'gradients'; readonly round: WorkRound<GradientResult>; readonly work: StepWork; readonly weightsVersion: number }
+  | { readonly kind: 'gradients'; readonly round: WorkRound<GradientResult>; readonly work: StepWork; readonly weightsVersion: number; readonly sum: StepSum }
   | { readonly kind: 'evaluate'; readonly round: WorkRound<EvalResult>; readonly split: Split; readonly weightsVersion: number };
 
 export interface SchedulerDeps {
   readonly clock: Clock;
   readonly model: ModelSpec;
+  /** The run's --wire-precision: float16 gradients are refused in a float32 run. */
+  readonly wirePrecision: WirePrecision;
   readonly train: Dataset;
   readonly validation: Dataset;
   /** Ready workers, by id. */
@@ -47,8 +52,13 @@ export interface SchedulerOptions extends PaceOptions {
 export class Scheduler {
   private open: OpenRound | undefined;
   private nextRequest = 1;
-  private weights: { version: number; wire: WireState; frame: Uint8Array } | undefined;
+  private weights: { version: number; wire: WireState; encoded: EncodedWeights } | undefined;
   private readonly pace: ResultPace;
+  /**
+   * Buffers gradients are decoded into, reused from step to step: `lent` hold the results
+   * of the last gradients() call (valid until the next call), `free` wait for the next step.
+   */
+  private readonly gradientBuffers: { free: Float32Array[]; lent: Float32Array[] } = { free: [], lent: [] };
 
   constructor(private readonly opts: SchedulerOptions, private readonly deps: SchedulerDeps) {
     this.pace = new ResultPace(opts);
@@ -64,16 +74,22 @@ export class Scheduler {
     return this.open !== undefined && this.open.round.unassigned().length > 0;
   }
 
-  async gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }> {
+  async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     const start = this.deps.clock.now();
+    const buffers = this.gradientBuffers;
+    buffers.free.push(...buffers.lent.splice(0));
     const round = new WorkRound<GradientResult>(work.globalStep, work.microBatches);
-    this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version }, weights);
+    // Summed as results arrive, in micro-batch id order whatever the arrival order.
+    const sum = new StepSum(work.microBatches.map((u) => u.id).sort((a, b) => a - b), this.deps.model.params.map((p) => p.size), true, work.reduceGroup ?? 0);
+    this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version, sum }, weights);
     try {
       const results = await round.finished;
+      const groups = sum.groupSums();
+      const reduced = sum.finish();
       const now = this.deps.clock.now();
       const computeMs = round.maxComputeMs();
       const waitingMs = round.waitingMs(now);
-      return { results, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+      return { results, reduced, groups, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
     } finally {
       this.end(round);
     }
@@ -103,15 +119,47 @@ export class Scheduler {
     const open = this.open;
     if (open?.kind !== 'gradients' || open.round.key !== msg.step) throw violation(`gradient for step ${msg.step}, which is not the open step`);
     const unit = this.owned(conn, open.round, msg.microBatch, 'micro-batch');
-    const result = checkGradient(msg, this.deps.model, unit.indices.length);
-    this.accepted(conn, open.round, unit.id, result, msg.computeMs);
+    const buffers = this.gradientBuffers;
+    const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
+    try {
+      open.sum.add(unit.id, checkGradient(msg, this.deps.model, unit.indices.length, into, this.deps.wirePrecision));
+    } catch (err) {
+      buffers.free.push(into);
+      throw err instanceof NotFiniteError ? notFinite(this.deps.model, msg.microBatch, err.tensor) : err;
+    }
+    buffers.lent.push(into);
+    const result = open.sum.result(unit.id)!;
+    this.accepted(conn, open.round, [[unit.id, result]], msg.computeMs);
+  }
+
+  /** A relay's sum of one whole reduce group it holds: checked like gradients, added at once. */
+  onGroupSum(conn: WorkerConn, msg: GroupSumMessage): void {
+    const open = this.open;
+    if (!conn.relay) throw violation('group sum from a connection that is not a relay');
+    if (open?.kind !== 'gradients' || open.round.key !== msg.step) throw violation(`group sum for step ${msg.step}, which is not the open step`);
+    const group = open.sum.groupIds().find((g) => g.group === msg.group);
+    if (!group) throw violation(`group ${msg.group} is not part of step ${msg.step}`);
+    const ids = msg.parts.map((p) => p.microBatch);
+    if (ids.length !== group.ids.length || ids.some((id, i) => id !== group.ids[i])) throw violation(`group sum of group ${msg.group} covers [${ids.join(', ')}], not [${group.ids.join(', ')}]`);
+    const units = group.ids.map((id) => this.owned(conn, open.round, id, 'micro-batch'));
+    const buffers = this.gradientBuffers;
+    const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
+    try {
+      const { sums, parts } = checkGroupSum(msg, this.deps.model, units.map((u) => u.indices.length), into);
+      open.sum.addGroup(msg.group, sums, parts);
+      buffers.lent.push(into);
+      this.accepted(conn, open.round, units.map((u) => [u.id, parts.get(u.id)!] as const), msg.computeMs);
+    } catch (err) {
+      if (!buffers.lent.includes(into)) buffers.free.push(into);
+      throw err instanceof NotFiniteError ? notFinite(this.deps.model, err.unit, err.tensor) : err;
+    }
   }
 
   onEvaluation(conn: WorkerConn, msg: EvaluationMessage): void {
     const open = this.open;
     if (open?.kind !== 'evaluate' || open.round.key !== msg.requestId) throw violation(`evaluation for request ${msg.requestId}, which is not open`);
     const unit = this.owned(conn, open.round, msg.chunk, 'chunk');
-    this.accepted(conn, open.round, unit.id, checkEvaluation(msg, unit.indices.length), msg.computeMs);
+    this.accepted(conn, open.round, [[unit.id, checkEvaluation(msg, unit.indices.length)]], msg.computeMs);
   }
 
   /** Hands every unassigned unit of the open round to a ready worker, round-robin by position. */
@@ -148,20 +196,66 @@ export class Scheduler {
     const shares = new Map<WorkerConn, MicroBatch[]>();
     const spread = (list: readonly MicroBatch[], to: readonly WorkerConn[]): void => list.forEach((u, k) => {
       const w = to[k % to.length]!;
-      shares.set(w, [...(shares.get(w) ?? []), u]);
+      const share = shares.get(w);
+      if (share) share.push(u);
+      else shares.set(w, [u]);
     });
+    const relays = workers.filter((w) => w.relay);
+    if (open.kind === 'gradients' && relays.length > 0) return this.dispatchGroups(open, units, workers, proven);
     spread(fresh, workers);
     spread(retries, proven);
     for (const [conn, share] of shares) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
+  }
+
+  /**
+   * With relays in the fleet: whole unassigned reduce groups are dealt round-robin over every
+   * ready connection (a relay gets each as one grouped assignment and answers with its sum; a
+   * worker gets its micro-batches), retried groups only to connections that returned results.
+   * What is left of partly assigned groups goes micro-batch by micro-batch to workers, or, with
+   * none, to relays as plain micro-batches (they pass each gradient through).
+   */
+  private dispatchGroups(open: Extract<OpenRound, { kind: 'gradients' }>, units: readonly MicroBatch[], workers: readonly WorkerConn[], proven: readonly WorkerConn[]): void {
+    const groupSize = open.work.reduceGroup ?? 0;
+    const free = new Set(units.map((u) => u.id));
+    const whole = open.sum.groupIds().filter((g) => g.ids.every((id) => free.has(id)));
+    const inWhole = new Set(whole.flatMap((g) => g.ids));
+    const grouped = new Map<WorkerConn, MicroBatch[]>();
+    const plain = new Map<WorkerConn, MicroBatch[]>();
+    const give = (to: Map<WorkerConn, MicroBatch[]>, conn: WorkerConn, list: readonly MicroBatch[]): void => {
+      const share = to.get(conn);
+      if (share) share.push(...list);
+      else to.set(conn, [...list]);
+    };
+    const retried = (ids: readonly number[]): boolean => ids.some((id) => open.round.attemptsOf(id) > 0);
+    let next = 0;
+    let nextProven = 0;
+    for (const g of whole) {
+      const list = g.ids.map((id) => open.round.unit(id)!);
+      const conn = retried(g.ids) && proven.length > 0 ? proven[nextProven++ % proven.length]! : workers[next++ % workers.length]!;
+      give(conn.relay ? grouped : plain, conn, list);
+    }
+    const rest = units.filter((u) => !inWhole.has(u.id));
+    const direct = workers.filter((w) => !w.relay);
+    const takers = direct.length > 0 ? direct : workers;
+    const provenTakers = takers.filter((w) => w.results > 0);
+    rest.forEach((u, k) => {
+      const to = open.round.attemptsOf(u.id) > 0 && provenTakers.length > 0 ? provenTakers : takers;
+      give(plain, to[(k + reduceGroupOf(u.id, groupSize)) % to.length]!, [u]);
+    });
+    for (const [conn, share] of grouped) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id), true);
+    for (const [conn, share] of plain) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
   }
 
   private begin(open: OpenRound, weights: VersionedState): void {
     if (this.deps.stopping()) throw poolClosed();
     if (this.open) throw new FlockError(ErrorCode.UNSUPPORTED, 'the worker pool runs one step or evaluation at a time');
     if (this.weights?.version !== weights.version) {
-      // A copy: the trainer updates its state in place after the step.
-      const wire = stateToWire(cloneState(weights.state));
-      this.weights = { version: weights.version, wire, frame: encode({ type: MessageType.WEIGHTS, version: weights.version, ...wire }) };
+      // A copy: the trainer updates its state in place after the step. Welcome frames carry
+      // float32 weights; work carries them at the run's wire precision.
+      const state = cloneState(weights.state);
+      const wire = stateToWire(state);
+      const sent = this.deps.wirePrecision === 'float16' ? stateToWire(state, 'float16') : wire;
+      this.weights = { version: weights.version, wire, encoded: encodeWeights({ version: weights.version, ...sent }) };
     }
     this.open = open;
     this.dispatch();
@@ -177,19 +271,18 @@ export class Scheduler {
     this.deps.waitingChanged();
   }
 
-  private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[]): void {
+  private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[], grouped = false): void {
     const weights = this.weights!;
-    if (conn.weightsVersion !== weights.version) {
-      conn.send(weights.frame, (err) => this.deps.drop(conn, `send failed: ${err.message}`));
-      conn.weightsVersion = weights.version;
-    }
     const wireUnits = units.map((u) => ({ id: u.id, indices: indicesToBytes(u.indices) }));
     const lists = units.map((u) => u.indices);
     const split = open.kind === 'gradients' ? 'train' : open.split;
     const samples = conn.samples![split].take(this.data(split), lists);
-    const frame = open.kind === 'gradients'
-      ? encode({ type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples })
-      : encode({ type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples });
+    const message = open.kind === 'gradients'
+      ? { type: MessageType.ASSIGN, epoch: open.work.epoch, step: open.work.globalStep, weightsVersion: weights.version, microBatches: wireUnits, samples, ...(grouped ? { grouped: true } : {}) } as const
+      : { type: MessageType.EVALUATE, requestId: open.round.key, weightsVersion: weights.version, split: open.split, chunks: wireUnits, samples } as const;
+    // The weights ride in the same frame when this worker lacks them: one message per step.
+    const frame = conn.weightsVersion === weights.version ? encode(message) : encodeWithWeights(message, weights.encoded);
+    conn.weightsVersion = weights.version;
     for (const u of units) {
       open.round.assign(u.id, conn.id);
       conn.outstanding.add(u.id);
@@ -223,15 +316,19 @@ export class Scheduler {
     return unit;
   }
 
-  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, id: number, result: R, computeMs: number): void {
+  /** Results of one message (one unit, or a relay's whole group: one result for the fleet's pace). */
+  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, done: readonly (readonly [number, R])[], computeMs: number): void {
     const kind = this.open!.kind;
     const now = this.deps.clock.now();
     this.pace.record(kind, now - conn.lastProgress);
     conn.lastProgress = now;
-    conn.results++;
-    conn.outstanding.delete(id);
+    conn.results += done.length;
+    for (const [id] of done) conn.outstanding.delete(id);
     this.watch(conn, kind);
-    conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs }, 'result accepted');
-    round.complete(id, conn.id, result, computeMs);
+    done.forEach(([id, result], i) => {
+      const ms = i === 0 ? computeMs : 0;
+      conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs: ms }, 'result accepted');
+      round.complete(id, conn.id, result, ms);
+    });
   }
 }

@@ -4,7 +4,6 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { batchNormLayers, cloneState, initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
-import { reduceStep } from '../shared/training/reduce.js';
 import { planEpoch, validationChunks, type EpochPlan } from '../shared/training/schedule.js';
 import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js';
 import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js';
@@ -97,9 +96,8 @@ export class Trainer {
 
   private async step(plan: EpochPlan, log: Logger): Promise<StepTiming> {
     const { config, batchNorm } = this;
-    const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch) };
-    const { results, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
-    const reduced = reduceStep(results);
+    const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch), reduceGroup: config.reduceGroup ?? 0 };
+    const { reduced, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
     sgdStep(this.state.params, reduced.grads, this.sgd, config);
     batchNorm.forEach((layer, i) => {
       const stats = reduced.batchStats[i]!;

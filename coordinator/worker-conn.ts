@@ -15,6 +15,8 @@ export class WorkerConn {
   state: ConnState = 'greeting';
   name = '';
   backend = '';
+  /** The peer is a relay (hello.relay): it takes whole reduce groups. */
+  relay = false;
   log: Logger;
   /** Weights version the worker holds; -1 = none. */
   weightsVersion = -1;
@@ -80,16 +82,21 @@ export class WorkerConn {
   /**
    * Queues a frame, unless too much already waits for this worker: then nothing is queued and
    * `onError` is called (on the next turn, like a failed write, so callers finish first).
+   * A frame given in parts goes as fragments of one message (the parts are not copied).
    */
-  send(frame: Uint8Array, onError: (err: Error) => void): void {
+  send(frame: Uint8Array | readonly Uint8Array[], onError: (err: Error) => void): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
     const backlog = this.backlog();
     if (backlog !== undefined) {
       setImmediate(() => onError(new Error(notReading(backlog, this.maxBufferedBytes))));
       return;
     }
-    this.socket.send(frame, { binary: true }, (err) => {
-      if (err) onError(err);
+    const parts = frame instanceof Uint8Array ? [frame] : frame;
+    parts.forEach((part, i) => {
+      const fin = i === parts.length - 1;
+      this.socket.send(part, { binary: true, fin }, fin ? (err) => {
+        if (err) onError(err);
+      } : undefined);
     });
   }
 

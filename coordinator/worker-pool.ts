@@ -10,12 +10,12 @@ import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
-import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import type { EvalResult } from '../shared/models/runtime.js';
 import type { ModelSpec } from '../shared/models/spec.js';
 import { MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { TrainConfig } from '../shared/training/config.js';
-import type { Executor, Split, StepTiming, StepWork, VersionedState } from './executor.js';
+import type { Executor, GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
 import { Admission } from './pool-admission.js';
 import { ConnectionRegistry, violation } from './pool-connections.js';
 import { Heartbeat } from './pool-heartbeat.js';
@@ -35,6 +35,8 @@ export interface PoolDeps {
   readonly config: TrainConfig;
   readonly train: Dataset;
   readonly validation: Dataset;
+  /** The data set's identity, when `train`/`validation` are a relay's partial copy of it (default: their hashes). */
+  readonly hashes?: DatasetInfo;
   /** Answers plain HTTP requests on the pool's port (the dashboard); default: 426. */
   readonly http?: RequestHandler;
 }
@@ -54,7 +56,7 @@ export class WorkerPool implements Executor {
 
   private constructor(private readonly opts: PoolOptions, private readonly deps: PoolDeps) {
     this.log = deps.logger;
-    this.hashes = { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
+    this.hashes = deps.hashes ?? { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
     const stopping = (): boolean => this.stopping;
     this.conns = new ConnectionRegistry(this.log, opts, {
       message: (conn, msg) => this.handle(conn, msg),
@@ -64,7 +66,7 @@ export class WorkerPool implements Executor {
     });
     this.waiters = new JoinWaiters(this.log, opts.waitLogMs, opts.minWorkers, () => this.conns.readyCount(), () => this.scheduler.blocked());
     this.scheduler = new Scheduler(opts, {
-      clock: deps.clock, model: deps.model, train: deps.train, validation: deps.validation,
+      clock: deps.clock, model: deps.model, wirePrecision: deps.config.wirePrecision, train: deps.train, validation: deps.validation,
       ready: () => this.conns.ready(), all: () => this.conns.all(),
       drop: (conn, reason, code) => this.conns.drop(conn, reason, code),
       stopping, waitingChanged: () => this.waiters.update(),
@@ -82,7 +84,7 @@ export class WorkerPool implements Executor {
     if (deps.model.name !== deps.config.model) throw new FlockError(ErrorCode.BAD_OPTION, `model spec ${deps.model.name} does not match the config's model ${deps.config.model}`);
     const pool = new WorkerPool(opts, deps);
     try {
-      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, deps.logger, (server, wss) => {
+      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, Math.ceil(deps.config.batchSize / deps.config.microBatch), deps.logger, (server, wss) => {
         pool.admission = new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req));
         pool.admission.attach(server);
         return pool.admission.onUpgrade;
@@ -111,7 +113,7 @@ export class WorkerPool implements Executor {
     return this.waiters.wait(n, signal);
   }
 
-  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }> {
+  gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     return this.scheduler.gradients(work, weights);
   }
 
@@ -134,6 +136,8 @@ export class WorkerPool implements Executor {
         return this.onHello(conn, msg);
       case MessageType.GRADIENT:
         return this.scheduler.onGradient(conn, msg);
+      case MessageType.GROUP_SUM:
+        return this.scheduler.onGroupSum(conn, msg);
       case MessageType.EVALUATION:
         return this.scheduler.onEvaluation(conn, msg);
       case MessageType.FAILURE:
@@ -152,6 +156,7 @@ export class WorkerPool implements Executor {
     const held = { train: kept('train'), validation: kept('validation') };
     this.admission.greeted(conn.transport);
     conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local, held);
+    conn.relay = msg.relay === true;
     const w = this.scheduler.currentWeights();
     conn.send(encode({
       type: MessageType.WELCOME,
@@ -165,7 +170,7 @@ export class WorkerPool implements Executor {
     }), (err) => this.conns.drop(conn, `send failed: ${err.message}`));
     if (w) conn.weightsVersion = w.version;
     const imagesHeld = { train: conn.samples!.train.count(), validation: conn.samples!.validation.count() };
-    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
+    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, relay: conn.relay, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
       `worker ${conn.id} (${msg.name}, ${msg.backend}) joined; ${this.workerCount()} ready`);
     this.waiters.joined();
     this.scheduler.dispatch();

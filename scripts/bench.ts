@@ -10,6 +10,7 @@ import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
 import { benchBrowser } from './bench-browser.js';
 import { benchCoordinator, benchWorkers } from './bench-distributed.js';
+import { benchRelays } from './bench-relays.js';
 import { benchPeer } from './bench-peer.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
 import { ModelRuntime, type Batch } from '../shared/models/runtime.js';
@@ -110,6 +111,7 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
   train,
   workers: () => benchWorkers(),
   coordinator: () => benchCoordinator(),
+  relays: () => benchRelays(),
   peer: (options) => benchPeer(options),
   browser: () => benchBrowser(),
 };

@@ -212,10 +212,10 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
         break;
       }
       case 'wrong-version':
-        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, 2, 255, -1, '1', null, 1.0000001, 2 ** 40]) }) });
+        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 255, -1, String(PROTOCOL_VERSION), null, PROTOCOL_VERSION + 0.25, 2 ** 40]) }) });
         break;
       case 'unknown-type':
-        frames.push({ kind, data: rawFrame({ ...base, t: pick(rng, [0, MessageType.WELCOME, MessageType.WEIGHTS, MessageType.ASSIGN, MessageType.EVALUATE, 10, 99, 255, -1, 'hello', null, 1.5]) }) });
+        frames.push({ kind, data: rawFrame({ ...base, t: pick(rng, [0, MessageType.WELCOME, 3, MessageType.ASSIGN, MessageType.EVALUATE, 10, 99, 255, -1, 'hello', null, 1.5]) }) });
         break;
       case 'wrong-byte-length': {
         // Half of the deltas keep whole Float32s (the coordinator's shape check), half do not (the decoder's).
@@ -281,6 +281,7 @@ export function expectedCloseCodes(frame: FuzzFrame): number[] {
       case MessageType.FAILURE:
         return [NORMAL_CLOSURE];
       case MessageType.GRADIENT:
+      case MessageType.GROUP_SUM:
       case MessageType.EVALUATION:
         return [CloseCode.PROTOCOL];
     }

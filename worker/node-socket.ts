@@ -9,6 +9,8 @@ export interface NodeSocketOptions {
   readonly token?: string;
   /** Extra CA certificate(s) for wss:// with a private certificate. */
   readonly ca?: string | Buffer;
+  /** Who connects, for messages: a worker (default) or a relay joining its upstream. */
+  readonly role?: 'worker' | 'relay';
 }
 
 /**
@@ -33,7 +35,7 @@ export function nodeSocketFactory(opts: NodeSocketOptions): SocketFactory {
       const status = res.statusCode ?? 0;
       res.resume();
       if (status === 401) {
-        events.failed(new FlockError(ErrorCode.UNAUTHORIZED, `the coordinator at ${url} rejected this worker's token (HTTP 401); pass the coordinator's token with --token or FLOCK_TOKEN`));
+        events.failed(new FlockError(ErrorCode.UNAUTHORIZED, `the coordinator at ${url} rejected this ${opts.role ?? 'worker'}'s token (HTTP 401); pass the coordinator's token with --token or FLOCK_TOKEN`));
       } else if (status >= 500) {
         events.lost(`coordinator answered HTTP ${status}`);
       } else {
