@@ -120,6 +120,28 @@ describe('browser workers (/join in headless chromium)', { skip }, () => {
     }
   });
 
+  it('--wire-precision float16: the tab decodes binary16 weights and sends binary16 gradients; weights equal the Node-only float16 run', async () => {
+    const half = [...RUN, '--wire-precision', 'float16'];
+    const nodeOnly = await start('ck-half-node', half);
+    nodeWorker(nodeOnly, 'h1');
+    nodeWorker(nodeOnly, 'h2');
+    assert.equal(await nodeOnly.coordinator.exited, 0, nodeOnly.coordinator.stderr);
+    const run = await start('ck-half-mixed', half);
+    nodeWorker(run, 'node');
+    const errors: string[] = [];
+    const page = await openJoin(browser, run.joinUrl, { backend: 'wasm-st', name: 'half-tab' }, errors);
+    try {
+      assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+      const tab = run.coordinator.records.find((r) => r.event === 'worker_joined' && r.workerName === 'half-tab')!;
+      assert.ok(gradientResults(run.coordinator).some((r) => r.workerId === tab.workerId), 'the tab computed micro-batches');
+      assert.deepEqual(errors, []);
+      // Lossy against float32, but the same bytes whichever worker (tab or Node, same wasm build) computes.
+      assert.deepEqual(await finalWeights(run.checkpointDir), await finalWeights(nodeOnly.checkpointDir));
+    } finally {
+      await page.close();
+    }
+  });
+
   it('multi-threaded wasm in a cross-origin-isolated tab: weights within a stated bound of the Node-only run', async () => {
     const run = await start('ck-threaded');
     nodeWorker(run, 'node');
