@@ -40,7 +40,7 @@ async function main(): Promise<void> {
       });
       ws.on('close', () => resolve());
     }));
-    ws.on('open', () => send({ type: MessageType.HELLO, name: `sim-${i}`, backend: 'simulated', dataHashes }));
+    ws.on('open', () => send({ type: MessageType.HELLO, name: `sim-${i}`, backend: 'simulated', adapter: 'simulated', dataHashes }));
     ws.on('message', (raw: Buffer) => {
       const msg: CoordinatorMessage = decode(raw, 'coordinator');
       switch (msg.type) {

@@ -3,7 +3,8 @@
 // uint8, index lists raw little-endian Uint32, so nothing large ever becomes a JS number array.
 import type { TrainConfig } from '../training/config.js';
 
-export const PROTOCOL_VERSION = 1;
+// 2: hello carries the worker's compute adapter.
+export const PROTOCOL_VERSION = 2;
 
 export const MessageType = {
   /** worker -> coordinator: first frame of every connection. */
@@ -57,6 +58,8 @@ export interface HelloMessage {
   readonly type: typeof MessageType.HELLO;
   readonly name: string;
   readonly backend: string;
+  /** The device its backend computes on (WebGPU adapter or CPU model), shown on the dashboard. */
+  readonly adapter: string;
   /** datasetHash of the worker's local copy, if it has one. */
   readonly dataHashes?: DatasetInfo;
   /**
