@@ -11,7 +11,7 @@ import { applyUpdate, emptySnapshot, type EpochPoint, type RunSnapshot, type Run
 
 const MAX_STEPS = 5000;
 const MAX_EVENTS = 500;
-const REDRAW_MS = 500;
+const REDRAW_MS = 1000;
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text = ''): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -95,12 +95,12 @@ function main(): void {
   const eventsList = el('ol', { id: 'events' });
   const configTable = el('table', { id: 'config' });
   const panels = el('div', { class: 'panels' });
-  const section = (name: string, body: HTMLElement): HTMLElement => {
-    const s = el('section', { class: 'panel' });
+  const section = (name: string, body: HTMLElement, wide = false): HTMLElement => {
+    const s = el('section', { class: wide ? 'panel wide' : 'panel' });
     s.append(el('h2', {}, name), body);
     return s;
   };
-  panels.append(section('Workers', workersTable), section('Events', eventsList), section('Configuration', configTable));
+  panels.append(section('Workers', workersTable, true), section('Events', eventsList), section('Configuration', configTable));
   root.append(panels);
 
   const renderWorkers = (): void => {

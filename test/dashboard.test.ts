@@ -143,7 +143,7 @@ describe('coordinator HTTP: dashboard, metrics, access', () => {
       const bothWorkers = page.waitForFunction(() => (document.getElementById('app')?.dataset.workerNames ?? '').split(',').sort().join() === 'w1,w2', { timeout: 120_000 });
       workers = run.workers();
       await bothWorkers;
-      // During the run: as many points as finished epochs (the page redraws twice a second).
+      // During the run: as many points as finished epochs (the page redraws at most once a second).
       await page.waitForFunction(() => Number(document.getElementById('app')?.dataset.epochs) >= 1, { timeout: 120_000 });
       const during = await page.$eval('#app', (el) => ({ ...(el as HTMLElement).dataset }));
       const seen = Number(during.epochs);

@@ -30,7 +30,7 @@ export interface HttpRoutesDeps {
   readonly authorized?: (req: IncomingMessage) => void;
 }
 
-const FLUSH_MS = 250;
+const FLUSH_MS = 500;
 const MAX_STREAM_BACKLOG = 4 << 20;
 
 const COOKIE = 'flock_session';
