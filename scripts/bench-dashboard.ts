@@ -61,7 +61,7 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
   let browser: Browser | undefined;
   try {
     const dataDir = join(root, 'data');
-    await writeSyntheticCifar(dataDir, { trainPerFile: 400, testCount: 400, seed: 3 });
+    await writeSyntheticCifar(dataDir, { trainPerFile: 1200, testCount: 400, seed: 3 });
     browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
     const rows: string[][] = [];
     const plain: number[] = [];
@@ -90,7 +90,7 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
       // Not Linux: os.cpus() names the model.
     }
     console.log(`machine: ${machineName(cpuinfo, cpus()[0]?.model ?? '', availableParallelism())}; ${new Date().toISOString()}`);
-    console.log(`2 spawned wasm workers, model net, batch 64, ${EPOCHS} epochs of 2000 synthetic images; images/s = mean of epochs 2-${EPOCHS}`);
+    console.log(`2 spawned wasm workers, model net, batch 64, ${EPOCHS} epochs of 6000 synthetic images; images/s = mean of epochs 2-${EPOCHS}`);
     printTable(['round', '--no-http img/s', 'page open img/s', 'ratio'], rows);
     const ratio = median(watched) / median(plain);
     console.log(`median: --no-http ${median(plain).toFixed(0)} img/s, page open ${median(watched).toFixed(0)} img/s, ratio ${ratio.toFixed(3)} (${((ratio - 1) * 100).toFixed(1)} %)`);
