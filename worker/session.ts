@@ -39,6 +39,8 @@ export interface SessionOptions {
   /** Extra CA certificate(s) for wss:// with a private certificate. */
   readonly ca?: string | Buffer;
   readonly backendName: string;
+  /** The device the backend computes on (sent in hello for the dashboard). */
+  readonly adapter: string;
   readonly localData?: { readonly data: { readonly train: Dataset; readonly validation: Dataset }; readonly hashes: DatasetInfo };
 }
 
@@ -120,7 +122,7 @@ export class Session {
     this.log.info({ event: 'connected', url: this.opts.url }, `connected to ${this.opts.url}`);
     const local = this.opts.localData;
     const held = this.deps.samples.held();
-    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, adapter: this.opts.adapter, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
   }
 
   private onFrame(data: RawData, isBinary: boolean): void {
