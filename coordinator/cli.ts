@@ -2,6 +2,7 @@
 // The `coordinator` command line: parses flags and environment, builds the objects,
 // prints results, and maps failures to exit codes. No training logic lives here.
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
@@ -28,6 +29,7 @@ import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
 import { nodeSocketFactory } from '../worker/node-socket.js';
 import { Relay } from './relay.js';
+import { resolvePoolOptions } from './pool-options.js';
 import { loadDashboardAssets } from './dashboard/assets.js';
 import { joinAuth } from './join/join-auth.js';
 import { loadJoinAssets } from './join/join-assets.js';
@@ -135,17 +137,22 @@ async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, 
 }
 
 /** The dashboard's routes and metrics, and the browser workers' /join, for the pool's HTTP server. */
-async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions): Promise<{ handle: HttpHandler; close(): void }> {
+async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, authorized?: (req: IncomingMessage) => void): Promise<{ handle: HttpHandler; close(): void }> {
   const [assets, joinAssets] = await Promise.all([loadDashboardAssets(), loadJoinAssets()]);
   const metrics = createRunMetrics(monitor);
   const join = createJoinRoutes({ tls: opts.tls }, joinAuth(opts.token), joinAssets);
-  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, join });
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, join, authorized });
   return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
 }
 
+/** `start --local`: the dashboard on a server of its own, under the rules a workers' port has. */
+async function serveLocal(monitor: RunMonitor, flags: StartFlags, token: string | undefined, tls: { cert: Buffer; key: Buffer } | undefined): Promise<{ url: string; close(): Promise<void> }> {
+  resolvePoolOptions({ host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls });
+  return serveDashboard(monitor, { host: flags.host, port: flags.port, token, tls, live: true, minWorkers: 0 });
+}
+
 /** Logs where the page is; a generated token is shown only on a terminal (never in a log file). */
-function announceDashboard(log: Logger, wsUrl: string, token: string | undefined, generated: boolean): void {
-  const url = `${wsUrl.replace(/^ws/, 'http')}/`;
+function announceDashboard(log: Logger, url: string, token: string | undefined, generated: boolean): void {
   log.info({ event: 'dashboard', url, metrics: `${url}metrics` }, `dashboard on ${url}` + (token ? ' (open it with ?token=<token>)' : ''));
   if (token && generated && process.stderr.isTTY) console.error(`dashboard: ${url}?token=${token}`);
 }
@@ -165,7 +172,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   const tty = process.stdout.isTTY === true;
   // The live status line only accompanies pretty lines on a terminal, never JSON.
   const status = tty && resolveLogFormat(flags.logFormat, tty) === 'pretty' ? new StatusLine(process.stdout, monitor) : undefined;
-  const follow = status !== undefined || (flags.http && !flags.local);
+  const follow = status !== undefined || flags.http;
   const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: tty, destination: status?.stream(), tap: follow ? monitor.ingestLine : undefined });
   process.on('exit', () => status?.close());
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
@@ -197,17 +204,24 @@ async function runStart(flags: StartFlags): Promise<number> {
       if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
     },
     executor: async ({ train, validation, resolve }) => {
+      if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
+      const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
       if (flags.local) {
         const config = resolve(1);
+        // No workers' port, but the same page, /metrics and probes on --host:--port (same token rules).
+        const served = flags.http ? await serveLocal(monitor, flags, token, tls) : undefined;
+        if (served) announceDashboard(log, served.url, token, false);
         const runtime = new ModelRuntime(backend, modelSpec(config.model));
-        return { executor: new LocalExecutor(runtime, train, validation, config.seed, systemClock), config, close: () => Promise.resolve(runtime.dispose()) };
+        return {
+          executor: new LocalExecutor(runtime, train, validation, config.seed, systemClock), config,
+          close: async () => { runtime.dispose(); await served?.close(); },
+        };
       }
       const expected = Math.max(flags.workers, flags.spawnWorkers);
       const config = resolve(expected);
-      const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
-      if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
       microBatch = config.microBatch;
-      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }) : undefined;
+      // An authorized dashboard request (its event stream stays open) holds no --max-pending slot.
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, (req) => pool?.httpAuthorized(req.socket)) : undefined;
       pool = await WorkerPool.listen({
         host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
         heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
@@ -216,11 +230,15 @@ async function runStart(flags: StartFlags): Promise<number> {
         minWorkers: flags.minWorkers ?? 1,
       }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle });
       if (dashboard) {
-        announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
+        announceDashboard(log, `${pool.url.replace(/^ws/, 'http')}/`, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
         announceJoin(log, pool.url, token);
       }
       if (flags.spawnWorkers > 0) {
-        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
+        // Under the status line the workers' lines are relayed (it is cleared before each), so
+        // they no longer see the terminal: ask for the format they would have chosen on it.
+        const relay = status ? { output: (line: string, stream: 'stdout' | 'stderr') => status.writeAbove(`${line}\n`, stream === 'stderr' ? process.stderr : process.stdout) } : {};
+        const logFormat = status ? resolveLogFormat(flags.logFormat, tty) : flags.logFormat;
+        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat, ...relay }, log);
         workers.start();
       }
       await pool.waitForWorkers(expected, signal);
@@ -362,7 +380,7 @@ function main(argv: string[]): void {
   common(program.command('start').description('train: wait for workers (or spawn local ones, or train in this process with --local)'))
     .option('--local', 'train in this process, no workers (the single-process reference)')
     .option('--host <host>', 'address to listen on (non-loopback requires --token or --insecure)', '127.0.0.1')
-    .option('--port <port>', 'port to listen on; 0 picks a free one (logged as event=listening)', intArg(0, 65535), 0)
+    .option('--port <port>', 'port to listen on (workers and dashboard; with --local the dashboard only); 0 picks a free one (logged as event=listening, or event=dashboard with --local)', intArg(0, 65535), 0)
     .option('--workers <n>', 'wait for this many workers before the first step', intArg(1), 1)
     .option('--spawn-workers <n>', 'single-machine mode: start n local worker processes (killed on exit)', intArg(0), 0)
     .option('--min-workers <n>', 'pause training while fewer workers are connected (default 1)', intArg(1))
@@ -393,7 +411,7 @@ function main(argv: string[]): void {
     .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
     .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
-    .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426)')
+    .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426); with --local, listen on no port at all')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
   program.command('relay').description('relay for a worker site: workers connect here as to a coordinator; it takes whole reduce groups upstream and sends one sum per group')
     .requiredOption('--connect <url>', 'upstream: the coordinator (or another relay), ws://host:port or wss://')

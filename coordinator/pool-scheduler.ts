@@ -321,6 +321,11 @@ export class Scheduler {
     const kind = this.open!.kind;
     const now = this.deps.clock.now();
     this.pace.record(kind, now - conn.lastProgress);
+    if (kind === 'gradients') {
+      conn.trainTiming.results++;
+      conn.trainTiming.computeMs += computeMs;
+      conn.trainTiming.elapsedMs += Math.max(computeMs, now - conn.lastProgress);
+    }
     conn.lastProgress = now;
     conn.results += done.length;
     for (const [id] of done) conn.outstanding.delete(id);

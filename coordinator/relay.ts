@@ -102,7 +102,7 @@ export class Relay {
     const local = this.opts.localData;
     const dataHashes = local ? { train: datasetHash(local.train), validation: datasetHash(local.validation) } : undefined;
     this.deps.logger.info({ event: 'connected', url: this.opts.url }, `relay connected to ${this.opts.url}`);
-    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: 'relay', relay: true, ...(dataHashes ? { dataHashes } : {}) }));
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: 'relay', adapter: 'relay (sums whole groups)', relay: true, ...(dataHashes ? { dataHashes } : {}) }));
   }
 
   private onFrame(data: Uint8Array | undefined): void {

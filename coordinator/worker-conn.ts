@@ -17,6 +17,8 @@ export class WorkerConn {
   backend = '';
   /** The peer is a relay (hello.relay): it takes whole reduce groups. */
   relay = false;
+  /** The device its backend computes on, as the worker said in hello. */
+  adapter = '';
   log: Logger;
   /** Weights version the worker holds; -1 = none. */
   weightsVersion = -1;
@@ -27,6 +29,10 @@ export class WorkerConn {
   results = 0;
   /** When this connection last got work or returned a result (for the fleet's pace). */
   lastProgress = 0;
+  /** Training micro-batches returned, the compute time the worker reported for them, and the
+   * time each took here from assignment (or the previous result) to arrival: the rest of that
+   * is communication and queueing, shown per worker on the dashboard. */
+  readonly trainTiming = { results: 0, computeMs: 0, elapsedMs: 0 };
   /** A pong arrived since the last ping. */
   alive = true;
   /** Consecutive heartbeats without a pong. */
@@ -44,9 +50,10 @@ export class WorkerConn {
     this.log = logger.child({ workerId: id });
   }
 
-  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }, held?: { train?: Uint8Array; validation?: Uint8Array }): void {
+  greeted(name: string, backend: string, adapter: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }, held?: { train?: Uint8Array; validation?: Uint8Array }): void {
     this.name = name;
     this.backend = backend;
+    this.adapter = adapter;
     this.state = 'ready';
     this.samples = { train: new SentSamples(data.train.count, local.train, held?.train), validation: new SentSamples(data.validation.count, local.validation, held?.validation) };
     clearTimeout(this.helloTimer);

@@ -6,6 +6,7 @@
 // connections (pool-connections.ts), heartbeats (pool-heartbeat.ts), scheduling
 // (pool-scheduler.ts) and waiting for workers (pool-waiters.ts); it greets workers and
 // shuts everything down.
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
@@ -16,6 +17,7 @@ import { MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, typ
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { TrainConfig } from '../shared/training/config.js';
 import type { Executor, GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
+import type { LiveWorker } from './dashboard/run-monitor.js';
 import { Admission } from './pool-admission.js';
 import { ConnectionRegistry, violation } from './pool-connections.js';
 import { Heartbeat } from './pool-heartbeat.js';
@@ -97,14 +99,21 @@ export class WorkerPool implements Executor {
     return pool;
   }
 
+  /** A plain HTTP request on `socket` passed the token check: it no longer holds a --max-pending slot. */
+  httpAuthorized(socket: Duplex): void {
+    this.admission.greeted(socket);
+  }
+
   workerCount(): number {
     return this.conns.readyCount();
   }
 
   /** The ready workers' counters, for the dashboard. */
-  workerStats(): { id: number; name: string; backend: string; results: number; idleMs: number }[] {
+  workerStats(): LiveWorker[] {
     const now = this.deps.clock.now();
-    return this.conns.ready().map((c) => ({ id: c.id, name: c.name, backend: c.backend, results: c.results, idleMs: Math.max(0, now - c.lastProgress) }));
+    return this.conns.ready().map((c) => ({
+      id: c.id, name: c.name, backend: c.backend, adapter: c.adapter, results: c.results, idleMs: Math.max(0, now - c.lastProgress), train: { ...c.trainTiming },
+    }));
   }
 
   /** Resolves once at least `n` workers are ready; rejects if `signal` aborts or the pool closes. */
@@ -155,7 +164,7 @@ export class WorkerPool implements Executor {
       msg.held && sameData && !local[split] ? bitsToFlags(msg.held[split], this.deps[split].count) : undefined;
     const held = { train: kept('train'), validation: kept('validation') };
     this.admission.greeted(conn.transport);
-    conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local, held);
+    conn.greeted(msg.name, msg.backend, msg.adapter, { train: this.deps.train, validation: this.deps.validation }, local, held);
     conn.relay = msg.relay === true;
     const w = this.scheduler.currentWeights();
     conn.send(encode({
@@ -170,7 +179,7 @@ export class WorkerPool implements Executor {
     }), (err) => this.conns.drop(conn, `send failed: ${err.message}`));
     if (w) conn.weightsVersion = w.version;
     const imagesHeld = { train: conn.samples!.train.count(), validation: conn.samples!.validation.count() };
-    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, relay: conn.relay, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
+    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, adapter: msg.adapter, relay: conn.relay, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
       `worker ${conn.id} (${msg.name}, ${msg.backend}) joined; ${this.workerCount()} ready`);
     this.waiters.joined();
     this.scheduler.dispatch();

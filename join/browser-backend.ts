@@ -88,7 +88,7 @@ async function loadOne(name: Exclude<BrowserBackendRequest, 'auto'>, opts: Brows
       if (adapter.software && auto) throw new Error(`software adapter only (${adapter.text}): slower than wasm`);
       registerKernelOnce(tf, webgpuMaxPoolGradKernel(tf));
       await activate('webgpu');
-      return { ...base, backend: { name: 'webgpu', tf, detail: `tfjs-backend-webgpu ${tf.version.tfjs} on ${adapter.text}` }, label: 'webgpu', adapter: adapter.text };
+      return { ...base, backend: { name: 'webgpu', tf, detail: `tfjs-backend-webgpu ${tf.version.tfjs} on ${adapter.text}`, adapter: adapter.text }, label: 'webgpu', adapter: adapter.text };
     }
     case 'wasm':
     case 'wasm-st': {
@@ -106,18 +106,18 @@ async function loadOne(name: Exclude<BrowserBackendRequest, 'auto'>, opts: Brows
       const threads = getThreadsCount();
       const label = threads > 1 ? `wasm (${threads} threads)` : 'wasm (1 thread)';
       const adapter = `tfjs-backend-wasm, SIMD, ${threads} thread${threads > 1 ? 's' : ''}, Flock kernels`;
-      return { ...base, backend: { name: 'wasm', tf, detail: `tfjs-backend-wasm ${tf.version.tfjs} (${adapter})` }, label, adapter };
+      return { ...base, backend: { name: 'wasm', tf, detail: `tfjs-backend-wasm ${tf.version.tfjs} (${adapter})`, adapter }, label, adapter };
     }
     case 'webgl': {
       await activate('webgl');
       const gl = document.createElement('canvas').getContext('webgl2');
       const renderer = gl ? String(gl.getParameter(gl.RENDERER)) : 'WebGL';
       // Flock's BackendName has no webgl: the session only reports the name in hello.
-      return { ...base, backend: { name: 'webgl' as ComputeBackend['name'], tf, detail: `tfjs-backend-webgl on ${renderer}` }, label: 'webgl', adapter: renderer };
+      return { ...base, backend: { name: 'webgl' as ComputeBackend['name'], tf, detail: `tfjs-backend-webgl on ${renderer}`, adapter: renderer }, label: 'webgl', adapter: renderer };
     }
     case 'cpu':
       await activate('cpu');
-      return { ...base, backend: { name: 'cpu', tf, detail: 'tfjs pure-JS cpu backend' }, label: 'cpu', adapter: 'JavaScript' };
+      return { ...base, backend: { name: 'cpu', tf, detail: 'tfjs pure-JS cpu backend', adapter: 'JavaScript' }, label: 'cpu', adapter: 'JavaScript' };
   }
 }
 

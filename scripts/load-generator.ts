@@ -46,7 +46,7 @@ async function main(): Promise<void> {
       ws.on('close', () => resolve());
     }));
     let reduceGroup = 0;
-    ws.on('open', () => send({ type: MessageType.HELLO, name: `sim-${i}`, backend: 'simulated', dataHashes, ...(flags.relay ? { relay: true } : {}) }));
+    ws.on('open', () => send({ type: MessageType.HELLO, name: `sim-${i}`, backend: 'simulated', adapter: 'simulated', dataHashes, ...(flags.relay ? { relay: true } : {}) }));
     ws.on('message', (raw: Buffer) => {
       const msg: CoordinatorMessage = decode(raw, 'coordinator');
       switch (msg.type) {

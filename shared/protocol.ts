@@ -92,7 +92,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
       const hashes = o.dataHashes === undefined || o.dataHashes === null ? undefined : datasetInfo(o.dataHashes, 'dataHashes');
       const held = o.held === undefined || o.held === null ? undefined : heldSamples(o.held);
       return {
-        type: MessageType.HELLO, name: str(o, 'name', MAX_CHARS.name), backend: str(o, 'backend', MAX_CHARS.backend),
+        type: MessageType.HELLO, name: str(o, 'name', MAX_CHARS.name), backend: str(o, 'backend', MAX_CHARS.backend), adapter: str(o, 'adapter', MAX_CHARS.adapter),
         ...(hashes ? { dataHashes: hashes } : {}), ...(held ? { held } : {}), ...(optionalBool(o, 'relay') ? { relay: true } : {}),
       };
     }

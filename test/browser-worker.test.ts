@@ -98,6 +98,7 @@ describe('browser workers (/join in headless chromium)', { skip }, () => {
       const tab = records.find((r) => r.event === 'worker_joined' && r.workerName === 'tab')!;
       const node = records.find((r) => r.event === 'worker_joined' && r.workerName === 'node')!;
       assert.equal(tab.backend, 'wasm (1 thread)');
+      assert.equal(tab.adapter, 'tfjs-backend-wasm, SIMD, 1 thread, Flock kernels', 'hello carries the tab\'s adapter (protocol 4)');
       const results = gradientResults(run.coordinator);
       const byTab = results.filter((r) => r.workerId === tab.workerId).length;
       const byNode = results.filter((r) => r.workerId === node.workerId).length;

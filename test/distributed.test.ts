@@ -305,7 +305,7 @@ describe('distributed training over WebSockets', () => {
         }
       });
       await once(liar, 'open');
-      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu' }));
+      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu', adapter: 'CPU: test' }));
       await pool.waitForWorkers(2);
       const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i), 8) };
       const weights = { version: 0, state: initialState(modelSpec(config.model), 4) };
@@ -343,7 +343,7 @@ describe('distributed training over WebSockets', () => {
       const bad = new WebSocket(pool.url, { autoPong: client.autoPong });
       const closed = once(bad, 'close');
       await once(bad, 'open');
-      bad.send(encode({ type: MessageType.HELLO, name, backend: 'cpu' }));
+      bad.send(encode({ type: MessageType.HELLO, name, backend: 'cpu', adapter: 'CPU: test' }));
       await pool.waitForWorkers(2);
       const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i + 32), 8) };
       const weights = { version: 0, state: initialState(modelSpec(config.model), seed) };
@@ -419,7 +419,7 @@ describe('distributed training over WebSockets', () => {
       const welcomes = await Promise.all([0, 1].map(async () => {
         const twin = new WebSocket(pool.url);
         await once(twin, 'open');
-        twin.send(encode({ type: MessageType.HELLO, name: 'twin', backend: 'cpu' }));
+        twin.send(encode({ type: MessageType.HELLO, name: 'twin', backend: 'cpu', adapter: 'CPU: test' }));
         const [data] = (await once(twin, 'message')) as [Buffer];
         return decode(data, 'coordinator');
       }));

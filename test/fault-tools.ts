@@ -31,7 +31,7 @@ export function rawFrame(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
-export const helloFrame = (name: string): Uint8Array => encode({ type: MessageType.HELLO, name, backend: 'fault' });
+export const helloFrame = (name: string): Uint8Array => encode({ type: MessageType.HELLO, name, backend: 'fault', adapter: 'fault' });
 
 /** A gradient frame for `microBatch` of the assignment; `grads` defaults to the model's shapes filled with `fill`. */
 export function gradientFrame(model: ModelSpec, fields: { step: number; microBatch: number; count: number; fill?: number; grads?: Uint8Array[]; lossSum?: number }): Uint8Array {
@@ -153,7 +153,7 @@ function baseMessages(model: ModelSpec, rng: Rng): Record<string, unknown>[] {
   const small = model.params.map((p) => float32ToBytes(new Float32Array(Math.min(p.size, 8)).fill(rng.uniform(-1, 1))));
   const full = model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN)));
   return [
-    { v: PROTOCOL_VERSION, t: MessageType.HELLO, name: 'fuzz', backend: 'fuzz' },
+    { v: PROTOCOL_VERSION, t: MessageType.HELLO, name: 'fuzz', backend: 'fuzz', adapter: 'fuzz' },
     { v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(4), microBatch: rng.int(4), grads: small, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 },
     { v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(12), microBatch: rng.int(4), grads: full, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 },
     // A request id no evaluation ever has, so even a well-formed one is never taken as a result.

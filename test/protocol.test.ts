@@ -20,8 +20,8 @@ const config: TrainConfig = { ...TRAIN_DEFAULTS, microBatch: 16 };
 const samples = { indices: indicesToBytes(new Uint32Array([3, 9])), images: new Uint8Array(2 * IMAGE_BYTES).fill(7), labels: new Uint8Array([0, 1]) };
 
 const workerMessages: WorkerMessage[] = [
-  { type: MessageType.HELLO, name: 'w1', backend: 'cpu' },
-  { type: MessageType.HELLO, name: 'w2', backend: 'wasm', dataHashes: { train: HASH, validation: 'b'.repeat(64) } },
+  { type: MessageType.HELLO, name: 'w1', backend: 'cpu', adapter: 'CPU: test' },
+  { type: MessageType.HELLO, name: 'w2', backend: 'wasm', adapter: 'CPU: test', dataHashes: { train: HASH, validation: 'b'.repeat(64) } },
   {
     type: MessageType.GRADIENT, step: 7, microBatch: 2, grads: [f32(1, 2, 3), f32(-0.5)], lossSum: 3.25, correct: 5, count: 8,
     batchStats: [{ mean: f32(0.1, 0.2), variance: f32(1, 2) }], computeMs: 12.5,
@@ -167,8 +167,10 @@ void describe('protocol', () => {
   });
 
   void it('rejects wrong field types', () => {
-    rejects(frame({ t: MessageType.HELLO, name: 5, backend: 'cpu' }), 'worker', /name must be a string/);
-    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', dataHashes: { train: 'nothex', validation: HASH } }), 'worker', /sha256/);
+    rejects(frame({ t: MessageType.HELLO, name: 5, backend: 'cpu', adapter: 'a' }), 'worker', /name must be a string/);
+    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu' }), 'worker', /adapter must be a string/);
+    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', adapter: 'a'.repeat(301) }), 'worker', /adapter is longer than 300/);
+    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', adapter: 'a', dataHashes: { train: 'nothex', validation: HASH } }), 'worker', /sha256/);
     rejects(frame({ ...goodGradient, step: -1 }), 'worker', /step must be a non-negative integer/);
     rejects(frame({ ...goodGradient, step: 1.5 }), 'worker', /step must be a non-negative integer/);
     rejects(frame({ ...goodGradient, lossSum: 'x' }), 'worker', /lossSum must be a finite number/);

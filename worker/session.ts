@@ -28,6 +28,8 @@ export interface SessionOptions {
   readonly url: string;
   readonly name: string;
   readonly backendName: string;
+  /** The device the backend computes on (sent in hello for the dashboard). */
+  readonly adapter: string;
   readonly localData?: { readonly data: { readonly train: Dataset; readonly validation: Dataset }; readonly hashes: DatasetInfo };
 }
 
@@ -91,7 +93,7 @@ export class Session {
     this.log.info({ event: 'connected', url: this.opts.url }, `connected to ${this.opts.url}`);
     const local = this.opts.localData;
     const held = this.deps.samples.held();
-    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, adapter: this.opts.adapter, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
   }
 
   private onFrame(data: Uint8Array | undefined): void {

@@ -62,7 +62,7 @@ export class WorkerLoop {
     this.opts = { ...WORKER_DEFAULTS, ...definedOnly(opts), url: opts.url, name: opts.name, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
     if (!Number.isSafeInteger(this.opts.maxDataBytes) || this.opts.maxDataBytes < 0) throw new FlockError(ErrorCode.BAD_OPTION, `maxDataBytes must be a non-negative integer (got ${this.opts.maxDataBytes})`);
     this.samples = new SampleCache(this.opts.maxDataBytes);
-    this.sessionOpts = { url: this.opts.url, name: this.opts.name, backendName: this.opts.backendLabel ?? deps.backend.name, ...(this.opts.localData ? { localData: this.opts.localData } : {}) };
+    this.sessionOpts = { url: this.opts.url, name: this.opts.name, backendName: this.opts.backendLabel ?? deps.backend.name, adapter: deps.backend.adapter, ...(this.opts.localData ? { localData: this.opts.localData } : {}) };
   }
 
   async run(): Promise<WorkerOutcome> {

@@ -6,8 +6,9 @@ import type { TrainConfig } from '../training/config.js';
 /**
  * 2: weights travel inside assign/evaluate (the separate weights message, number 3, is gone).
  * 3: relays: hello.relay, assign.grouped and the group-sum message.
+ * 4: hello carries the worker's compute adapter.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export const MessageType = {
   /** worker -> coordinator: first frame of every connection. */
@@ -64,6 +65,8 @@ export interface HelloMessage {
   readonly type: typeof MessageType.HELLO;
   readonly name: string;
   readonly backend: string;
+  /** The device its backend computes on (WebGPU adapter or CPU model), shown on the dashboard. */
+  readonly adapter: string;
   /** datasetHash of the worker's local copy, if it has one. */
   readonly dataHashes?: DatasetInfo;
   /**
