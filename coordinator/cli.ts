@@ -29,6 +29,8 @@ import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './da
 import { createRunMetrics } from './dashboard/prometheus.js';
 import { RunMonitor } from './dashboard/run-monitor.js';
 import { StatusLine } from './status-line.js';
+import { Arbiter } from './arbiter.js';
+import { Quarantine } from './quarantine.js';
 import { serveDashboard } from './dashboard/serve.js';
 import { curvesOf } from './report/curves.js';
 import { renderPanels } from './report/render-png.js';
@@ -74,6 +76,8 @@ interface StartFlags extends CommonFlags {
   maxConnections: number;
   maxPending: number;
   http: boolean;
+  auditRate: number;
+  auditSeed: number;
 }
 
 const common = (cmd: Command): Command =>
@@ -126,10 +130,10 @@ async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, 
 }
 
 /** The dashboard's routes and metrics for the pool's HTTP server. */
-async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions): Promise<{ handle: HttpHandler; close(): void }> {
+async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, quarantine: Quarantine): Promise<{ handle: HttpHandler; close(): void }> {
   const assets = await loadDashboardAssets();
   const metrics = createRunMetrics(monitor);
-  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets });
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, quarantine });
   return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
 }
 
@@ -190,14 +194,21 @@ async function runStart(flags: StartFlags): Promise<number> {
       const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
       microBatch = config.microBatch;
-      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }) : undefined;
+      const quarantine = new Quarantine();
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine) : undefined;
+      // The coordinator's own computations settle disagreements between workers (issue 12).
+      const arbiterRuntime = new ModelRuntime(backend, modelSpec(config.model));
+      const arbiter = new Arbiter(arbiterRuntime, { train, validation }, config.seed, backend.name);
       pool = await WorkerPool.listen({
         host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
         heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
         maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
         maxConnections: flags.maxConnections, maxPending: flags.maxPending,
         minWorkers: flags.minWorkers ?? 1,
-      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle });
+      }, {
+        logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle,
+        verify: { arbiter, quarantine, auditRate: flags.auditRate, auditSeed: flags.auditSeed },
+      });
       if (dashboard) announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
       if (flags.spawnWorkers > 0) {
         workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
@@ -205,7 +216,7 @@ async function runStart(flags: StartFlags): Promise<number> {
       }
       await pool.waitForWorkers(expected, signal);
       const running = pool;
-      return { executor: pool, config, close: async () => { dashboard?.close(); await running.close(); await workers?.stop(); } };
+      return { executor: pool, config, close: async () => { dashboard?.close(); await running.close(); await workers?.stop(); arbiterRuntime.dispose(); } };
     },
   });
   if (!result.completed) {
@@ -326,6 +337,8 @@ function main(argv: string[]): void {
     .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
     .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
+    .option('--audit-rate <r>', 'probability that a step has one micro-batch computed a second time by another worker, which cannot tell it is an audit (0 = never)', floatArg(0, 1), 0.05)
+    .option('--audit-seed <n>', 'seed of the audit draws (which steps, which micro-batch)', intArg(0, 0xffffffff), 0)
     .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426)')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
   common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))

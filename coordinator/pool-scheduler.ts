@@ -4,12 +4,14 @@
 // fleet's measured pace is dropped, and a departed worker's units go back to the others:
 // to workers that have returned results when there are any (so a token holder whose
 // connections stall cannot draw the same units again and again), and at most --max-attempts
-// times each. Results come back in unit-id order.
+// times each. Results come back in unit-id order. With a verifier (issue 12) every round's
+// results are checked before they are returned: some units are computed again, by another
+// worker (a round that excludes the first one) or by the coordinator's arbiter.
 import type { Dataset } from '../shared/data/cifar.js';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
-import { cloneState, type ModelSpec } from '../shared/models/spec.js';
+import { cloneState, type ModelSpec, type ModelState } from '../shared/models/spec.js';
 import {
   CloseCode, MessageType, encode, indicesToBytes, stateToWire, type EvaluationMessage, type GradientMessage, type WireState,
 } from '../shared/protocol.js';
@@ -18,6 +20,9 @@ import type { Split, StepTiming, StepWork, VersionedState } from './executor.js'
 import { violation } from './pool-connections.js';
 import { ResultPace, type PaceOptions } from './result-pace.js';
 import { checkEvaluation, checkGradient } from './result-check.js';
+import type { Arbiter } from './arbiter.js';
+import type { Evidence } from './quarantine.js';
+import { COORDINATOR_ID, type Computed, type Participant, type RecomputeContext, type Verifier } from './verifier.js';
 import type { WorkerConn } from './worker-conn.js';
 import { WorkRound, poolClosed } from './work-round.js';
 
@@ -37,6 +42,8 @@ export interface SchedulerDeps {
   readonly stopping: () => boolean;
   /** Called whenever whether the round lacks workers may have changed. */
   readonly waitingChanged: () => void;
+  /** Checks results before they are used; none: results are taken as they come. */
+  readonly verify?: { readonly verifier: Verifier; readonly arbiter: Arbiter; readonly convict: (e: Evidence) => void };
 }
 
 export interface SchedulerOptions extends PaceOptions {
@@ -47,8 +54,12 @@ export interface SchedulerOptions extends PaceOptions {
 export class Scheduler {
   private open: OpenRound | undefined;
   private nextRequest = 1;
-  private weights: { version: number; wire: WireState; frame: Uint8Array } | undefined;
+  private weights: { version: number; wire: WireState; frame: Uint8Array; state: ModelState } | undefined;
   private readonly pace: ResultPace;
+  /** Who returned results, by connection id (names outlive connections, for the evidence). */
+  private readonly participants = new Map<number, Participant>();
+  private dispatching = false;
+  private dispatchAgain = false;
 
   constructor(private readonly opts: SchedulerOptions, private readonly deps: SchedulerDeps) {
     this.pace = new ResultPace(opts);
@@ -66,27 +77,60 @@ export class Scheduler {
 
   async gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }> {
     const start = this.deps.clock.now();
-    const round = new WorkRound<GradientResult>(work.globalStep, work.microBatches);
-    this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version }, weights);
+    this.load(weights);
+    const { computed, computeMs, waitingMs } = await this.collect<GradientResult>({ kind: 'gradients', round: new WorkRound(work.globalStep, work.microBatches), work, weightsVersion: weights.version });
+    const verify = this.deps.verify;
+    const results = verify
+      ? await verify.verifier.gradients(work.globalStep, work.microBatches, computed, this.recompute<GradientResult>(
+        (units, exclude) => ({ kind: 'gradients', round: new WorkRound(work.globalStep, units, exclude), work, weightsVersion: weights.version }),
+        (unit) => verify.arbiter.gradient(this.weights!.state, this.weights!, work.globalStep, unit)))
+      : computed.map((c) => c.result);
+    const now = this.deps.clock.now();
+    return { results, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+  }
+
+  async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
+    this.load(weights);
+    const requestId = this.nextRequest++;
+    const { computed } = await this.collect<EvalResult>({ kind: 'evaluate', round: new WorkRound(requestId, chunks), split, weightsVersion: weights.version });
+    const verify = this.deps.verify;
+    if (!verify) return computed.map((c) => c.result);
+    return verify.verifier.evaluations(requestId, weights.version, chunks, computed, this.recompute<EvalResult>(
+      (units, exclude) => ({ kind: 'evaluate', round: new WorkRound(this.nextRequest++, units, exclude), split, weightsVersion: weights.version }),
+      (unit) => verify.arbiter.evaluate(this.weights!.state, this.weights!, split, unit)));
+  }
+
+  /** The weights changed under the same version numbers (the trainer rolled back): send them again. */
+  forgetWeights(): void {
+    this.weights = undefined;
+    for (const c of this.deps.all()) c.weightsVersion = -1;
+  }
+
+  /** Runs one round to the end; results in unit order with who computed each. */
+  private async collect<R>(open: OpenRound): Promise<{ computed: Computed<R>[]; computeMs: number; waitingMs: number }> {
+    const round = open.round as WorkRound<unknown> as WorkRound<R>;
+    this.begin(open);
     try {
       const results = await round.finished;
-      const now = this.deps.clock.now();
-      const computeMs = round.maxComputeMs();
-      const waitingMs = round.waitingMs(now);
-      return { results, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+      const ids = round.ids();
+      const computed = results.map((result, k) => ({ result, by: this.participant(round.workerOf(ids[k]!)!) }));
+      return { computed, computeMs: round.maxComputeMs(), waitingMs: round.waitingMs(this.deps.clock.now()) };
     } finally {
       this.end(round);
     }
   }
 
-  async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
-    const round = new WorkRound<EvalResult>(this.nextRequest++, chunks);
-    this.begin({ kind: 'evaluate', round, split, weightsVersion: weights.version }, weights);
-    try {
-      return await round.finished;
-    } finally {
-      this.end(round);
-    }
+  private participant(id: number): Participant {
+    if (id === COORDINATOR_ID) return { id, name: 'coordinator', backend: this.deps.verify!.arbiter.backend };
+    return this.participants.get(id)!;
+  }
+
+  private recompute<R>(round: (units: readonly MicroBatch[], exclude: ReadonlyMap<number, ReadonlySet<number>>) => OpenRound, local: (unit: MicroBatch) => Promise<R>): RecomputeContext<R> {
+    return {
+      byOthers: async (units, exclude) => (await this.collect<R>(round(units, exclude))).computed,
+      byCoordinator: async (unit) => ({ result: await local(unit), by: this.participant(COORDINATOR_ID) }),
+      convict: (e) => this.deps.verify!.convict(e),
+    };
   }
 
   /** Takes back a departing worker's units (the next dispatch hands them out again). */
@@ -103,7 +147,7 @@ export class Scheduler {
     const open = this.open;
     if (open?.kind !== 'gradients' || open.round.key !== msg.step) throw violation(`gradient for step ${msg.step}, which is not the open step`);
     const unit = this.owned(conn, open.round, msg.microBatch, 'micro-batch');
-    const result = checkGradient(msg, this.deps.model, unit.indices.length);
+    const result = checkGradient(msg, this.deps.model, unit.indices.length, !this.deps.verify);
     this.accepted(conn, open.round, unit.id, result, msg.computeMs);
   }
 
@@ -111,11 +155,31 @@ export class Scheduler {
     const open = this.open;
     if (open?.kind !== 'evaluate' || open.round.key !== msg.requestId) throw violation(`evaluation for request ${msg.requestId}, which is not open`);
     const unit = this.owned(conn, open.round, msg.chunk, 'chunk');
-    this.accepted(conn, open.round, unit.id, checkEvaluation(msg, unit.indices.length), msg.computeMs);
+    this.accepted(conn, open.round, unit.id, checkEvaluation(msg, unit.indices.length, !this.deps.verify), msg.computeMs);
   }
 
-  /** Hands every unassigned unit of the open round to a ready worker, round-robin by position. */
+  /**
+   * Hands every unassigned unit of the open round to a ready worker, round-robin by position.
+   * Re-entrant calls (a send that drops a worker, whose units come back) run after this one
+   * instead of inside it, so no unit is ever handed out twice.
+   */
   dispatch(): void {
+    if (this.dispatching) {
+      this.dispatchAgain = true;
+      return;
+    }
+    this.dispatching = true;
+    try {
+      do {
+        this.dispatchAgain = false;
+        this.dispatchOnce();
+      } while (this.dispatchAgain);
+    } finally {
+      this.dispatching = false;
+    }
+  }
+
+  private dispatchOnce(): void {
     const open = this.open;
     if (!open || this.deps.stopping()) return;
     const units = open.round.unassigned();
@@ -147,7 +211,13 @@ export class Scheduler {
     const fresh = units.filter((u) => !retries.includes(u));
     const shares = new Map<WorkerConn, MicroBatch[]>();
     const spread = (list: readonly MicroBatch[], to: readonly WorkerConn[]): void => list.forEach((u, k) => {
-      const w = to[k % to.length]!;
+      const eligible = to.filter((w) => open.round.eligible(u.id, w.id));
+      const fallback = workers.filter((w) => open.round.eligible(u.id, w.id));
+      const from = eligible.length > 0 ? eligible : fallback;
+      const w = from[k % Math.max(1, from.length)];
+      // No ready worker may compute it (a second computation, and the first one's worker is
+      // all there is): the coordinator computes it itself.
+      if (!w) return this.computeHere(open, u);
       shares.set(w, [...(shares.get(w) ?? []), u]);
     });
     spread(fresh, workers);
@@ -155,14 +225,36 @@ export class Scheduler {
     for (const [conn, share] of shares) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
   }
 
-  private begin(open: OpenRound, weights: VersionedState): void {
+  /** The coordinator's arbiter computes a unit of the open round. */
+  private computeHere(open: OpenRound, unit: MicroBatch): void {
+    const verify = this.deps.verify;
+    if (!verify) return;
+    open.round.assign(unit.id, COORDINATOR_ID);
+    const weights = this.weights!;
+    const started = this.deps.clock.now();
+    const result: Promise<GradientResult | EvalResult> = open.kind === 'gradients'
+      ? verify.arbiter.gradient(weights.state, weights, open.work.globalStep, unit)
+      : verify.arbiter.evaluate(weights.state, weights, open.split, unit);
+    result.then(
+      (r) => (open.round as WorkRound<unknown>).complete(unit.id, COORDINATOR_ID, r, this.deps.clock.now() - started),
+      (err: unknown) => open.round.fail(err),
+    );
+  }
+
+  /** Makes `weights` the ones rounds are computed at (encoded once per version). */
+  private load(weights: VersionedState): void {
     if (this.deps.stopping()) throw poolClosed();
-    if (this.open) throw new FlockError(ErrorCode.UNSUPPORTED, 'the worker pool runs one step or evaluation at a time');
     if (this.weights?.version !== weights.version) {
       // A copy: the trainer updates its state in place after the step.
-      const wire = stateToWire(cloneState(weights.state));
-      this.weights = { version: weights.version, wire, frame: encode({ type: MessageType.WEIGHTS, version: weights.version, ...wire }) };
+      const state = cloneState(weights.state);
+      const wire = stateToWire(state);
+      this.weights = { version: weights.version, wire, state, frame: encode({ type: MessageType.WEIGHTS, version: weights.version, ...wire }) };
     }
+  }
+
+  private begin(open: OpenRound): void {
+    if (this.deps.stopping()) throw poolClosed();
+    if (this.open) throw new FlockError(ErrorCode.UNSUPPORTED, 'the worker pool runs one step or evaluation at a time');
     this.open = open;
     this.dispatch();
   }
@@ -230,6 +322,7 @@ export class Scheduler {
     conn.lastProgress = now;
     conn.results++;
     conn.outstanding.delete(id);
+    if (!this.participants.has(conn.id)) this.participants.set(conn.id, { id: conn.id, name: conn.name, backend: conn.backend });
     this.watch(conn, kind);
     round.complete(id, conn.id, result, computeMs);
   }

@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import { ErrorCode, FlockError, errorMessage } from './errors.js';
 import {
-  bad, bool, datasetInfo, describe, heldSamples, list, nonNegative, num, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
+  bad, bool, datasetInfo, describe, heldSamples, list, anyNumber, nonNegative, num, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
 } from './protocol/fields.js';
 import { MAX_CHARS } from './protocol/limits.js';
 import { MessageType, PROTOCOL_VERSION, type CoordinatorMessage, type Message, type Sender, type WorkerMessage } from './protocol/messages.js';
@@ -64,7 +64,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
         step: uint(o, 'step'),
         microBatch: uint(o, 'microBatch'),
         grads: list(o, 'grads', (x, at) => f32(x, at)),
-        lossSum: num(o, 'lossSum'),
+        lossSum: anyNumber(o, 'lossSum'),
         correct,
         count,
         batchStats: list(o, 'batchStats', (x, at) => {
@@ -78,7 +78,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
       const count = uint(o, 'count');
       const correct = uint(o, 'correct');
       if (correct > count) throw bad(`evaluation.correct ${correct} exceeds count ${count}`);
-      return { type: MessageType.EVALUATION, requestId: uint(o, 'requestId'), chunk: uint(o, 'chunk'), lossSum: num(o, 'lossSum'), correct, count, computeMs: nonNegative(o, 'computeMs') };
+      return { type: MessageType.EVALUATION, requestId: uint(o, 'requestId'), chunk: uint(o, 'chunk'), lossSum: anyNumber(o, 'lossSum'), correct, count, computeMs: nonNegative(o, 'computeMs') };
     }
     case MessageType.FAILURE:
       return { type: MessageType.FAILURE, code: str(o, 'code', MAX_CHARS.code), message: str(o, 'message', MAX_CHARS.message) };

@@ -372,7 +372,8 @@ export function mutateGradient(kind: GradientMutationKind, base: Record<string, 
     case 'negative-loss':
       return m([CloseCode.BAD_GRADIENT], frame({ lossSum: -(0.001 + rng.uniform(0, 5)) }));
     case 'non-finite-loss':
-      return m([CloseCode.PROTOCOL], frame({ lossSum: pick(rng, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) }));
+      // A non-finite loss decodes (protocol 2) and is refused as a bad result, not a violation.
+      return m([CloseCode.BAD_GRADIENT], frame({ lossSum: pick(rng, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) }));
     case 'other-step': {
       const step = base.step as number;
       return m([CloseCode.PROTOCOL], frame({ step: pick(rng, [step + 1, step + 2 + rng.int(1000), ...(step > 0 ? [step - 1] : [])]) }));

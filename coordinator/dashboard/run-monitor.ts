@@ -6,6 +6,8 @@ import { EventEmitter } from 'node:events';
 import { applyUpdate, emptySnapshot, type Eta, type EpochPoint, type RunEvent, type RunSnapshot, type RunUpdate, type StepPoint, type WorkerRow } from './run-state.js';
 
 /** What the trainer reports after each step. */
+import { NO_COUNTS, type VerificationCounters } from '../verifier.js';
+
 export interface StepProgress {
   readonly epoch: number;
   readonly step: number;
@@ -16,6 +18,8 @@ export interface StepProgress {
   readonly seconds: number;
   /** Mean training loss of the step's batch. */
   readonly loss: number;
+  /** Verification counts so far (issue 12), when results are verified. */
+  readonly verification?: VerificationCounters;
 }
 
 /** A ready worker's counters, as the pool sees them now. */
@@ -54,6 +58,7 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
   private state: RunSnapshot;
   private readonly recentStepSeconds: number[] = [];
   private readonly rates = new Map<number, { results: number; at: number; rate: number }>();
+  private verification: VerificationCounters = NO_COUNTS;
 
   constructor(opts: Partial<MonitorOptions> = {}) {
     super();
@@ -143,7 +148,13 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
   }
 
   /** The trainer finished a step. */
+  /** The latest verification counts (audits, guard failures, quarantines, replayed steps). */
+  verificationCounts(): VerificationCounters {
+    return this.verification;
+  }
+
   step(p: StepProgress): void {
+    if (p.verification) this.verification = p.verification;
     if (this.state.status !== 'training') this.apply({ type: 'status', status: 'training' });
     this.recentStepSeconds.push(p.seconds);
     if (this.recentStepSeconds.length > this.opts.etaWindow) this.recentStepSeconds.shift();

@@ -3,7 +3,8 @@
 // uint8, index lists raw little-endian Uint32, so nothing large ever becomes a JS number array.
 import type { TrainConfig } from '../training/config.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: a result's lossSum may be NaN or ±Infinity (divergence is reported, not a violation). */
+export const PROTOCOL_VERSION = 2;
 
 export const MessageType = {
   /** worker -> coordinator: first frame of every connection. */
@@ -107,6 +108,7 @@ export interface GradientMessage {
   readonly microBatch: number;
   /** Gradient of the summed loss, one Float32 LE tensor per parameter. */
   readonly grads: Uint8Array[];
+  /** May be NaN or ±Infinity when the model diverged (protocol version 2). */
   readonly lossSum: number;
   readonly correct: number;
   readonly count: number;
