@@ -43,7 +43,7 @@ export interface SchedulerDeps {
   /** Called whenever whether the round lacks workers may have changed. */
   readonly waitingChanged: () => void;
   /** Checks results before they are used; none: results are taken as they come. */
-  readonly verify?: { readonly verifier: Verifier; readonly arbiter: Arbiter; readonly convict: (e: Evidence) => void };
+  readonly verify?: { readonly verifier: Verifier; readonly arbiter: Arbiter; readonly convict: (e: Evidence) => boolean };
 }
 
 export interface SchedulerOptions extends PaceOptions {

@@ -58,8 +58,8 @@ export interface RecomputeContext<R> {
   readonly byOthers: (units: readonly MicroBatch[], exclude: ReadonlyMap<number, ReadonlySet<number>>) => Promise<Computed<R>[]>;
   /** The coordinator's own computation of a unit. */
   readonly byCoordinator: (unit: MicroBatch) => Promise<Computed<R>>;
-  /** Quarantines a worker proven wrong. */
-  readonly convict: (e: Evidence) => void;
+  /** Quarantines a worker proven wrong; false when it already was. */
+  readonly convict: (e: Evidence) => boolean;
 }
 
 interface Kind<R> {
@@ -179,13 +179,13 @@ export class Verifier {
       verified.add(i);
       for (const w of wrong) {
         convicted.push(w.by);
-        ctx.convict({
+        const first = ctx.convict({
           workerName: w.by.name, workerId: w.by.id, backend: w.by.backend, kind: kind.name, step: requestId ?? step, unit: unit.id,
           claimed: kind.size(w.result), settled: kind.size(c.result), arbiter: right ? `coordinator and ${right.by.name}` : 'coordinator',
           why: `${where} disagrees with the coordinator's computation`,
         });
+        if (first) this.counts = { ...this.counts, quarantines: this.counts.quarantines + 1 };
       }
-      this.counts = { ...this.counts, quarantines: this.counts.quarantines + wrong.length };
     }
     if (requestId === undefined) {
       got.forEach((c, i) => {

@@ -146,9 +146,11 @@ export class WorkerPool implements Executor {
   }
 
   /** Quarantines a worker proven wrong: logs the evidence and closes its connections (4009). */
-  private convict(e: Evidence): void {
-    this.deps.verify!.quarantine.add(e);
-    this.log.error({ event: 'quarantined', ...e },
+  private convict(e: Evidence): boolean {
+    const quarantine = this.deps.verify!.quarantine;
+    const first = !quarantine.has(e.workerName);
+    if (first) quarantine.add(e);
+    if (first) this.log.error({ event: 'quarantined', ...e },
       `worker ${e.workerId} (${e.workerName}, ${e.backend}) quarantined: ${e.why} (its result ${e.claimed.toExponential(4)}, settled ${e.settled.toExponential(4)}, by ${e.arbiter}); ` +
       'it is refused for the rest of the run (lift with POST /quarantine/lift)');
     for (const conn of this.conns.all()) {
@@ -156,6 +158,7 @@ export class WorkerPool implements Executor {
         this.conns.drop(conn, `quarantined: ${e.why} [${ErrorCode.QUARANTINED}]`, CloseCode.QUARANTINED);
       }
     }
+    return first;
   }
 
   /** Sends `stop` to every worker, closes their sockets normally and stops listening. Idempotent. */
