@@ -271,9 +271,12 @@ export class Scheduler {
 
   private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[]): void {
     const weights = this.weights!;
+    if (conn.state !== 'ready') return;
     if (conn.weightsVersion !== weights.version) {
       conn.send(weights.frame, (err) => this.deps.drop(conn, `send failed: ${err.message}`));
       conn.weightsVersion = weights.version;
+      // A send that failed at once dropped the worker: its share stays unassigned for the next pass.
+      if (conn.state !== 'ready') return;
     }
     const wireUnits = units.map((u) => ({ id: u.id, indices: indicesToBytes(u.indices) }));
     const lists = units.map((u) => u.indices);

@@ -8,7 +8,7 @@ import pino from 'pino';
 import type { ComputeBackend } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
-import { benchCoordinator, benchWorkers } from './bench-distributed.js';
+import { benchAudits, benchCoordinator, benchWorkers } from './bench-distributed.js';
 import { benchPeer } from './bench-peer.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
 import { ModelRuntime, type Batch } from '../shared/models/runtime.js';
@@ -108,6 +108,7 @@ async function train(options: Options): Promise<void> {
 const sections: Record<string, (options: Options) => Promise<void>> = {
   train,
   workers: () => benchWorkers(),
+  audits: (o) => benchAudits(o.rounds),
   coordinator: () => benchCoordinator(),
   peer: (options) => benchPeer(options),
 };

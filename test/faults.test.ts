@@ -27,7 +27,7 @@ import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import type { EpochMetrics } from '../coordinator/metrics.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec, type ModelSpec, type ModelState } from '../shared/models/spec.js';
-import { CloseCode, MessageType, encode, type AssignMessage } from '../shared/protocol.js';
+import { CloseCode, MessageType, PROTOCOL_VERSION, encode, type AssignMessage } from '../shared/protocol.js';
 import { Rng, mixSeed } from '../shared/random.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
@@ -285,10 +285,11 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         { name: 'oversized-frame', codes: [MESSAGE_TOO_BIG], reason: /Max payload size exceeded/, reply: () => oversized },
         { name: 'text-frame', codes: [CloseCode.PROTOCOL], reason: /single binary messages/, reply: () => '{"t":5}' },
         { name: 'second-hello', codes: [CloseCode.PROTOCOL], reason: /second hello/, reply: () => helloFrame('second-hello') },
-        { name: 'wrong-version', codes: [CloseCode.PROTOCOL_VERSION], reason: /protocol version 2/, reply: (m) => rawFrame({ v: 2, t: MessageType.GRADIENT, step: m.step }) },
-        { name: 'unknown-type', codes: [CloseCode.PROTOCOL], reason: /message type 42/, reply: () => rawFrame({ v: 1, t: 42 }) },
+        { name: 'wrong-version', codes: [CloseCode.PROTOCOL_VERSION], reason: /protocol version 99/, reply: (m) => rawFrame({ v: 99, t: MessageType.GRADIENT, step: m.step }) },
+        { name: 'unknown-type', codes: [CloseCode.PROTOCOL], reason: /message type 42/, reply: () => rawFrame({ v: PROTOCOL_VERSION, t: 42 }) },
         { name: 'coordinator-message', codes: [CloseCode.PROTOCOL], reason: /not one a worker sends/, reply: () => encode({ type: MessageType.STOP, reason: 'you stop' }) },
-        { name: 'infinite-loss', codes: [CloseCode.PROTOCOL], reason: /lossSum must be a finite number/, reply: (m) => gradientFrame(model, { step: m.step, microBatch: first(m).id, count: first(m).count, lossSum: Number.POSITIVE_INFINITY }) },
+        // Protocol 2: a non-finite loss decodes; unverified, it is refused as a bad result.
+        { name: 'infinite-loss', codes: [CloseCode.BAD_GRADIENT], reason: /non-finite loss/, reply: (m) => gradientFrame(model, { step: m.step, microBatch: first(m).id, count: first(m).count, lossSum: Number.POSITIVE_INFINITY }) },
         {
           name: 'evaluation-during-step', codes: [CloseCode.PROTOCOL], reason: /evaluation for request/,
           reply: () => encode({ type: MessageType.EVALUATION, requestId: 1, chunk: 0, lossSum: 1, correct: 0, count: 10, computeMs: 1 }),

@@ -70,6 +70,8 @@ class LyingRuntime extends ModelRuntime {
 }
 
 async function main(): Promise<void> {
+  // `node --test dist/test/` runs every file here: without arguments there is nothing to do.
+  if (process.argv.length <= 2) return;
   const { values } = parseArgs({ options: { connect: { type: 'string' }, name: { type: 'string' }, lie: { type: 'string' }, backend: { type: 'string', default: 'wasm' } } });
   const lie = values.lie as Lie;
   if (!values.connect || !values.name || !LIES.includes(lie)) throw new Error(`usage: lying-worker --connect URL --name N --lie ${LIES.join('|')}`);

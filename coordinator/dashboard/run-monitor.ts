@@ -123,6 +123,12 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
         event('rejected', `connection ${num(r.workerId) ?? '?'} rejected (close code ${code}): ${str(r.err)}`, { code });
         return;
       }
+      case 'quarantined':
+        event('info', `${str(r.workerName)} quarantined at step ${num(r.step) ?? '?'}: ${str(r.why)} (settled by ${str(r.arbiter)})`);
+        return;
+      case 'rollback':
+        event('info', `rolled back from step ${num(r.fromStep) ?? '?'} to step ${num(r.toStep) ?? '?'}: ${str(r.reason)}`);
+        return;
       case 'checkpoint':
         event('checkpoint', `checkpoint at step ${num(r.globalStep) ?? '?'}: ${str(r.file)}`);
         return;
@@ -161,6 +167,7 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
     const point: StepPoint = {
       globalStep: p.globalStep, epoch: p.epoch, step: p.step, stepsPerEpoch: p.stepsPerEpoch, images: p.images,
       seconds: p.seconds, imagesPerSec: p.seconds > 0 ? p.images / p.seconds : 0, loss: p.loss,
+      ...(p.verification ? { verification: { ...p.verification } } : {}),
     };
     this.apply({ type: 'step', step: point, eta: this.eta(p) });
   }
