@@ -14,6 +14,8 @@ import { initialState, modelSpec } from '../shared/models/spec.js';
 import { MessageType, bytesToIndices, decode } from '../shared/protocol.js';
 import { SentSamples } from '../coordinator/sent-samples.js';
 import { chunk } from '../shared/training/schedule.js';
+import type { Logger } from 'pino';
+import { silentLogger } from './helpers.js';
 
 const data = (count: number): Dataset => ({ images: new Uint8Array(count * IMAGE_BYTES), labels: new Uint8Array(count), count }) as Dataset;
 
@@ -28,6 +30,7 @@ interface FakeConn {
   outstanding: Set<number>;
   samples: { train: SentSamples; validation: SentSamples };
   frames: Uint8Array[];
+  log: Logger;
   send: (frame: Uint8Array, onError: (err: Error) => void) => void;
   watchProgress: () => void;
 }
@@ -41,7 +44,7 @@ describe('scheduler dispatch', () => {
       let failed = false;
       const c: FakeConn = {
         id, state: 'ready', name: `w${id}`, backend: 'fake', weightsVersion: -1, results: 0, lastProgress: 0, outstanding: new Set(),
-        samples: { train: new SentSamples(1, false), validation: new SentSamples(validation.count, false) }, frames: [],
+        samples: { train: new SentSamples(1, false), validation: new SentSamples(validation.count, false) }, frames: [], log: silentLogger(),
         send(frame, onError) {
           if (c.state !== 'ready') return;
           if (failFirstSend && !failed) {
@@ -69,7 +72,10 @@ describe('scheduler dispatch', () => {
     });
     const chunks = chunk(Uint32Array.from({ length: 40 }, (_, i) => i), 5);
     const done = scheduler.evaluate('validation', chunks, { version: 0, state: initialState(modelSpec('net'), 0) });
-    done.catch(() => undefined);
+    let failure: unknown;
+    done.catch((err: unknown) => { failure = err; });
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(failure, undefined, String(failure));
     const held = new Map<number, number>();
     for (const c of conns) {
       for (const f of c.frames) {
