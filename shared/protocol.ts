@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import { ErrorCode, FlockError, errorMessage } from './errors.js';
 import {
-  bad, bool, datasetInfo, describe, heldSamples, list, anyNumber, nonNegative, num, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
+  bad, bool, datasetInfo, describe, heldSamples, list, anyNumber, nonNegative, record, samples, str, trainConfig, uint, f32, wireState, workList, type Obj,
 } from './protocol/fields.js';
 import { MAX_CHARS } from './protocol/limits.js';
 import { MessageType, PROTOCOL_VERSION, type CoordinatorMessage, type Message, type Sender, type WorkerMessage } from './protocol/messages.js';

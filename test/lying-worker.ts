@@ -83,6 +83,6 @@ async function main(): Promise<void> {
 }
 
 main().then(() => process.exit(0), (err: unknown) => {
-  console.error(`lying-worker: ${err instanceof Error ? err.message : String(err)}`);
+  process.stderr.write(`lying-worker: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

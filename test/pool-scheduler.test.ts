@@ -17,7 +17,7 @@ import { chunk } from '../shared/training/schedule.js';
 import type { Logger } from 'pino';
 import { silentLogger } from './helpers.js';
 
-const data = (count: number): Dataset => ({ images: new Uint8Array(count * IMAGE_BYTES), labels: new Uint8Array(count), count }) as Dataset;
+const data = (count: number): Dataset => ({ images: new Uint8Array(count * IMAGE_BYTES), labels: new Uint8Array(count), count });
 
 interface FakeConn {
   id: number;
@@ -39,7 +39,7 @@ describe('scheduler dispatch', () => {
   it('a worker dropped synchronously while work is handed out: its units go to the others once, none twice', async () => {
     const validation = data(40);
     const conns: FakeConn[] = [];
-    let scheduler!: Scheduler;
+    const ref: { scheduler?: Scheduler } = {};
     const fake = (id: number, failFirstSend: boolean): FakeConn => {
       let failed = false;
       const c: FakeConn = {
@@ -62,14 +62,15 @@ describe('scheduler dispatch', () => {
       const c = conn as unknown as FakeConn;
       if (c.state === 'gone') return;
       c.state = 'gone';
-      scheduler.release(conn);
-      scheduler.dispatch();
+      ref.scheduler!.release(conn);
+      ref.scheduler!.dispatch();
     };
-    scheduler = new Scheduler({ ...resolvePoolOptions({}), minWorkers: 1 }, {
+    const scheduler = new Scheduler({ ...resolvePoolOptions({}), minWorkers: 1 }, {
       clock: systemClock, model: modelSpec('net'), train: data(1), validation,
       ready: () => conns.filter((c) => c.state === 'ready') as unknown as WorkerConn[], all: () => conns as unknown as WorkerConn[],
       drop, stopping: () => false, waitingChanged: () => undefined,
     });
+    ref.scheduler = scheduler;
     const chunks = chunk(Uint32Array.from({ length: 40 }, (_, i) => i), 5);
     const done = scheduler.evaluate('validation', chunks, { version: 0, state: initialState(modelSpec('net'), 0) });
     let failure: unknown;
