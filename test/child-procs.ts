@@ -23,11 +23,15 @@ export interface Proc {
   running(): boolean;
 }
 
-/** Starts `node script ...args`; stdout JSON lines go to a LogRecorder. */
-export function spawnNode(name: string, script: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Proc {
+/**
+ * Starts `node script ...args`; stdout JSON lines go to a LogRecorder. `wrap` is an argv prefix
+ * that execs node, e.g. `ip netns exec NS` to run it inside a network namespace.
+ */
+export function spawnNode(name: string, script: string, args: readonly string[], env: NodeJS.ProcessEnv = {}, wrap: readonly string[] = []): Proc {
   // No token or data folder from the caller's environment leaks in; `env` may set them.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'FLOCK_TOKEN' && k !== 'FLOCK_DATA_DIR'));
-  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...inherited, ...env } });
+  const argv = [...wrap, process.execPath, script, ...args];
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...inherited, ...env } });
   const log = new LogRecorder();
   let out = '';
   let err = '';
