@@ -212,7 +212,7 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
         break;
       }
       case 'wrong-version':
-        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, 2, 255, -1, '1', null, 1.0000001, 2 ** 40]) }) });
+        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 255, -1, '1', null, 1.0000001, 2 ** 40]) }) });
         break;
       case 'unknown-type':
         frames.push({ kind, data: rawFrame({ ...base, t: pick(rng, [0, MessageType.WELCOME, MessageType.WEIGHTS, MessageType.ASSIGN, MessageType.EVALUATE, 10, 99, 255, -1, 'hello', null, 1.5]) }) });
