@@ -128,6 +128,34 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
     assert.ok(bytes(result.state).equals(bytes(reference.state)));
   });
 
+  it('a quarantined name is refused at hello (4009, the worker exits 1); once lifted it joins', async () => {
+    const rec = new LogRecorder();
+    const { pool: p, quarantine } = await pool(config, rec, 0.05);
+    quarantine.add({ workerName: 'banned', workerId: 9, backend: 'wasm', kind: 'gradients', step: 1, unit: 0, claimed: 1, settled: 2, arbiter: 'coordinator', why: 'test' });
+    const refused = spawnWorker(p.url, 'banned');
+    try {
+      const exit = await refused.exited;
+      assert.equal(exit.code, 1, refused.output());
+      assert.match(refused.stderr(), /quarantined.*\[ERR_QUARANTINED\]/s);
+      const rejected = rec.filter((e) => e.event === 'worker_rejected');
+      assert.equal(rejected.at(-1)?.code, 4009);
+      assert.equal(p.workerCount(), 0);
+      assert.equal(quarantine.lift('banned'), true);
+      const again = spawnWorker(p.url, 'banned');
+      try {
+        await p.waitForWorkers(1);
+        assert.equal(p.workerCount(), 1);
+        await p.close();
+        assert.equal((await again.exited).code, 0);
+      } finally {
+        await reap([again]);
+      }
+    } finally {
+      await p.close();
+      await reap([refused]);
+    }
+  });
+
   it('an honest mixed fleet (wasm + cpu) is never quarantined over 1,000 computations checked twice', async () => {
     const rec = new LogRecorder();
     const mixed = resolveTrainConfig({ model: 'net', epochs: 1, batchSize: 2, microBatch: 1, lr: 0.05, seed: 4 }, 2);
