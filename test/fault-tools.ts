@@ -295,9 +295,9 @@ export function expectedCloseCodes(frame: FuzzFrame): number[] {
 
 /**
  * A gradient result for `unit` of an assignment that the coordinator would accept: the model's
- * shapes, finite values, the assigned sample count. (Its values are random, not computed: a
- * finite, well-formed but wrong gradient is not detected today, see the README. Only mutated
- * copies of it are ever sent.)
+ * shapes, finite values, the assigned sample count. (Its values are random, not computed: the
+ * fault tests' pools do not verify results, so it passes; with verification on, guards and
+ * audits would catch it, see verification.test.ts. Only mutated copies of it are ever sent.)
  */
 export function wellFormedGradient(model: ModelSpec, step: number, unit: { id: number; count: number }, rng: Rng): Record<string, unknown> {
   return {
