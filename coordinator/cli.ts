@@ -2,7 +2,9 @@
 // The `coordinator` command line: parses flags and environment, builds the objects,
 // prints results, and maps failures to exit codes. No training logic lives here.
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { BACKEND_NAMES, type BackendRequest } from '../shared/backend.js';
@@ -15,6 +17,7 @@ import { LOG_FORMATS, LOG_LEVELS, createLogger, resolveLogFormat, type LogFormat
 import { IMAGE_BYTES, MODEL_NAMES, type ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
+import { WIRE_PRECISIONS, type WirePrecision } from '../shared/training/config.js';
 import { readCheckpointFile } from './checkpoint.js';
 import { floatArg, intArg, reportFailure } from '../shared/cli-options.js';
 import { evaluateCheckpoint, predictImages } from './evaluate.js';
@@ -24,6 +27,8 @@ import { LocalExecutor } from './local-executor.js';
 import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
+import { Relay } from './relay.js';
+import { resolvePoolOptions } from './pool-options.js';
 import { loadDashboardAssets } from './dashboard/assets.js';
 import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './dashboard/http-routes.js';
 import { createRunMetrics } from './dashboard/prometheus.js';
@@ -58,6 +63,8 @@ interface StartFlags extends CommonFlags {
   momentum?: number;
   weightDecay?: number;
   seed?: number;
+  reduceGroup?: number;
+  wirePrecision?: WirePrecision;
   checkpointDir: string;
   checkpointEvery: number;
   resume?: boolean;
@@ -130,16 +137,21 @@ async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, 
 }
 
 /** The dashboard's routes and metrics for the pool's HTTP server. */
-async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, quarantine: Quarantine): Promise<{ handle: HttpHandler; close(): void }> {
+async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, quarantine: Quarantine, authorized?: (req: IncomingMessage) => void): Promise<{ handle: HttpHandler; close(): void }> {
   const assets = await loadDashboardAssets();
   const metrics = createRunMetrics(monitor);
-  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, quarantine });
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, quarantine, authorized });
   return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
 }
 
+/** `start --local`: the dashboard on a server of its own, under the rules a workers' port has. */
+async function serveLocal(monitor: RunMonitor, flags: StartFlags, token: string | undefined, tls: { cert: Buffer; key: Buffer } | undefined): Promise<{ url: string; close(): Promise<void> }> {
+  resolvePoolOptions({ host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls });
+  return serveDashboard(monitor, { host: flags.host, port: flags.port, token, tls, live: true, minWorkers: 0 });
+}
+
 /** Logs where the page is; a generated token is shown only on a terminal (never in a log file). */
-function announceDashboard(log: Logger, wsUrl: string, token: string | undefined, generated: boolean): void {
-  const url = `${wsUrl.replace(/^ws/, 'http')}/`;
+function announceDashboard(log: Logger, url: string, token: string | undefined, generated: boolean): void {
   log.info({ event: 'dashboard', url, metrics: `${url}metrics` }, `dashboard on ${url}` + (token ? ' (open it with ?token=<token>)' : ''));
   if (token && generated && process.stderr.isTTY) console.error(`dashboard: ${url}?token=${token}`);
 }
@@ -152,7 +164,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   const tty = process.stdout.isTTY === true;
   // The live status line only accompanies pretty lines on a terminal, never JSON.
   const status = tty && resolveLogFormat(flags.logFormat, tty) === 'pretty' ? new StatusLine(process.stdout, monitor) : undefined;
-  const follow = status !== undefined || (flags.http && !flags.local);
+  const follow = status !== undefined || flags.http;
   const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: tty, destination: status?.stream(), tap: follow ? monitor.ingestLine : undefined });
   process.on('exit', () => status?.close());
   const dataDir = resolveDataDir(flags.dataDir, process.env.FLOCK_DATA_DIR);
@@ -167,7 +179,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   const result = await start({
     train: {
       model: flags.model, epochs: flags.epochs, batchSize: flags.batchSize, microBatch: flags.microBatch,
-      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed,
+      lr: flags.lr, momentum: flags.momentum, weightDecay: flags.weightDecay, seed: flags.seed, wirePrecision: flags.wirePrecision, reduceGroup: flags.reduceGroup,
     },
     dataDir,
     checkpointDir: flags.checkpointDir,
@@ -184,18 +196,25 @@ async function runStart(flags: StartFlags): Promise<number> {
       if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
     },
     executor: async ({ train, validation, resolve }) => {
+      if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
+      const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
       if (flags.local) {
         const config = resolve(1);
+        // No workers' port, but the same page, /metrics and probes on --host:--port (same token rules).
+        const served = flags.http ? await serveLocal(monitor, flags, token, tls) : undefined;
+        if (served) announceDashboard(log, served.url, token, false);
         const runtime = new ModelRuntime(backend, modelSpec(config.model));
-        return { executor: new LocalExecutor(runtime, train, validation, config.seed, systemClock), config, close: () => Promise.resolve(runtime.dispose()) };
+        return {
+          executor: new LocalExecutor(runtime, train, validation, config.seed, systemClock), config,
+          close: async () => { runtime.dispose(); await served?.close(); },
+        };
       }
       const expected = Math.max(flags.workers, flags.spawnWorkers);
       const config = resolve(expected);
-      const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
-      if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
       microBatch = config.microBatch;
       const quarantine = new Quarantine();
-      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine) : undefined;
+      // An authorized dashboard request (its event stream stays open) holds no --max-pending slot.
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine, (req) => pool?.httpAuthorized(req.socket)) : undefined;
       // The coordinator's own computations settle disagreements between workers (issue 12).
       const arbiterRuntime = new ModelRuntime(backend, modelSpec(config.model));
       const arbiter = new Arbiter(arbiterRuntime, { train, validation }, config.seed, backend.name);
@@ -209,9 +228,13 @@ async function runStart(flags: StartFlags): Promise<number> {
         logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle,
         verify: { arbiter, quarantine, auditRate: flags.auditRate, auditSeed: flags.auditSeed },
       });
-      if (dashboard) announceDashboard(log, pool.url, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
+      if (dashboard) announceDashboard(log, `${pool.url.replace(/^ws/, 'http')}/`, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
       if (flags.spawnWorkers > 0) {
-        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat: flags.logFormat }, log);
+        // Under the status line the workers' lines are relayed (it is cleared before each), so
+        // they no longer see the terminal: ask for the format they would have chosen on it.
+        const relay = status ? { output: (line: string, stream: 'stdout' | 'stderr') => status.writeAbove(`${line}\n`, stream === 'stderr' ? process.stderr : process.stdout) } : {};
+        const logFormat = status ? resolveLogFormat(flags.logFormat, tty) : flags.logFormat;
+        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat, ...relay }, log);
         workers.start();
       }
       await pool.waitForWorkers(expected, signal);
@@ -298,6 +321,51 @@ async function runDashboard(flags: { log: string[]; host: string; port: number; 
   return 0;
 }
 
+interface RelayFlags {
+  connect: string;
+  token?: string;
+  ca?: string;
+  name?: string;
+  dataDir?: string;
+  maxDataMb: number;
+  host: string;
+  port: number;
+  insecure?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  heartbeatMs: number;
+  stepTimeout: number;
+  stepTimeoutFloor: number;
+  maxAttempts: number;
+  maxConnections: number;
+  maxPending: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+async function runRelay(flags: RelayFlags): Promise<number> {
+  const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'relay', isTTY: process.stdout.isTTY === true });
+  if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
+  const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined);
+  const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
+  const localData = flags.dataDir !== undefined ? await loadCifar(flags.dataDir) : undefined;
+  const relay = new Relay({
+    url: flags.connect, name: flags.name ?? `relay-${hostname()}-${process.pid}`, token, ca: flags.ca !== undefined ? await readFile(flags.ca) : undefined,
+    localData, maxDataBytes: flags.maxDataMb * 2 ** 20,
+    // The same token guards the relay's own listener, under the coordinator's rules.
+    pool: {
+      host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls, heartbeatMs: flags.heartbeatMs,
+      stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor, maxAttempts: flags.maxAttempts,
+      maxConnections: flags.maxConnections, maxPending: flags.maxPending,
+    },
+  }, { logger: log, clock: systemClock });
+  const stopping = shutdownSignal(log, 'telling this relay\'s workers to stop and leaving upstream');
+  stopping.addEventListener('abort', () => void relay.close('relay shutting down'));
+  const reason = await relay.run();
+  log.info({ event: 'relay_stopped', reason }, `relay stopped: ${reason}`);
+  return 0;
+}
+
 function main(argv: string[]): void {
   const program = new Command('coordinator')
     .description('Flock coordinator: trains the CIFAR-10 bird/airplane CNNs with workers over WebSockets')
@@ -308,7 +376,7 @@ function main(argv: string[]): void {
   common(program.command('start').description('train: wait for workers (or spawn local ones, or train in this process with --local)'))
     .option('--local', 'train in this process, no workers (the single-process reference)')
     .option('--host <host>', 'address to listen on (non-loopback requires --token or --insecure)', '127.0.0.1')
-    .option('--port <port>', 'port to listen on; 0 picks a free one (logged as event=listening)', intArg(0, 65535), 0)
+    .option('--port <port>', 'port to listen on (workers and dashboard; with --local the dashboard only); 0 picks a free one (logged as event=listening, or event=dashboard with --local)', intArg(0, 65535), 0)
     .option('--workers <n>', 'wait for this many workers before the first step', intArg(1), 1)
     .option('--spawn-workers <n>', 'single-machine mode: start n local worker processes (killed on exit)', intArg(0), 0)
     .option('--min-workers <n>', 'pause training while fewer workers are connected (default 1)', intArg(1))
@@ -320,6 +388,8 @@ function main(argv: string[]): void {
     .option('--momentum <m>', 'SGD momentum, PyTorch semantics (default 0)', floatArg(0, 1))
     .option('--weight-decay <wd>', "L2 weight decay, PyTorch semantics (grad += wd*w); the recipe's l2 term λΣw² with λ=0.001 is --weight-decay 0.002 (default 0)", floatArg(0))
     .option('--seed <n>', 'seed for initialisation, shuffling and dropout (default 0)', intArg(0, 0xffffffff))
+    .option('--reduce-group <n>', 'micro-batches per reduce group: the step sums groups of n micro-batches in order, each summed in order (0 = one group); relays take whole groups; the weights depend on n, never on the fleet (default 0)', intArg(0))
+    .addOption(new Option('--wire-precision <p>', 'tensors on the wire: float32 (exact, default) or float16 (LOSSY: half the bytes, results no longer bit-identical)').choices(WIRE_PRECISIONS))
     .option('--checkpoint-dir <dir>', 'where checkpoints and the final model go', './checkpoints')
     .option('--checkpoint-every <steps>', 'also checkpoint every this many steps (0 = at epoch ends only)', intArg(0), 0)
     .option('--resume', 'continue from the newest checkpoint in --checkpoint-dir')
@@ -339,8 +409,29 @@ function main(argv: string[]): void {
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
     .option('--audit-rate <r>', 'probability that a step has one micro-batch computed a second time by another worker, which cannot tell it is an audit (0 = never)', floatArg(0, 1), 0.05)
     .option('--audit-seed <n>', 'seed of the audit draws (which steps, which micro-batch)', intArg(0, 0xffffffff), 0)
-    .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426)')
+    .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426); with --local, listen on no port at all')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
+  program.command('relay').description('relay for a worker site: workers connect here as to a coordinator; it takes whole reduce groups upstream and sends one sum per group')
+    .requiredOption('--connect <url>', 'upstream: the coordinator (or another relay), ws://host:port or wss://')
+    .option('--token <token>', 'shared secret for upstream and for this relay\'s workers (default $FLOCK_TOKEN)')
+    .option('--ca <file>', 'PEM CA certificate to trust for an upstream wss://')
+    .option('--name <name>', 'name shown in upstream\'s logs (default relay-<hostname>-<pid>)')
+    .option('--data-dir <dir>', 'optional local CIFAR-10 copy; if identical to upstream\'s, images are not sent to this relay')
+    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), 512)
+    .option('--host <host>', 'address to listen on for workers (non-loopback requires --token or --insecure)', '127.0.0.1')
+    .option('--port <port>', 'port to listen on; 0 picks a free one (logged as event=relay_ready)', intArg(0, 65535), 0)
+    .option('--insecure', 'allow listening on a non-loopback address without a token, or with a token but without TLS')
+    .option('--tls-cert <file>', 'PEM certificate: serve wss:// to workers (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--heartbeat-ms <ms>', 'ping workers this often', intArg(100), 5000)
+    .option('--step-timeout <ms>', 'ceiling of the wait for a worker\'s next result', intArg(100), 120000)
+    .option('--step-timeout-floor <ms>', 'floor of the measured wait for a result', intArg(100), 10000)
+    .option('--max-attempts <n>', 'times one micro-batch may be handed out before the relay gives its work back upstream', intArg(1), 5)
+    .option('--max-connections <n>', 'open connections at most', intArg(2), 512)
+    .option('--max-pending <n>', 'connections that have not said hello yet, at most', intArg(1), 64)
+    .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise').choices(LOG_FORMATS).default('auto'))
+    .action(async (flags: RelayFlags) => finish(await runRelay(flags)));
   common(program.command('evaluate').description('print train and validation accuracy of a checkpoint'))
     .requiredOption('--checkpoint <file>', 'a checkpoint file (checkpoints/checkpoint-*.flock)')
     .action(async (flags: CommonFlags & { checkpoint: string }) => finish(await runEvaluate(flags)));

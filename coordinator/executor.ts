@@ -2,6 +2,7 @@
 // (the coordinator's WorkerPool). The training loop only sees this interface.
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import type { ModelState } from '../shared/models/spec.js';
+import type { GroupSum, StepResult } from '../shared/training/reduce.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { VerificationCounters } from './verifier.js';
 
@@ -17,6 +18,8 @@ export interface StepWork {
   readonly epoch: number;
   readonly globalStep: number;
   readonly microBatches: readonly MicroBatch[];
+  /** The config's reduceGroup: the canonical reduction tree (see StepSum); default 0. */
+  readonly reduceGroup?: number;
 }
 
 /** Where a step's wall time went, in milliseconds. */
@@ -29,11 +32,25 @@ export interface StepTiming {
   readonly waitingMs: number;
 }
 
+export interface GradientsOutcome {
+  /**
+   * Each micro-batch's result, ordered by micro-batch id; the pool reuses their arrays in its next
+   * gradients() call. Micro-batches summed by a relay come without gradients (`grads` empty):
+   * only their group's sum exists (`groups`).
+   */
+  readonly results: GradientResult[];
+  /** The step's reduction of `results` (reduceStep's, bit for bit; the pool sums while results arrive). */
+  readonly reduced: StepResult;
+  /** Each reduce group's sum before the division by the count (the pool gives them; a relay sends them upstream). */
+  readonly groups?: readonly GroupSum[];
+  readonly timing: StepTiming;
+}
+
 export interface Executor {
   /** Number of compute participants right now (for logs). */
   workerCount(): number;
   /** Gradients of every micro-batch computed at `weights`, ordered by micro-batch id. */
-  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }>;
+  gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome>;
   /** Evaluation-mode loss/accuracy of each chunk of `split` at `weights`, ordered by chunk id. */
   evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]>;
   /**

@@ -48,11 +48,8 @@ export class Guards {
 
   /** Why `r` fails a guard, or undefined when it passes. */
   gradient(r: GradientResult): string | undefined {
-    if (!gradientFinite(r)) return 'non-finite values';
-    if (!lossConsistent(r)) return `loss sum ${r.lossSum} is too low for ${r.count - r.correct} wrong of ${r.count}`;
-    for (const s of r.batchStats) {
-      if (s.mean.some((v) => Math.abs(v) > BN_MEAN_LIMIT) || s.variance.some((v) => v > BN_VARIANCE_LIMIT)) return 'batch-norm statistics out of range';
-    }
+    const why = this.sum(r);
+    if (why !== undefined) return why;
     const n = gradientNorm(r);
     if (this.logNorms.length < this.opts.warmup || n === 0) return undefined;
     const sorted = [...this.logNorms].sort((a, b) => a - b);
@@ -62,6 +59,20 @@ export class Guards {
     const limit = Math.max(Math.log(this.opts.minFactor), this.opts.madFactor * 1.4826 * mad);
     const off = Math.log(n) - median;
     return Math.abs(off) > limit ? `gradient norm ${n.toExponential(3)} is ${Math.exp(Math.abs(off)).toFixed(1)}x ${off > 0 ? 'above' : 'below'} the recent median ${Math.exp(median).toExponential(3)}` : undefined;
+  }
+
+  /**
+   * The guards that hold for a sum of gradients as well (a relay's group sum, `r` with the
+   * summed gradient, losses and counts and every part's statistics): all but the norm guard,
+   * whose recent distribution is of single micro-batches.
+   */
+  sum(r: GradientResult): string | undefined {
+    if (!gradientFinite(r)) return 'non-finite values';
+    if (!lossConsistent(r)) return `loss sum ${r.lossSum} is too low for ${r.count - r.correct} wrong of ${r.count}`;
+    for (const s of r.batchStats) {
+      if (s.mean.some((v) => Math.abs(v) > BN_MEAN_LIMIT) || s.variance.some((v) => v > BN_VARIANCE_LIMIT)) return 'batch-norm statistics out of range';
+    }
+    return undefined;
   }
 
   /** Adds the norm of a result that is used (passed, or verified) to the recent distribution. */

@@ -5,7 +5,8 @@ import { subset, type Dataset } from '../shared/data/cifar.js';
 import type { EvalResult, GradientResult, ModelRuntime } from '../shared/models/runtime.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import { dropoutSeed } from '../shared/training/schedule.js';
-import type { Executor, Split, StepWork, VersionedState } from './executor.js';
+import { reduceStep } from '../shared/training/reduce.js';
+import type { Executor, GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
 
 export class LocalExecutor implements Executor {
   private version = -1;
@@ -29,7 +30,7 @@ export class LocalExecutor implements Executor {
     }
   }
 
-  async gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: { computeMs: number; communicationMs: number; waitingMs: number } }> {
+  async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     const start = this.clock.now();
     this.use(weights);
     // One micro-batch at a time, in order, as a worker computes them.
@@ -37,7 +38,7 @@ export class LocalExecutor implements Executor {
     for (const mb of work.microBatches) {
       results.push(await this.runtime.gradients(subset(this.train, mb.indices), dropoutSeed(this.seed, work.globalStep, mb.id)));
     }
-    return { results, timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } };
+    return { results, reduced: reduceStep(results, work.reduceGroup ?? 0), timing: { computeMs: this.clock.now() - start, communicationMs: 0, waitingMs: 0 } };
   }
 
   async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {

@@ -2,7 +2,9 @@
 // server closes any beyond it) and, until it says hello, against --max-pending: sockets
 // beyond that are closed at once, idle or slow HTTP requests are cut by the server's
 // headers timeout, silent WebSockets by the hello timeout, so strangers can neither hold
-// every slot for long nor keep a worker out. On the upgrade: a stopping pool answers 503, a
+// every slot for long nor keep a worker out. A plain HTTP request that passed the token
+// check (the dashboard, its event stream, /metrics) counts as hello: open event streams
+// never hold a pending slot. On the upgrade: a stopping pool answers 503, a
 // wrong or missing token 401. Refusals are logged as periodic summaries.
 import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -43,7 +45,7 @@ export class Admission {
     server.on('drop', (data?: { remoteAddress?: string }) => this.refused.note(data?.remoteAddress));
   }
 
-  /** The socket of `req` said hello: it no longer counts as pending. */
+  /** The socket said hello (or made an authorized HTTP request): it no longer counts as pending. */
   greeted(socket: Duplex): void {
     this.pending.delete(socket);
   }

@@ -13,12 +13,15 @@ import { ENVELOPE_SLACK_BYTES } from '../shared/protocol.js';
 import type { PoolOptions } from './pool-options.js';
 
 /**
- * Bytes of a worker's largest legitimate frame, with room for the envelope: a gradient, or a
- * hello whose bitsets cover `samples` images (train and validation together).
+ * Bytes of a worker's largest legitimate frame, with room for the envelope: a gradient, a
+ * relay's group sum over at most `microBatches` micro-batches (one gradient, then each part's
+ * statistics and counts), or a hello whose bitsets cover `samples` images (train and
+ * validation together).
  */
-export function maxPayload(model: ModelSpec, samples = 0): number {
+export function maxPayload(model: ModelSpec, samples = 0, microBatches = 1): number {
   const statChannels = batchNormLayers(model).reduce((n, l) => n + l.channels, 0);
-  return Math.max(model.parameterCount * 4 + statChannels * 8, Math.ceil(samples / 8) + 2) + ENVELOPE_SLACK_BYTES;
+  const perPart = statChannels * 8 + 128;
+  return Math.max(model.parameterCount * 4 + perPart * Math.max(1, microBatches), Math.ceil(samples / 8) + 2) + ENVELOPE_SLACK_BYTES;
 }
 
 export interface Listener {
@@ -33,7 +36,7 @@ export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** Binds `opts.host:opts.port`; resolves once listening (`url` says where). */
-export async function listen(opts: PoolOptions, model: ModelSpec, samples: number, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler, requestHandler?: RequestHandler): Promise<Listener> {
+export async function listen(opts: PoolOptions, model: ModelSpec, samples: number, microBatches: number, logger: Logger, upgradeHandler: (server: Server, wss: WebSocketServer) => UpgradeHandler, requestHandler?: RequestHandler): Promise<Listener> {
   const handler = requestHandler ?? ((_req: IncomingMessage, res: ServerResponse): void => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Upgrade: 'websocket' }).end('This is a Flock coordinator; connect with `worker --connect`.\n');
   });
@@ -58,7 +61,7 @@ export async function listen(opts: PoolOptions, model: ModelSpec, samples: numbe
   });
   server.on('error', (err) => logger.error({ event: 'server_error', err: err.message }, `server error: ${err.message}`));
   server.on('clientError', (err, socket) => socket.destroy(err));
-  const wss = new WebSocketServer({ noServer: true, maxPayload: maxPayload(model, samples), perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: maxPayload(model, samples, microBatches), perMessageDeflate: false });
   wss.on('error', (err) => logger.error({ event: 'server_error', err: err.message }, `websocket server error: ${err.message}`));
   server.on('upgrade', upgradeHandler(server, wss));
   const { port } = server.address() as AddressInfo;

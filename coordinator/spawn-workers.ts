@@ -1,7 +1,10 @@
 // Single-machine mode: N worker processes on loopback, owned by the coordinator. They are
 // restarted if they crash (a few times) and always killed when the coordinator stops.
+// Their output goes straight to this process's stdout and stderr, or, given `output`,
+// line by line through it (the terminal's status line must be cleared before each).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 
@@ -16,6 +19,8 @@ export interface SpawnOptions {
   readonly maxRestarts: number;
   /** Grace period between SIGTERM and SIGKILL on stop. */
   readonly killAfterMs: number;
+  /** Where the workers' output lines go; default: inherited stdout and stderr. */
+  readonly output?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
 export const SPAWN_DEFAULTS = { maxRestarts: 3, killAfterMs: 5000, backend: 'auto', logLevel: 'info', logFormat: 'json' } as const;
@@ -43,8 +48,15 @@ export class LocalWorkers {
     // The token goes through the environment, not argv, so `ps` does not show it.
     const env = { ...process.env, ...(token ? { FLOCK_TOKEN: token } : {}) };
     // The IPC channel is the worker's lifeline: it leaves when this process dies, however.
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
+    const out = this.opts.output;
+    const child = spawn(process.execPath, args, { stdio: ['ignore', out ? 'pipe' : 'inherit', out ? 'pipe' : 'inherit', 'ipc'], env });
     this.children.set(slot, child);
+    if (out) {
+      for (const name of ['stdout', 'stderr'] as const) {
+        const stream = child[name];
+        if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => out(line, name));
+      }
+    }
     child.on('error', (err) => this.logger.error({ event: 'spawn_error', slot, err: err.message }, `could not start local worker ${slot + 1}`));
     child.on('exit', (code, signal) => {
       this.children.delete(slot);

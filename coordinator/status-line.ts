@@ -44,12 +44,20 @@ export class StatusLine {
   stream(): Writable {
     return new Writable({
       write: (chunk: Buffer | string, _enc, done) => {
-        this.clear();
-        this.out.write(String(chunk));
-        this.draw();
+        this.writeAbove(String(chunk));
         done();
       },
     });
+  }
+
+  /**
+   * Writes `text` (whole lines) to `to` (this terminal's stdout, or its stderr) with the status
+   * line cleared first and drawn again after, so the two never share a line.
+   */
+  writeAbove(text: string, to: StatusOutput = this.out): void {
+    this.clear();
+    to.write(text);
+    this.draw();
   }
 
   /** Removes the line for good (end of run). */
@@ -61,13 +69,13 @@ export class StatusLine {
 
   /** The line for the monitor's state now, or '' before the first step. */
   format(): string {
-    const s = this.monitor.snapshot();
-    const step = s.steps.at(-1);
+    const s = this.monitor.summary();
+    const recent = this.monitor.lastSteps(20);
+    const step = recent.at(-1);
     if (!step || s.status !== 'training') return '';
     const epochs = typeof s.config?.epochs === 'number' ? `/${s.config.epochs}` : '';
     const filled = Math.round((step.step / step.stepsPerEpoch) * this.opts.width);
     const bar = '#'.repeat(filled) + '-'.repeat(this.opts.width - filled);
-    const recent = s.steps.slice(-20);
     const seconds = recent.reduce((a, p) => a + p.seconds, 0);
     const rate = seconds > 0 ? recent.reduce((a, p) => a + p.images, 0) / seconds : 0;
     const eta = s.eta ? `  ETA epoch ${formatDuration(s.eta.epochSeconds)}, run ${formatDuration(s.eta.runSeconds)}` : '';

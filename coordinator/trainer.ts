@@ -8,7 +8,6 @@ import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import { batchNormLayers, cloneState, initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
-import { reduceStep } from '../shared/training/reduce.js';
 import { planEpoch, validationChunks, type EpochPlan } from '../shared/training/schedule.js';
 import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js';
 import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js';
@@ -109,10 +108,9 @@ export class Trainer {
   /** One step; undefined when the executor asked for a rollback instead (done here). */
   private async step(plan: EpochPlan, log: Logger): Promise<StepTiming | undefined> {
     const { config, batchNorm } = this;
-    const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch) };
-    const { results, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
+    const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch), reduceGroup: config.reduceGroup ?? 0 };
+    const { reduced, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
     if (this.rollBackIfAsked()) return undefined;
-    const reduced = reduceStep(results);
     // The update is computed on copies and applied only if everything stays finite.
     const notFinite = (names: readonly string[], tensors: readonly Float32Array[]): string[] => names.filter((_, k) => tensors[k]!.some((v) => !Number.isFinite(v)));
     const paramNames = this.model.params.map((p) => p.name);

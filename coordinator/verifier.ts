@@ -126,6 +126,18 @@ export class Verifier {
     return used;
   }
 
+  /**
+   * The guards of a relay's group sum (no per-micro-batch gradient exists, so it is neither
+   * audited nor norm-checked); why it fails, counted and logged, or undefined.
+   */
+  groupSum(step: number, group: number, sum: GradientResult, by: Participant): string | undefined {
+    const why = this.guards.sum(sum);
+    if (why === undefined) return undefined;
+    this.counts = { ...this.counts, guardFailures: this.counts.guardFailures + 1 };
+    this.log.warn({ event: 'guard_failed', step, group, workerId: by.id, workerName: by.name, why }, `sum of group ${group} of step ${step} from ${by.name} failed a guard (${why}); the coordinator computes its micro-batches again`);
+    return why;
+  }
+
   /** Checks an evaluation's results: every chunk is computed a second time by someone else. */
   async evaluations(requestId: number, step: number, chunks: readonly MicroBatch[], got: readonly Computed<EvalResult>[], ctx: RecomputeContext<EvalResult>): Promise<EvalResult[]> {
     const second = new Map<number, 'worker' | 'coordinator'>();

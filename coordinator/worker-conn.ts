@@ -15,6 +15,10 @@ export class WorkerConn {
   state: ConnState = 'greeting';
   name = '';
   backend = '';
+  /** The peer is a relay (hello.relay): it takes whole reduce groups. */
+  relay = false;
+  /** The device its backend computes on, as the worker said in hello. */
+  adapter = '';
   log: Logger;
   /** Weights version the worker holds; -1 = none. */
   weightsVersion = -1;
@@ -25,6 +29,10 @@ export class WorkerConn {
   results = 0;
   /** When this connection last got work or returned a result (for the fleet's pace). */
   lastProgress = 0;
+  /** Training micro-batches returned, the compute time the worker reported for them, and the
+   * time each took here from assignment (or the previous result) to arrival: the rest of that
+   * is communication and queueing, shown per worker on the dashboard. */
+  readonly trainTiming = { results: 0, computeMs: 0, elapsedMs: 0 };
   /** A pong arrived since the last ping. */
   alive = true;
   /** Consecutive heartbeats without a pong. */
@@ -42,9 +50,10 @@ export class WorkerConn {
     this.log = logger.child({ workerId: id });
   }
 
-  greeted(name: string, backend: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }, held?: { train?: Uint8Array; validation?: Uint8Array }): void {
+  greeted(name: string, backend: string, adapter: string, data: { train: Dataset; validation: Dataset }, local: { train: boolean; validation: boolean }, held?: { train?: Uint8Array; validation?: Uint8Array }): void {
     this.name = name;
     this.backend = backend;
+    this.adapter = adapter;
     this.state = 'ready';
     this.samples = { train: new SentSamples(data.train.count, local.train, held?.train), validation: new SentSamples(data.validation.count, local.validation, held?.validation) };
     clearTimeout(this.helloTimer);
@@ -80,16 +89,21 @@ export class WorkerConn {
   /**
    * Queues a frame, unless too much already waits for this worker: then nothing is queued and
    * `onError` is called (on the next turn, like a failed write, so callers finish first).
+   * A frame given in parts goes as fragments of one message (the parts are not copied).
    */
-  send(frame: Uint8Array, onError: (err: Error) => void): void {
+  send(frame: Uint8Array | readonly Uint8Array[], onError: (err: Error) => void): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
     const backlog = this.backlog();
     if (backlog !== undefined) {
       setImmediate(() => onError(new Error(notReading(backlog, this.maxBufferedBytes))));
       return;
     }
-    this.socket.send(frame, { binary: true }, (err) => {
-      if (err) onError(err);
+    const parts = frame instanceof Uint8Array ? [frame] : frame;
+    parts.forEach((part, i) => {
+      const fin = i === parts.length - 1;
+      this.socket.send(part, { binary: true, fin }, fin ? (err) => {
+        if (err) onError(err);
+      } : undefined);
     });
   }
 

@@ -7,17 +7,19 @@
 // (pool-scheduler.ts) and waiting for workers (pool-waiters.ts); it greets workers and
 // shuts everything down. With `verify` (issue 12) results are checked before use
 // (verifier.ts) and workers proven wrong are quarantined (quarantine.ts).
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import { definedOnly } from '../shared/defaults.js';
-import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import type { EvalResult } from '../shared/models/runtime.js';
 import type { ModelSpec } from '../shared/models/spec.js';
 import { CloseCode, MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { TrainConfig } from '../shared/training/config.js';
-import type { Executor, Split, StepTiming, StepWork, VersionedState } from './executor.js';
+import type { Executor, GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
+import type { LiveWorker } from './dashboard/run-monitor.js';
 import { Admission } from './pool-admission.js';
 import { ConnectionRegistry, violation } from './pool-connections.js';
 import { Heartbeat } from './pool-heartbeat.js';
@@ -40,6 +42,8 @@ export interface PoolDeps {
   readonly config: TrainConfig;
   readonly train: Dataset;
   readonly validation: Dataset;
+  /** The data set's identity, when `train`/`validation` are a relay's partial copy of it (default: their hashes). */
+  readonly hashes?: DatasetInfo;
   /** Answers plain HTTP requests on the pool's port (the dashboard); default: 426. */
   readonly http?: RequestHandler;
   /** Verify results (audits, guards, quarantine); without it results are taken on trust. */
@@ -64,7 +68,7 @@ export class WorkerPool implements Executor {
     this.log = deps.logger;
     const v = deps.verify;
     this.verifier = v ? new Verifier({ ...VERIFY_DEFAULTS, ...definedOnly({ auditRate: v.auditRate, auditSeed: v.auditSeed }) }, deps.logger) : undefined;
-    this.hashes = { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
+    this.hashes = deps.hashes ?? { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
     const stopping = (): boolean => this.stopping;
     this.conns = new ConnectionRegistry(this.log, opts, {
       message: (conn, msg) => this.handle(conn, msg),
@@ -74,7 +78,7 @@ export class WorkerPool implements Executor {
     });
     this.waiters = new JoinWaiters(this.log, opts.waitLogMs, opts.minWorkers, () => this.conns.readyCount(), () => this.scheduler.blocked());
     this.scheduler = new Scheduler(opts, {
-      clock: deps.clock, model: deps.model, train: deps.train, validation: deps.validation,
+      clock: deps.clock, model: deps.model, wirePrecision: deps.config.wirePrecision, train: deps.train, validation: deps.validation,
       ready: () => this.conns.ready(), all: () => this.conns.all(),
       drop: (conn, reason, code) => this.conns.drop(conn, reason, code),
       stopping, waitingChanged: () => this.waiters.update(),
@@ -93,7 +97,7 @@ export class WorkerPool implements Executor {
     if (deps.model.name !== deps.config.model) throw new FlockError(ErrorCode.BAD_OPTION, `model spec ${deps.model.name} does not match the config's model ${deps.config.model}`);
     const pool = new WorkerPool(opts, deps);
     try {
-      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, deps.logger, (server, wss) => {
+      pool.listener = await listen(opts, deps.model, deps.train.count + deps.validation.count, Math.ceil(deps.config.batchSize / deps.config.microBatch), deps.logger, (server, wss) => {
         pool.admission = new Admission(opts, wss, deps.logger, () => pool.stopping, (ws, req) => pool.conns.accept(ws, req));
         pool.admission.attach(server);
         return pool.admission.onUpgrade;
@@ -106,14 +110,21 @@ export class WorkerPool implements Executor {
     return pool;
   }
 
+  /** A plain HTTP request on `socket` passed the token check: it no longer holds a --max-pending slot. */
+  httpAuthorized(socket: Duplex): void {
+    this.admission.greeted(socket);
+  }
+
   workerCount(): number {
     return this.conns.readyCount();
   }
 
   /** The ready workers' counters, for the dashboard. */
-  workerStats(): { id: number; name: string; backend: string; results: number; idleMs: number }[] {
+  workerStats(): LiveWorker[] {
     const now = this.deps.clock.now();
-    return this.conns.ready().map((c) => ({ id: c.id, name: c.name, backend: c.backend, results: c.results, idleMs: Math.max(0, now - c.lastProgress) }));
+    return this.conns.ready().map((c) => ({
+      id: c.id, name: c.name, backend: c.backend, adapter: c.adapter, results: c.results, idleMs: Math.max(0, now - c.lastProgress), train: { ...c.trainTiming },
+    }));
   }
 
   /** Resolves once at least `n` workers are ready; rejects if `signal` aborts or the pool closes. */
@@ -122,7 +133,7 @@ export class WorkerPool implements Executor {
     return this.waiters.wait(n, signal);
   }
 
-  gradients(work: StepWork, weights: VersionedState): Promise<{ results: GradientResult[]; timing: StepTiming }> {
+  gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     return this.scheduler.gradients(work, weights);
   }
 
@@ -176,6 +187,8 @@ export class WorkerPool implements Executor {
         return this.onHello(conn, msg);
       case MessageType.GRADIENT:
         return this.scheduler.onGradient(conn, msg);
+      case MessageType.GROUP_SUM:
+        return this.scheduler.onGroupSum(conn, msg);
       case MessageType.EVALUATION:
         return this.scheduler.onEvaluation(conn, msg);
       case MessageType.FAILURE:
@@ -196,7 +209,8 @@ export class WorkerPool implements Executor {
       msg.held && sameData && !local[split] ? bitsToFlags(msg.held[split], this.deps[split].count) : undefined;
     const held = { train: kept('train'), validation: kept('validation') };
     this.admission.greeted(conn.transport);
-    conn.greeted(msg.name, msg.backend, { train: this.deps.train, validation: this.deps.validation }, local, held);
+    conn.greeted(msg.name, msg.backend, msg.adapter, { train: this.deps.train, validation: this.deps.validation }, local, held);
+    conn.relay = msg.relay === true;
     const w = this.scheduler.currentWeights();
     conn.send(encode({
       type: MessageType.WELCOME,
@@ -210,7 +224,7 @@ export class WorkerPool implements Executor {
     }), (err) => this.conns.drop(conn, `send failed: ${err.message}`));
     if (w) conn.weightsVersion = w.version;
     const imagesHeld = { train: conn.samples!.train.count(), validation: conn.samples!.validation.count() };
-    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
+    conn.log.info({ event: 'worker_joined', workerName: msg.name, backend: msg.backend, adapter: msg.adapter, relay: conn.relay, remote: conn.remote, localData: local, imagesHeld, workers: this.workerCount() },
       `worker ${conn.id} (${msg.name}, ${msg.backend}) joined; ${this.workerCount()} ready`);
     this.waiters.joined();
     this.scheduler.dispatch();

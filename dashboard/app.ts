@@ -2,7 +2,8 @@
 // loads the run's snapshot from the event stream, applies updates as they come, and
 // draws curves, the workers table, the events and the configuration. The root element's
 // data attributes (data-status, data-epochs, data-workers, data-final-accuracy) let tests
-// read what the page shows.
+// read what the page shows. The server sends updates in batches a few times a second; the
+// page redraws at most every REDRAW_MS, and only the parts whose data changed.
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './app.css';
@@ -10,7 +11,7 @@ import { applyUpdate, emptySnapshot, type EpochPoint, type RunSnapshot, type Run
 
 const MAX_STEPS = 5000;
 const MAX_EVENTS = 500;
-const REDRAW_MS = 500;
+const REDRAW_MS = 1000;
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text = ''): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -95,20 +96,27 @@ function main(): void {
   const eventsList = el('ol', { id: 'events' });
   const configTable = el('table', { id: 'config' });
   const panels = el('div', { class: 'panels' });
-  const section = (name: string, body: HTMLElement): HTMLElement => {
-    const s = el('section', { class: 'panel' });
+  const section = (name: string, body: HTMLElement, wide = false): HTMLElement => {
+    const s = el('section', { class: wide ? 'panel wide' : 'panel' });
     s.append(el('h2', {}, name), body);
     return s;
   };
-  panels.append(section('Workers', workersTable), section('Events', eventsList), section('Configuration', configTable));
+  panels.append(section('Workers', workersTable, true), section('Events', eventsList), section('Configuration', configTable));
   root.append(panels);
 
   const renderWorkers = (): void => {
     const head = el('tr');
-    for (const h of ['name', 'backend', 'units done', 'images/s', 'last seen', 'state']) head.append(el('th', {}, h));
+    for (const h of ['name', 'backend', 'adapter', 'units done', 'images/s', 'compute ms/mb', 'comm ms/mb', 'last seen', 'state']) head.append(el('th', {}, h));
     const rows = state.workers.map((w) => {
-      const tr = el('tr', { 'data-worker': w.name, 'data-state': w.state });
-      const cells = [w.name, w.backend, String(w.unitsDone), w.imagesPerSec.toFixed(0), fmtTime(w.lastSeen), w.state === 'gone' ? `gone: ${w.leftReason ?? ''}` : w.state];
+      const tr = el('tr', {
+        'data-worker': w.name, 'data-state': w.state, 'data-adapter': w.adapter,
+        'data-compute-ms': w.computeMs.toFixed(1), 'data-comm-ms': w.commMs.toFixed(1),
+      });
+      const share = w.computeMs + w.commMs > 0 ? ` (${Math.round((100 * w.commMs) / (w.computeMs + w.commMs))} %)` : '';
+      const cells = [
+        w.name, w.backend, w.adapter || '-', String(w.unitsDone), w.imagesPerSec.toFixed(0), w.computeMs.toFixed(1), `${w.commMs.toFixed(1)}${share}`,
+        fmtTime(w.lastSeen), w.state === 'gone' ? `gone: ${w.leftReason ?? ''}` : w.state,
+      ];
       for (const c of cells) tr.append(el('td', {}, c));
       return tr;
     });
@@ -145,16 +153,35 @@ function main(): void {
     root.dataset.validationAccuracy = state.epochs.map((e) => e.valAccuracy).join(',');
     if (state.finalAccuracy !== undefined) root.dataset.finalAccuracy = String(state.finalAccuracy);
   };
+  // What changed since the last redraw: only that is drawn again.
+  const ALL = ['epochs', 'steps', 'workers', 'events', 'config'] as const;
+  type Part = (typeof ALL)[number];
+  const dirty = new Set<Part>(ALL);
+  const touched = (u: RunUpdate): Part | undefined => {
+    switch (u.type) {
+      case 'epoch': return 'epochs';
+      case 'step': case 'steps': return 'steps';
+      case 'workers': return 'workers';
+      case 'event': return 'events';
+      case 'config': return 'config';
+      case 'status': return undefined;
+    }
+  };
   const renderAll = (): void => {
-    if ((state.others?.length ?? 0) !== overlaid) buildCharts();
-    for (const c of plots) c.plot.setData(c.data());
-    renderWorkers();
-    renderEvents();
-    renderConfig();
+    if ((state.others?.length ?? 0) !== overlaid) {
+      buildCharts();
+      dirty.add('epochs').add('steps');
+    }
+    if (dirty.has('epochs')) for (const c of plots.slice(0, 2)) c.plot.setData(c.data());
+    if (dirty.has('steps')) plots[2]?.plot.setData(plots[2].data());
+    if (dirty.has('workers')) renderWorkers();
+    if (dirty.has('events')) renderEvents();
+    if (dirty.has('config')) renderConfig();
+    dirty.clear();
     renderHeader();
   };
 
-  // Redraws at most every REDRAW_MS however fast steps arrive, so a browser on the same
+  // Redraws at most every REDRAW_MS however fast updates arrive, so a browser on the same
   // machine as the run takes little CPU from it.
   let pending = false;
   const schedule = (): void => {
@@ -169,10 +196,15 @@ function main(): void {
   const source = new EventSource('/events');
   source.addEventListener('snapshot', (e) => {
     state = JSON.parse((e as MessageEvent<string>).data) as RunSnapshot;
+    for (const p of ALL) dirty.add(p);
     schedule();
   });
-  source.addEventListener('update', (e) => {
-    state = applyUpdate(state, JSON.parse((e as MessageEvent<string>).data) as RunUpdate, MAX_STEPS, MAX_EVENTS);
+  source.addEventListener('updates', (e) => {
+    for (const u of JSON.parse((e as MessageEvent<string>).data) as RunUpdate[]) {
+      state = applyUpdate(state, u, MAX_STEPS, MAX_EVENTS);
+      const part = touched(u);
+      if (part) dirty.add(part);
+    }
     schedule();
   });
   source.addEventListener('error', () => {

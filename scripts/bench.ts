@@ -1,7 +1,7 @@
 // Benchmarks, as named sections: `npm run bench` runs them all, `node dist/scripts/bench.js
 // train` only the named ones. Flags: --include-cpu (the cpu backend trains at a few images/s,
 // so it is skipped unless asked for), --steps N (timed training steps, default 30),
-// --rounds N (rounds of the `peer` comparison, default 3). Environment: FLOCK_TORCH_PYTHON
+// --rounds N (rounds of the `peer` and `dashboard` comparisons, default 3). Environment: FLOCK_TORCH_PYTHON
 // (the Python with PyTorch for `peer`), FLOCK_DATA_DIR (real data for `workers` and `peer`).
 // Each section is one async function in `sections`; add new ones there.
 import pino from 'pino';
@@ -9,6 +9,8 @@ import type { ComputeBackend } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
 import { benchAudits, benchCoordinator, benchWorkers } from './bench-distributed.js';
+import { benchRelays } from './bench-relays.js';
+import { benchDashboard } from './bench-dashboard.js';
 import { benchPeer } from './bench-peer.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
 import { ModelRuntime, type Batch } from '../shared/models/runtime.js';
@@ -110,7 +112,9 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
   workers: () => benchWorkers(),
   audits: (o) => benchAudits(o.rounds),
   coordinator: () => benchCoordinator(),
+  relays: () => benchRelays(),
   peer: (options) => benchPeer(options),
+  dashboard: (options) => benchDashboard(options),
 };
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { names: string[]; options: Options } {

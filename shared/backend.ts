@@ -17,6 +17,8 @@ export interface ComputeBackend {
   readonly tf: Tf;
   /** Human-readable detail for logs, e.g. "tfjs-backend-wasm 4.22.0 (SIMD, 1 thread)". */
   readonly detail: string;
+  /** The device that runs the kernels, for people: the WebGPU adapter, or the CPU's model name. */
+  readonly adapter: string;
 }
 
 export function isBackendRequest(value: string): value is BackendRequest {

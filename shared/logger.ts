@@ -32,7 +32,8 @@ export function createLogger(opts: LoggerOptions): Logger {
   const out = opts.destination ?? pino.destination({ sync: true });
   const main: DestinationStream = format === 'pretty'
     // `auto` on a terminal shows the message only (it says it all); `pretty` keeps the fields.
-    ? pretty({ colorize: opts.isTTY ?? false, singleLine: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname', hideObject: opts.format === 'auto', destination: out, sync: true })
+    // (singleLine only matters for the fields, and pino-pretty 13.2 with both set ends lines with no newline.)
+    ? pretty({ colorize: opts.isTTY ?? false, singleLine: opts.format !== 'auto', translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname', hideObject: opts.format === 'auto', destination: out, sync: true })
     : out;
   if (!opts.tap || opts.level === 'silent') return pino(base, main);
   const tap = opts.tap;

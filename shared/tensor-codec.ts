@@ -1,5 +1,7 @@
 // Float32 tensors as raw little-endian bytes: the one representation weights and
-// gradients take on the wire and on disk (never JS number arrays).
+// gradients take on the wire and on disk (never JS number arrays). Float16 bytes are the
+// opt-in lossy wire format (--wire-precision float16).
+import { getFloat16, setFloat16 } from '@petamoriken/float16';
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
@@ -23,6 +25,43 @@ export function bytesToFloat32(bytes: Uint8Array): Float32Array {
     for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
   }
   return out;
+}
+
+/** Little-endian Float32 bytes into `target` (same length), aligned whatever the bytes' offset. */
+export function float32Into(bytes: Uint8Array, target: Float32Array): void {
+  if (bytes.byteLength !== target.byteLength) throw new RangeError(`float32 data of ${bytes.byteLength} bytes into ${target.length} values`);
+  if (LITTLE_ENDIAN_HOST) {
+    new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(bytes);
+  } else {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < target.length; i++) target[i] = view.getFloat32(i * 4, true);
+  }
+}
+
+/** Largest finite IEEE binary16 value. */
+const HALF_MAX = 65504;
+
+/**
+ * `values` as IEEE binary16 little-endian bytes (round to nearest even): the opt-in lossy wire
+ * format. Undefined when a finite value lies beyond binary16's range (it would become
+ * Infinity): the caller then sends float32.
+ */
+export function float32ToHalfBytes(values: Float32Array): Uint8Array | undefined {
+  const out = new Uint8Array(values.length * 2);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (Math.abs(v) > HALF_MAX && Number.isFinite(v)) return undefined;
+    setFloat16(view, i * 2, v, true);
+  }
+  return out;
+}
+
+/** IEEE binary16 little-endian bytes into `target` (same count), as float32. */
+export function halfBytesInto(bytes: Uint8Array, target: Float32Array): void {
+  if (bytes.byteLength !== target.length * 2) throw new RangeError(`float16 data of ${bytes.byteLength} bytes into ${target.length} values`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < target.length; i++) target[i] = getFloat16(view, i * 2, true);
 }
 
 export function allFinite(values: Float32Array): boolean {

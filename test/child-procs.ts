@@ -59,10 +59,28 @@ export function spawnNode(name: string, script: string, args: readonly string[],
   return { name, proc, log, exited, output: () => out, stderr: () => err, running: () => proc.exitCode === null && proc.signalCode === null };
 }
 
-/** A worker process on `opts.backend` (default wasm). */
-export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string; backend?: string } = {}): Proc {
-  const args = ['--connect', url, '--backend', opts.backend ?? 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn'];
+/** A worker process on `opts.backend` (default wasm); `opts.args` are extra flags (e.g. --ca). */
+export function spawnWorker(url: string, name: string, opts: { token?: string; logLevel?: string; backend?: string; args?: readonly string[] } = {}): Proc {
+  const args = ['--connect', url, '--backend', opts.backend ?? 'wasm', '--name', name, '--log-level', opts.logLevel ?? 'warn', ...(opts.args ?? [])];
   return spawnNode(name, WORKER_CLI, args, opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
+}
+
+/**
+ * A `coordinator relay` process joined to `url` (token in its environment); resolves with it
+ * and its own URL once it listens for workers. `procs` gets it at once, so it is reaped even
+ * when it fails to start.
+ */
+export async function startRelay(url: string, name: string, procs: { add(p: Proc): unknown } | Proc[], opts: { token?: string; args?: readonly string[] } = {}): Promise<{ proc: Proc; url: string }> {
+  const proc = spawnNode(name, COORDINATOR_CLI, ['relay', '--connect', url, '--name', name, '--log-format', 'json', '--log-level', 'info', ...(opts.args ?? [])], opts.token === undefined ? {} : { FLOCK_TOKEN: opts.token });
+  if (Array.isArray(procs)) procs.push(proc);
+  else procs.add(proc);
+  const ready = await Promise.race([
+    proc.log.next((e) => e.event === 'relay_ready'),
+    proc.exited.then((e) => {
+      throw new Error(`relay ${name} exited (${e.code ?? e.signal}) before it listened: ${proc.output()}`);
+    }),
+  ]);
+  return { proc, url: String(ready.url) };
 }
 
 /** SIGKILLs whatever still runs and waits until every process has exited. */

@@ -143,7 +143,7 @@ describe('coordinator HTTP: dashboard, metrics, access', () => {
       const bothWorkers = page.waitForFunction(() => (document.getElementById('app')?.dataset.workerNames ?? '').split(',').sort().join() === 'w1,w2', { timeout: 120_000 });
       workers = run.workers();
       await bothWorkers;
-      // During the run: as many points as finished epochs (the page redraws twice a second).
+      // During the run: as many points as finished epochs (the page redraws at most once a second).
       await page.waitForFunction(() => Number(document.getElementById('app')?.dataset.epochs) >= 1, { timeout: 120_000 });
       const during = await page.$eval('#app', (el) => ({ ...(el as HTMLElement).dataset }));
       const seen = Number(during.epochs);
@@ -160,8 +160,19 @@ describe('coordinator HTTP: dashboard, metrics, access', () => {
       assert.deepEqual(data.workerNames?.split(',').sort(), ['w1', 'w2']);
       assert.equal(data.status, 'done');
       // One point per epoch in each curve, drawn by uPlot from the same data.
-      const rows = await page.$$eval('#workers tr[data-worker]', (trs) => trs.length);
-      assert.equal(rows, 2);
+      const rows = await page.$$eval('#workers tr[data-worker]', (trs) => trs.map((tr) => ({ ...(tr as HTMLElement).dataset })));
+      assert.equal(rows.length, 2);
+      // Each worker's adapter as it said in hello (wasm: the CPU), and its compute and
+      // communication time per micro-batch.
+      for (const row of rows) {
+        const joined = run.coordinator.records.find((r) => r.event === 'worker_joined' && r.workerName === row.worker)!;
+        assert.match(String(joined.adapter), /^CPU: ./);
+        assert.equal(row.adapter, joined.adapter);
+        assert.ok(Number(row.computeMs) > 0, `compute ms of ${row.worker}: ${row.computeMs}`);
+        assert.ok(Number(row.commMs) >= 0, `comm ms of ${row.worker}: ${row.commMs}`);
+      }
+      const header = await page.$$eval('#workers th', (ths) => ths.map((th) => th.textContent));
+      assert.ok(header.includes('adapter') && header.includes('compute ms/mb') && header.includes('comm ms/mb'), header.join());
       assert.ok(await page.$('#loss-chart canvas'));
       assert.deepEqual(errors, []);
       const shot = join(tmpdir(), `flock-dashboard-${process.pid}.png`);

@@ -12,6 +12,7 @@ import { generate as selfSigned } from 'selfsigned';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
+import { checkGradient } from '../coordinator/result-check.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { Trainer, type TrainResult } from '../coordinator/trainer.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
@@ -22,7 +23,7 @@ import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
-import { CloseCode, MessageType, decode, encode, type CoordinatorMessage } from '../shared/protocol.js';
+import { CloseCode, MessageType, decode, encode, type CoordinatorMessage, type GradientMessage } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { reduceStep } from '../shared/training/reduce.js';
 import { chunk, dropoutSeed, validationChunks } from '../shared/training/schedule.js';
@@ -133,6 +134,31 @@ describe('distributed training over WebSockets', () => {
       assert.ok(worst <= 1e-4 * scale + 1e-7, `tensor ${k}: max |diff| ${worst} > 1e-4 x ${scale}`);
     });
     assert.ok(Math.abs(result.history[0]!.trainLoss - reference.history[0]!.trainLoss) <= 1e-4 * reference.history[0]!.trainLoss);
+  });
+
+  it('(b3) --wire-precision float16 (lossy, opt-in): 2 workers train; weights close to, but not the bits of, the float32 run', async () => {
+    const base = { model: 'net', epochs: 1, batchSize: 16, microBatch: 8, lr: 0.05, momentum: 0.9, seed: 6 } as const;
+    const steps = 3;
+    const reference = await runLocal(resolveTrainConfig(base, 2), steps * 16, 16);
+    const result = await runDistributed(resolveTrainConfig({ ...base, wirePrecision: 'float16' }, 2), 2, steps * 16, 16);
+    assert.equal(result.globalStep, steps);
+    assert.ok(!sameState(result.state, reference.state), 'float16 on the wire rounds: the weights are not bit-identical');
+    const want = [...reference.state.params, ...reference.state.buffers];
+    [...result.state.params, ...result.state.buffers].forEach((got, k) => {
+      const w = want[k]!;
+      let scale = 0;
+      let worst = 0;
+      for (let i = 0; i < w.length; i++) {
+        scale = Math.max(scale, Math.abs(w[i]!));
+        worst = Math.max(worst, Math.abs(got[i]! - w[i]!));
+      }
+      assert.ok(worst <= 5e-3 * scale + 1e-5, `tensor ${k}: max |diff| ${worst} > 5e-3 x ${scale}`);
+    });
+    // A float16 gradient is refused in a float32 run, whatever its values.
+    const model = modelSpec('net');
+    const half: GradientMessage = { type: MessageType.GRADIENT, step: 0, microBatch: 0, grads: model.params.map((p) => new Uint8Array(p.size * 2)), half: true, lossSum: 1, correct: 0, count: 4, batchStats: [], computeMs: 1 };
+    assert.throws(() => checkGradient(half, model, 4), (err: unknown) => isFlockError(err, ErrorCode.BAD_GRADIENT) && /float16, but this run's wire precision is float32/.test(err.message));
+    assert.equal(checkGradient(half, model, 4, undefined, 'float16').grads[0]![0], 0);
   });
 
   it('(c) the averaged gradient of micro-batches equals the gradient of their union', async () => {
@@ -279,7 +305,7 @@ describe('distributed training over WebSockets', () => {
         }
       });
       await once(liar, 'open');
-      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu' }));
+      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu', adapter: 'CPU: test' }));
       await pool.waitForWorkers(2);
       const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i), 8) };
       const weights = { version: 0, state: initialState(modelSpec(config.model), 4) };
@@ -317,7 +343,7 @@ describe('distributed training over WebSockets', () => {
       const bad = new WebSocket(pool.url, { autoPong: client.autoPong });
       const closed = once(bad, 'close');
       await once(bad, 'open');
-      bad.send(encode({ type: MessageType.HELLO, name, backend: 'cpu' }));
+      bad.send(encode({ type: MessageType.HELLO, name, backend: 'cpu', adapter: 'CPU: test' }));
       await pool.waitForWorkers(2);
       const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i + 32), 8) };
       const weights = { version: 0, state: initialState(modelSpec(config.model), seed) };
@@ -393,7 +419,7 @@ describe('distributed training over WebSockets', () => {
       const welcomes = await Promise.all([0, 1].map(async () => {
         const twin = new WebSocket(pool.url);
         await once(twin, 'open');
-        twin.send(encode({ type: MessageType.HELLO, name: 'twin', backend: 'cpu' }));
+        twin.send(encode({ type: MessageType.HELLO, name: 'twin', backend: 'cpu', adapter: 'CPU: test' }));
         const [data] = (await once(twin, 'message')) as [Buffer];
         return decode(data, 'coordinator');
       }));

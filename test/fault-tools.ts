@@ -31,7 +31,7 @@ export function rawFrame(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
-export const helloFrame = (name: string): Uint8Array => encode({ type: MessageType.HELLO, name, backend: 'fault' });
+export const helloFrame = (name: string): Uint8Array => encode({ type: MessageType.HELLO, name, backend: 'fault', adapter: 'fault' });
 
 /** A gradient frame for `microBatch` of the assignment; `grads` defaults to the model's shapes filled with `fill`. */
 export function gradientFrame(model: ModelSpec, fields: { step: number; microBatch: number; count: number; fill?: number; grads?: Uint8Array[]; lossSum?: number }): Uint8Array {
@@ -153,7 +153,7 @@ function baseMessages(model: ModelSpec, rng: Rng): Record<string, unknown>[] {
   const small = model.params.map((p) => float32ToBytes(new Float32Array(Math.min(p.size, 8)).fill(rng.uniform(-1, 1))));
   const full = model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN)));
   return [
-    { v: PROTOCOL_VERSION, t: MessageType.HELLO, name: 'fuzz', backend: 'fuzz' },
+    { v: PROTOCOL_VERSION, t: MessageType.HELLO, name: 'fuzz', backend: 'fuzz', adapter: 'fuzz' },
     { v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(4), microBatch: rng.int(4), grads: small, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 },
     { v: PROTOCOL_VERSION, t: MessageType.GRADIENT, step: rng.int(12), microBatch: rng.int(4), grads: full, lossSum: 1, correct: 0, count: 8, batchStats: [], computeMs: 1 },
     // A request id no evaluation ever has, so even a well-formed one is never taken as a result.
@@ -212,10 +212,10 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
         break;
       }
       case 'wrong-version':
-        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 255, -1, '1', null, 1.0000001, 2 ** 40]) }) });
+        frames.push({ kind, data: rawFrame({ ...base, v: pick(rng, [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 255, -1, String(PROTOCOL_VERSION), null, PROTOCOL_VERSION + 0.25, 2 ** 40]) }) });
         break;
       case 'unknown-type':
-        frames.push({ kind, data: rawFrame({ ...base, t: pick(rng, [0, MessageType.WELCOME, MessageType.WEIGHTS, MessageType.ASSIGN, MessageType.EVALUATE, 10, 99, 255, -1, 'hello', null, 1.5]) }) });
+        frames.push({ kind, data: rawFrame({ ...base, t: pick(rng, [0, MessageType.WELCOME, 3, MessageType.ASSIGN, MessageType.EVALUATE, 10, 99, 255, -1, 'hello', null, 1.5]) }) });
         break;
       case 'wrong-byte-length': {
         // Half of the deltas keep whole Float32s (the coordinator's shape check), half do not (the decoder's).
@@ -281,6 +281,7 @@ export function expectedCloseCodes(frame: FuzzFrame): number[] {
       case MessageType.FAILURE:
         return [NORMAL_CLOSURE];
       case MessageType.GRADIENT:
+      case MessageType.GROUP_SUM:
       case MessageType.EVALUATION:
         return [CloseCode.PROTOCOL];
     }
@@ -372,7 +373,7 @@ export function mutateGradient(kind: GradientMutationKind, base: Record<string, 
     case 'negative-loss':
       return m([CloseCode.BAD_GRADIENT], frame({ lossSum: -(0.001 + rng.uniform(0, 5)) }));
     case 'non-finite-loss':
-      // A non-finite loss decodes (protocol 2) and is refused as a bad result, not a violation.
+      // A non-finite loss decodes (protocol 5) and is refused as a bad result, not a violation.
       return m([CloseCode.BAD_GRADIENT], frame({ lossSum: pick(rng, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) }));
     case 'other-step': {
       const step = base.step as number;

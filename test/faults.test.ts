@@ -31,7 +31,7 @@ import { CloseCode, MessageType, PROTOCOL_VERSION, encode, type AssignMessage } 
 import { Rng, mixSeed } from '../shared/random.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { COORDINATOR_CLI, freePort, reap, spawnNode, spawnWorker, type Proc } from './child-procs.js';
+import { COORDINATOR_CLI, freePort, reap, spawnNode, spawnWorker, startRelay, type Proc } from './child-procs.js';
 import {
   GRADIENT_MUTATIONS, MESSAGE_TOO_BIG, WS_INVALID_DATA, WS_PROTOCOL_ERROR, expectedCloseCodes, fuzzFrames, gradientFrame, helloFrame,
   mutateGradient, rawFrame, rawUpgrade, scriptedClient, unitCount, wellFormedGradient, wsFrame, type ClientOutcome,
@@ -285,10 +285,10 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         { name: 'oversized-frame', codes: [MESSAGE_TOO_BIG], reason: /Max payload size exceeded/, reply: () => oversized },
         { name: 'text-frame', codes: [CloseCode.PROTOCOL], reason: /single binary messages/, reply: () => '{"t":5}' },
         { name: 'second-hello', codes: [CloseCode.PROTOCOL], reason: /second hello/, reply: () => helloFrame('second-hello') },
-        { name: 'wrong-version', codes: [CloseCode.PROTOCOL_VERSION], reason: /protocol version 99/, reply: (m) => rawFrame({ v: 99, t: MessageType.GRADIENT, step: m.step }) },
+        { name: 'wrong-version', codes: [CloseCode.PROTOCOL_VERSION], reason: new RegExp(`protocol version ${PROTOCOL_VERSION + 1}`), reply: (m) => rawFrame({ v: PROTOCOL_VERSION + 1, t: MessageType.GRADIENT, step: m.step }) },
         { name: 'unknown-type', codes: [CloseCode.PROTOCOL], reason: /message type 42/, reply: () => rawFrame({ v: PROTOCOL_VERSION, t: 42 }) },
         { name: 'coordinator-message', codes: [CloseCode.PROTOCOL], reason: /not one a worker sends/, reply: () => encode({ type: MessageType.STOP, reason: 'you stop' }) },
-        // Protocol 2: a non-finite loss decodes; unverified, it is refused as a bad result.
+        // Protocol 5: a non-finite loss decodes; unverified, it is refused as a bad result.
         { name: 'infinite-loss', codes: [CloseCode.BAD_GRADIENT], reason: /non-finite loss/, reply: (m) => gradientFrame(model, { step: m.step, microBatch: first(m).id, count: first(m).count, lossSum: Number.POSITIVE_INFINITY }) },
         {
           name: 'evaluation-during-step', codes: [CloseCode.PROTOCOL], reason: /evaluation for request/,
@@ -461,6 +461,66 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
     }
   });
 
+  it('a relay under 100 fuzzed frames and a non-relay sending a group sum: each is disconnected with its code, the run is undisturbed', async (t: TestContext) => {
+    const rec = new LogRecorder();
+    const pool = await listen(rec.logger(), { token: TOKEN });
+    try {
+      // A plain worker at the coordinator that answers its work with a group sum: only relays may.
+      // It joins first, so it is dealt the first step's one group.
+      const impostor = scriptedClient(pool.url, {
+        token: TOKEN, hello: 'not-a-relay',
+        onAssign: (ws, m) => ws.send(encode({
+          type: MessageType.GROUP_SUM, step: m.step, group: 0, grads: model.params.map((p) => new Uint8Array(p.size * 4)),
+          parts: m.microBatches.map((u) => ({ microBatch: u.id, lossSum: 1, correct: 0, count: unitCount(u.indices), batchStats: [] })), computeMs: 1,
+        })),
+      });
+      await impostor.welcomed;
+      // The whole step is one reduce group (the default): the relay takes every step whole.
+      const relay = await startRelay(pool.url, 'relay-under-fuzz', procs, { token: TOKEN });
+      const honest = [worker(relay.url, 'behind-relay-1', { token: TOKEN }), worker(relay.url, 'behind-relay-2', { token: TOKEN })];
+      const frames = fuzzFrames(mixSeed(FAULT_SEED, 9), FUZZ_FRAMES / 2, model);
+      const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
+      const fuzz = async (): Promise<void> => {
+        let next = 0;
+        const lane = async (): Promise<void> => {
+          for (let i = next++; i < frames.length; i = next++) {
+            const frame = frames[i]!;
+            const c = scriptedClient(relay.url, { token: TOKEN, hello: `relay-fuzz-${i}`, onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }) });
+            const o = await c.outcome;
+            fuzzResults.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
+          }
+        };
+        await Promise.all([lane(), lane(), lane(), lane()]);
+      };
+      let fuzzDone: Promise<void> = Promise.resolve();
+      const { executor, steps } = instrument(pool, {
+        before: async (step) => {
+          if (step === 1) fuzzDone = fuzz();
+          if (step === totalSteps - 1) await fuzzDone;
+        },
+      });
+      await pool.waitForWorkers(2);
+      const result = await runTrainer(executor);
+      await pool.close();
+      assertUndisturbed(result, steps);
+      assert.equal((await relay.proc.exited).code, 0, relay.proc.output().slice(-2000));
+      for (const h of honest) assert.equal((await h.exited).code, 0, h.output());
+      const o = await impostor.outcome;
+      assert.equal(o.code, CloseCode.PROTOCOL, `a group sum from a worker: closed with ${o.code} (${o.reason})`);
+      const gone = await rec.next(left('not-a-relay'));
+      assert.match(String(gone.reason), /not a relay/);
+      assert.ok(Array.isArray(gone.reassigned) && gone.reassigned.length > 0, 'its micro-batches were reassigned');
+      assert.equal(fuzzResults.length, FUZZ_FRAMES / 2);
+      for (const f of fuzzResults) {
+        assert.ok(f.expected.includes(f.code), `relay fuzz frame ${f.i} (${f.kind}): closed with ${f.code}, expected ${f.expected.join(' or ')}`);
+        assert.ok(relay.proc.log.events.some(left(`relay-fuzz-${f.i}`)), `relay fuzz frame ${f.i} (${f.kind}): worker_left logged by the relay`);
+      }
+      t.diagnostic(`relay fuzzed frames: ${fuzzResults.length} (${histogram(fuzzResults.map((f) => f.kind.split(':')[0]!))}); close codes: ${histogram(fuzzResults.map((f) => f.code))}`);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('fuzzed gradient results during open steps: each mutation gets the close code it calls for, the run is undisturbed', async (t: TestContext) => {
     // Micro-batches of 2: 16 units a step, one for each of the 2 honest workers and 14 fuzzers
     // that join before the step. Each fuzzer answers its unit with a mutated copy of a result
@@ -472,7 +532,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
     const rec = new LogRecorder();
     const pool = await listen(rec.logger('info'), { token: TOKEN }, cfg);
     const rng = new Rng(mixSeed(FAULT_SEED, 6));
-    const limit = maxPayload(model);
+    const limit = maxPayload(model, 0, unitsPerStep);
     const sent: { name: string; step: number; kind: string; codes: readonly number[]; outcome: Promise<ClientOutcome> }[] = [];
     let next = 0;
     try {

@@ -16,10 +16,10 @@ describe('held samples', () => {
 
   it('hello carries them through encode/decode; a malformed one is a protocol violation', () => {
     const held = { hashes: { train: 'a'.repeat(64), validation: 'b'.repeat(64) }, train: new Uint8Array([5, 1]), validation: new Uint8Array([1]) };
-    const msg = decode(encode({ type: MessageType.HELLO, name: 'w', backend: 'cpu', held }), 'worker');
+    const msg = decode(encode({ type: MessageType.HELLO, name: 'w', backend: 'cpu', adapter: 'CPU: test', held }), 'worker');
     assert.equal(msg.type, MessageType.HELLO);
     assert.deepEqual(msg.type === MessageType.HELLO && msg.held && [...msg.held.train], [5, 1]);
-    const bad = encode({ type: MessageType.HELLO, name: 'w', backend: 'cpu', held: { ...held, train: 'not bytes' as unknown as Uint8Array } });
+    const bad = encode({ type: MessageType.HELLO, name: 'w', backend: 'cpu', adapter: 'CPU: test', held: { ...held, train: 'not bytes' as unknown as Uint8Array } });
     assert.throws(() => decode(bad, 'worker'), (err: unknown) => isFlockError(err, ErrorCode.PROTOCOL) && /held\.train/.test(err.message));
   });
 });

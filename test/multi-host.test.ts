@@ -215,7 +215,9 @@ describe('multi-host: network namespaces', { timeout: 300_000 }, () => {
 
   it("the coordinator host's link down for 10 s: workers keep their state and reconnect", async (t) => {
     if (!available(t)) return;
-    await withRun(t, 'coordinator-down', ['--workers', '3'], async (run) => {
+    // --min-workers 3: the run pauses until every worker is back, so each one's rejoin is part
+    // of the run rather than a race with its end.
+    await withRun(t, 'coordinator-down', ['--workers', '3', '--min-workers', '3'], async (run) => {
       for (const host of run.sim.workers) run.worker(host, host.name);
       await run.coordinator.log.next(checkpointAt(3));
       await run.sim.linkDown(run.sim.coordinator);

@@ -29,9 +29,9 @@ interface FakeConn {
   lastProgress: number;
   outstanding: Set<number>;
   samples: { train: SentSamples; validation: SentSamples };
-  frames: Uint8Array[];
+  frames: (Uint8Array | readonly Uint8Array[])[];
   log: Logger;
-  send: (frame: Uint8Array, onError: (err: Error) => void) => void;
+  send: (frame: Uint8Array | readonly Uint8Array[], onError: (err: Error) => void) => void;
   watchProgress: () => void;
 }
 
@@ -66,7 +66,7 @@ describe('scheduler dispatch', () => {
       ref.scheduler!.dispatch();
     };
     const scheduler = new Scheduler({ ...resolvePoolOptions({}), minWorkers: 1 }, {
-      clock: systemClock, model: modelSpec('net'), train: data(1), validation,
+      clock: systemClock, model: modelSpec('net'), wirePrecision: 'float32', train: data(1), validation,
       ready: () => conns.filter((c) => c.state === 'ready') as unknown as WorkerConn[], all: () => conns as unknown as WorkerConn[],
       drop, stopping: () => false, waitingChanged: () => undefined,
     });
@@ -80,7 +80,7 @@ describe('scheduler dispatch', () => {
     const held = new Map<number, number>();
     for (const c of conns) {
       for (const f of c.frames) {
-        const msg = decode(f, 'coordinator'); // throws on a repeated id
+        const msg = decode(Array.isArray(f) ? Buffer.concat(f) : f as Uint8Array, 'coordinator'); // throws on a repeated id
         if (msg.type !== MessageType.EVALUATE) continue;
         for (const ch of msg.chunks) {
           assert.equal(held.has(ch.id), false, `chunk ${ch.id} handed out twice`);

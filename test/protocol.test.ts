@@ -7,10 +7,11 @@ import { TRAIN_DEFAULTS, type TrainConfig } from '../shared/training/config.js';
 import { ErrorCode, FlockError, isFlockError } from '../shared/errors.js';
 import { IMAGE_BYTES } from '../shared/models/layers.js';
 import {
-  CloseCode, MessageType, PROTOCOL_VERSION, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, indicesToBytes,
-  type CoordinatorMessage, type WorkerMessage,
+  CloseCode, MessageType, PROTOCOL_VERSION, bytesToIndices, closeCodeFor, closeReason, decode, encode, encodeWeights, encodeWithWeights, errorOfClose, halfTensors, indicesToBytes,
+  stateToWire, wireToState,
+  type AssignMessage, type CoordinatorMessage, type EvaluateMessage, type WorkerMessage,
 } from '../shared/protocol.js';
-import { float32ToBytes } from '../shared/tensor-codec.js';
+import { float32ToBytes, float32ToHalfBytes, halfBytesInto } from '../shared/tensor-codec.js';
 
 const raw = new Packr({ useRecords: false, moreTypes: false });
 const f32 = (...v: number[]): Uint8Array => float32ToBytes(new Float32Array(v));
@@ -19,11 +20,15 @@ const config: TrainConfig = { ...TRAIN_DEFAULTS, microBatch: 16 };
 const samples = { indices: indicesToBytes(new Uint32Array([3, 9])), images: new Uint8Array(2 * IMAGE_BYTES).fill(7), labels: new Uint8Array([0, 1]) };
 
 const workerMessages: WorkerMessage[] = [
-  { type: MessageType.HELLO, name: 'w1', backend: 'cpu' },
-  { type: MessageType.HELLO, name: 'w2', backend: 'wasm', dataHashes: { train: HASH, validation: 'b'.repeat(64) } },
+  { type: MessageType.HELLO, name: 'w1', backend: 'cpu', adapter: 'CPU: test' },
+  { type: MessageType.HELLO, name: 'w2', backend: 'wasm', adapter: 'CPU: test', dataHashes: { train: HASH, validation: 'b'.repeat(64) } },
   {
     type: MessageType.GRADIENT, step: 7, microBatch: 2, grads: [f32(1, 2, 3), f32(-0.5)], lossSum: 3.25, correct: 5, count: 8,
     batchStats: [{ mean: f32(0.1, 0.2), variance: f32(1, 2) }], computeMs: 12.5,
+  },
+  {
+    type: MessageType.GRADIENT, step: 7, microBatch: 3, grads: [new Uint8Array(6), new Uint8Array(2)], half: true, lossSum: 3.25, correct: 5, count: 8,
+    batchStats: [], computeMs: 12.5,
   },
   { type: MessageType.EVALUATION, requestId: 3, chunk: 1, lossSum: 10.5, correct: 40, count: 50, computeMs: 4 },
   { type: MessageType.FAILURE, code: 'ERR_BACKEND_UNAVAILABLE', message: 'kernel missing' },
@@ -35,9 +40,20 @@ const coordinatorMessages: CoordinatorMessage[] = [
     localData: { train: true, validation: false }, weights: { version: 0, params: [f32(1, 2)], buffers: [] },
   },
   { type: MessageType.WELCOME, workerId: 5, config, heartbeatMs: 5000, hashes: { train: HASH, validation: HASH }, counts: { train: 1, validation: 1 }, localData: { train: false, validation: false } },
-  { type: MessageType.WEIGHTS, version: 12, params: [f32(1), f32(2, 3)], buffers: [f32(0)] },
   { type: MessageType.ASSIGN, epoch: 1, step: 12, weightsVersion: 12, microBatches: [{ id: 0, indices: indicesToBytes(new Uint32Array([3, 9])) }], samples },
+  {
+    type: MessageType.ASSIGN, epoch: 1, step: 12, weightsVersion: 12, microBatches: [{ id: 0, indices: indicesToBytes(new Uint32Array([3, 9])) }], samples,
+    weights: { version: 12, params: [f32(1), f32(2, 3)], buffers: [f32(0)] },
+  },
   { type: MessageType.EVALUATE, requestId: 2, weightsVersion: 12, split: 'validation', chunks: [{ id: 0, indices: indicesToBytes(new Uint32Array([1])) }], samples },
+  {
+    type: MessageType.EVALUATE, requestId: 2, weightsVersion: 12, split: 'validation', chunks: [{ id: 0, indices: indicesToBytes(new Uint32Array([1])) }], samples,
+    weights: { version: 12, params: [f32(1)], buffers: [] },
+  },
+  {
+    type: MessageType.ASSIGN, epoch: 1, step: 12, weightsVersion: 12, microBatches: [{ id: 0, indices: indicesToBytes(new Uint32Array([3, 9])) }], samples,
+    weights: { version: 12, params: [new Uint8Array(2), new Uint8Array(6)], buffers: [f32(0)], half: true },
+  },
   { type: MessageType.STOP, reason: 'training complete' },
 ];
 
@@ -78,6 +94,43 @@ void describe('protocol', () => {
     for (const m of coordinatorMessages) assert.deepEqual(plain(decode(encode(m), 'coordinator')), plain(m), `type ${m.type}`);
   });
 
+  void it('encodes shared weights once: the two parts of an assign or evaluate are the whole frame', () => {
+    const concat = (parts: Uint8Array[]): Uint8Array => Uint8Array.from(parts.flatMap((p) => [...p]));
+    const weights = { version: 12, params: [f32(1), f32(2, 3)], buffers: [f32(0)] };
+    const shared = encodeWeights(weights);
+    for (const m of coordinatorMessages) {
+      if ((m.type !== MessageType.ASSIGN && m.type !== MessageType.EVALUATE) || m.weights) continue;
+      const parts = encodeWithWeights(m, shared);
+      assert.equal(parts[1], shared.field, 'the weights part is the shared bytes themselves');
+      const expected: AssignMessage | EvaluateMessage = { ...m, weights };
+      assert.deepEqual(plain(decode(concat(parts), 'coordinator')), plain(expected), `type ${m.type}`);
+      assert.deepEqual([...concat(parts)], [...encode(expected)], 'the same bytes as encoding the whole message');
+    }
+    const assign = coordinatorMessages.find((m) => m.type === MessageType.ASSIGN)!;
+    assert.throws(() => encodeWithWeights({ ...(assign), weightsVersion: 3 }, shared), /version 12 attached to work at version 3/);
+  });
+
+  void it('float16 on the wire (opt-in, lossy): round to nearest, exact for values binary16 holds; float32 when a value is out of its range', () => {
+    const values = Float32Array.of(0, -0, 1, -2.5, 65504, 1 / 3, 1e-8, Number.POSITIVE_INFINITY, Number.NaN);
+    const half = float32ToHalfBytes(values)!;
+    assert.equal(half.byteLength, values.length * 2);
+    const back = new Float32Array(values.length);
+    halfBytesInto(half, back);
+    assert.deepEqual([...back.subarray(0, 5)], [0, -0, 1, -2.5, 65504]);
+    assert.ok(Math.abs(back[5]! - 1 / 3) < 2e-4 && back[5] !== values[5], '1/3 rounds to the nearest binary16');
+    assert.equal(back[6], 0, 'below the smallest subnormal: 0');
+    assert.equal(back[7], Number.POSITIVE_INFINITY);
+    assert.ok(Number.isNaN(back[8]));
+    assert.equal(float32ToHalfBytes(Float32Array.of(1, 70000)), undefined);
+    assert.equal(halfTensors([Float32Array.of(1), Float32Array.of(-1e6)]), undefined);
+    const state = { params: [Float32Array.of(0.5, 3)], buffers: [Float32Array.of(1 / 3)] };
+    const wire = stateToWire(state, 'float16');
+    assert.equal(wire.half, true);
+    assert.equal(wire.params[0]!.byteLength, 4);
+    assert.deepEqual(wireToState(wire), { params: [Float32Array.of(0.5, 3)], buffers: [Float32Array.of(1 / 3)] }, 'buffers stay float32');
+    assert.equal(stateToWire({ params: [Float32Array.of(1e9)], buffers: [] }, 'float16').half, undefined, 'out of range: float32');
+  });
+
   void it('carries tensors as raw bytes, not number arrays', () => {
     const m = decode(encode(workerMessages[2]!), 'worker');
     assert.equal(m.type, MessageType.GRADIENT);
@@ -106,15 +159,18 @@ void describe('protocol', () => {
   });
 
   void it('rejects message types from the wrong direction or unknown', () => {
-    rejects(encode(coordinatorMessages[5]!), 'worker', /type 8 is not one a worker sends/);
+    rejects(encode(coordinatorMessages.at(-1)!), 'worker', /type 8 is not one a worker sends/);
+    rejects(frame({ t: 3, version: 1, params: [], buffers: [] }), 'coordinator', /type 3 is not one the coordinator sends/);
     rejects(encode(workerMessages[0]!), 'coordinator', /type 1 is not one the coordinator sends/);
     rejects(frame({ t: 99 }), 'worker', /type 99/);
     rejects(frame({ t: 'hello' }), 'worker', /type string/);
   });
 
   void it('rejects wrong field types', () => {
-    rejects(frame({ t: MessageType.HELLO, name: 5, backend: 'cpu' }), 'worker', /name must be a string/);
-    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', dataHashes: { train: 'nothex', validation: HASH } }), 'worker', /sha256/);
+    rejects(frame({ t: MessageType.HELLO, name: 5, backend: 'cpu', adapter: 'a' }), 'worker', /name must be a string/);
+    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu' }), 'worker', /adapter must be a string/);
+    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', adapter: 'a'.repeat(301) }), 'worker', /adapter is longer than 300/);
+    rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', adapter: 'a', dataHashes: { train: 'nothex', validation: HASH } }), 'worker', /sha256/);
     rejects(frame({ ...goodGradient, step: -1 }), 'worker', /step must be a non-negative integer/);
     rejects(frame({ ...goodGradient, step: 1.5 }), 'worker', /step must be a non-negative integer/);
     rejects(frame({ ...goodGradient, lossSum: 'x' }), 'worker', /lossSum must be a number/);
@@ -130,10 +186,15 @@ void describe('protocol', () => {
 
   void it('rejects byte lengths that do not fit the element type', () => {
     rejects(frame({ ...goodGradient, grads: [new Uint8Array(5)] }), 'worker', /grads\[0\] has 5 bytes, not a multiple of 4/);
+    rejects(frame({ ...goodGradient, grads: [new Uint8Array(6)] }), 'worker', /grads\[0\] has 6 bytes, not a multiple of 4/);
+    rejects(frame({ ...goodGradient, half: true, grads: [new Uint8Array(3)] }), 'worker', /grads\[0\] has 3 bytes, not a multiple of 2 \(Float16\)/);
+    rejects(frame({ ...goodGradient, half: 1 }), 'worker', /half must be a boolean/);
     rejects(frame({ ...goodGradient, batchStats: [{ mean: new Uint8Array(4), variance: new Uint8Array(3) }] }), 'worker', /batchStats\[0\]\.variance has 3 bytes/);
-    rejects(frame({ t: MessageType.WEIGHTS, version: 1, params: [new Uint8Array(6)], buffers: [] }), 'coordinator', /params\[0\] has 6 bytes/);
     const chunk = [{ id: 0, indices: indicesToBytes(new Uint32Array([1])) }];
     const assign = { t: MessageType.ASSIGN, epoch: 0, step: 0, weightsVersion: 0, microBatches: chunk };
+    rejects(frame({ ...assign, samples, weights: { version: 0, params: [new Uint8Array(6)], buffers: [] } }), 'coordinator', /params\[0\] has 6 bytes/);
+    rejects(frame({ ...assign, samples, weights: { version: 1, params: [], buffers: [] } }), 'coordinator', /weights\.version 1 differs from weightsVersion 0/);
+    rejects(frame({ ...assign, samples, weights: f32(1) }), 'coordinator', /weights must be a map/);
     rejects(frame({ ...assign, samples: { ...samples, indices: new Uint8Array(7) } }), 'coordinator', /samples\.indices has 7 bytes/);
     rejects(frame({ ...assign, samples: { ...samples, images: new Uint8Array(IMAGE_BYTES) } }), 'coordinator', /expected 6144/);
     rejects(frame({ ...assign, samples: { ...samples, labels: new Uint8Array([0]) } }), 'coordinator', /2 indices but 1 labels/);

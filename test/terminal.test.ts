@@ -34,8 +34,26 @@ describe('coordinator terminal output', () => {
     assert.match(plain, /INFO \(coordinator\): epoch 2\/2: train loss/);
     assert.match(plain, /INFO \(coordinator\): training complete/);
     assert.ok(!/^\{"level"/m.test(plain), 'no JSON lines on a terminal');
-    // Each log line starts on a clean line: the status line is cleared first.
-    for (const line of plain.split('\n').filter((l) => l.includes('INFO (coordinator)'))) assert.match(line, /^(\r?.*\r)?\[\d\d:\d\d:\d\d\.\d{3}\] INFO/);
+    // Each log line starts on a clean line: the status line (drawn any number of times, each
+    // from a '\r') is cleared first, so what precedes the line's own text ends with '\r'.
+    for (const line of plain.split('\n').filter((l) => l.includes('INFO (coordinator)'))) assert.match(line, /^([^\n]*\r)?\[\d\d:\d\d:\d\d\.\d{3}\] INFO[^\r]*\r?$/);
+  });
+
+  it('on a terminal: the spawned workers\' lines are written above the status line, never onto it', { skip: hasScript ? false : 'needs `script` from util-linux' }, async () => {
+    // At debug level each worker logs every gradient it sends, so its lines fall between redraws.
+    const command = [process.execPath, COORDINATOR_CLI, ...args('ck-relay'), '--log-level', 'debug'].join(' ');
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile('script', ['-qfec', command, '/dev/null'], { env: { ...process.env, FLOCK_DATA_DIR: '', FLOCK_TOKEN: '' }, maxBuffer: 64 << 20 }, (err, stdout) => (err ? reject(new Error(`script failed: ${err.message}`)) : resolve(stdout)));
+    });
+    // eslint-disable-next-line no-control-regex
+    const plain = out.replace(/\x1b\[[0-9;]*[mK]/g, '');
+    const lines = plain.split('\n');
+    const workerLines = lines.filter((l) => /\] DEBUG \(worker/.test(l) && l.includes('gradient sent'));
+    assert.ok(workerLines.length >= 2 * 13, `${workerLines.length} worker gradient lines`);
+    // Some of them came while the status line was shown: it was cleared before each.
+    assert.ok(workerLines.some((l) => /^\repoch /.test(l)), 'no worker line came while the status line was up');
+    for (const line of lines.filter((l) => /\] (DEBUG|INFO|WARN) \(/.test(l))) assert.match(line, /^([^\n]*\r)?\[\d\d:\d\d:\d\d\.\d{3}\] (DEBUG|INFO|WARN) \([^\r]*\r?$/, JSON.stringify(line));
+    assert.ok(!/^\{"level"/m.test(plain), 'the workers write pretty lines too');
   });
 
   it('piped: JSON lines only, no status line', async () => {

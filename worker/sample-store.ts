@@ -29,6 +29,11 @@ export class SampleStore {
     return new SampleStore({ images: new Uint8Array(count * IMAGE_BYTES), labels: new Uint8Array(count), count }, new Uint8Array(count));
   }
 
+  /** The split's images and labels (a relay serves its workers from them); only arrived samples are set. */
+  dataset(): Dataset {
+    return this.data;
+  }
+
   /** One byte per sample, 1 where it has arrived; undefined for a local copy. */
   arrived(): Uint8Array | undefined {
     return this.held;

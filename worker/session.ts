@@ -11,7 +11,7 @@ import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import type { ModelRuntime } from '../shared/models/runtime.js';
 import {
-  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  CLOSE_GRACE_MS, CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, bytesToIndices, closeCodeFor, closeReason, decode, encode, errorOfClose, halfTensors, wireToState,
   type AssignMessage, type CoordinatorMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
@@ -39,6 +39,8 @@ export interface SessionOptions {
   /** Extra CA certificate(s) for wss:// with a private certificate. */
   readonly ca?: string | Buffer;
   readonly backendName: string;
+  /** The device the backend computes on (sent in hello for the dashboard). */
+  readonly adapter: string;
   readonly localData?: { readonly data: { readonly train: Dataset; readonly validation: Dataset }; readonly hashes: DatasetInfo };
 }
 
@@ -120,7 +122,7 @@ export class Session {
     this.log.info({ event: 'connected', url: this.opts.url }, `connected to ${this.opts.url}`);
     const local = this.opts.localData;
     const held = this.deps.samples.held();
-    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
+    this.send(encode({ type: MessageType.HELLO, name: this.opts.name, backend: this.opts.backendName, adapter: this.opts.adapter, ...(local ? { dataHashes: local.hashes } : {}), ...(held ? { held } : {}) }));
   }
 
   private onFrame(data: RawData, isBinary: boolean): void {
@@ -153,8 +155,6 @@ export class Session {
     switch (msg.type) {
       case MessageType.WELCOME:
         return this.onWelcome(msg);
-      case MessageType.WEIGHTS:
-        return this.setWeights(msg.version, msg);
       case MessageType.ASSIGN:
         return this.onAssign(msg);
       case MessageType.EVALUATE:
@@ -194,7 +194,8 @@ export class Session {
   private setWeights(version: number, wire: WireState): void {
     const run = this.run!;
     const model = run.runtime.model;
-    const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * 4)
+    const paramBytes = wire.half ? 2 : 4;
+    const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * paramBytes)
       && wire.buffers.length === model.buffers.length && wire.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
     if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${version} do not match model ${model.name}`);
     run.runtime.setState(wireToState(wire));
@@ -208,6 +209,7 @@ export class Session {
   }
 
   private async onAssign(msg: AssignMessage): Promise<void> {
+    if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     const run = this.checkVersion(msg.weightsVersion);
     run.stores.train.add(msg.samples);
     for (const mb of msg.microBatches) {
@@ -215,9 +217,11 @@ export class Session {
       const batch = run.stores.train.batch(bytesToIndices(mb.indices));
       const start = this.deps.clock.now();
       const r = await this.compute(() => run.runtime.gradients(batch, dropoutSeed(run.config.seed, msg.step, mb.id)));
+      // --wire-precision float16: half the bytes, unless a value is beyond binary16's range.
+      const half = run.config.wirePrecision === 'float16' ? halfTensors(r.grads) : undefined;
       this.send(encode({
         type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id,
-        grads: r.grads.map(float32ToBytes), lossSum: r.lossSum, correct: r.correct, count: r.count,
+        grads: half ?? r.grads.map(float32ToBytes), ...(half ? { half: true } : {}), lossSum: r.lossSum, correct: r.correct, count: r.count,
         batchStats: r.batchStats.map((s) => ({ mean: float32ToBytes(s.mean), variance: float32ToBytes(s.variance) })),
         computeMs: this.deps.clock.now() - start,
       }));
@@ -227,6 +231,7 @@ export class Session {
   }
 
   private async onEvaluate(msg: EvaluateMessage): Promise<void> {
+    if (msg.weights) this.setWeights(msg.weights.version, msg.weights);
     const run = this.checkVersion(msg.weightsVersion);
     const store = run.stores[msg.split];
     store.add(msg.samples);

@@ -62,7 +62,7 @@ export class Worker {
     this.samples = new SampleCache(this.opts.maxDataBytes);
     const local = this.opts.localData;
     this.sessionOpts = {
-      url: this.opts.url, name: this.opts.name, token: this.opts.token, ca: this.opts.ca, backendName: deps.backend.name,
+      url: this.opts.url, name: this.opts.name, token: this.opts.token, ca: this.opts.ca, backendName: deps.backend.name, adapter: deps.backend.adapter,
       ...(local ? { localData: { data: local, hashes: { train: datasetHash(local.train), validation: datasetHash(local.validation) } } } : {}),
     };
   }

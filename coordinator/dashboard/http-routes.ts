@@ -10,7 +10,7 @@ import type { Registry } from 'prom-client';
 import { tokenMatches } from '../upgrade-auth.js';
 import type { DashboardAssets } from './assets.js';
 import type { RunMonitor } from './run-monitor.js';
-import type { RunUpdate } from './run-state.js';
+import type { Eta, RunUpdate, StepPoint } from './run-state.js';
 import type { Quarantine } from '../quarantine.js';
 
 export interface HttpRoutesOptions {
@@ -19,6 +19,10 @@ export interface HttpRoutesOptions {
   readonly tls: boolean;
   /** Workers needed for /readyz. */
   readonly minWorkers: number;
+  /** Event streams get the updates of this long at once (per-step updates would cost the run). */
+  readonly flushMs?: number;
+  /** A stream whose client lets this many bytes pile up is ended (the page reconnects and starts over). */
+  readonly maxStreamBacklog?: number;
 }
 
 export interface HttpRoutesDeps {
@@ -27,7 +31,12 @@ export interface HttpRoutesDeps {
   readonly assets: DashboardAssets;
   /** Workers quarantined in this run (issue 12), which the operator may lift. */
   readonly quarantine?: Quarantine;
+  /** Told of every request that passed the token check (the pool stops counting its socket as pending). */
+  readonly authorized?: (req: IncomingMessage) => void;
 }
+
+const FLUSH_MS = 500;
+const MAX_STREAM_BACKLOG = 4 << 20;
 
 const COOKIE = 'flock_session';
 const SECURITY_HEADERS = {
@@ -51,10 +60,79 @@ function cookie(req: IncomingMessage, name: string): string | undefined {
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
+/**
+ * The monitor's updates for the event streams, gathered and sent at most once per `flushMs`
+ * to all of them as one serialised batch: per step only an array push, whatever the number
+ * of pages; the steps of a batch go as one 'steps' update, and only the latest worker table.
+ */
+class UpdateBatcher {
+  private queue: RunUpdate[] = [];
+  private steps: StepPoint[] = [];
+  private eta: Eta | undefined;
+  private workers: RunUpdate | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly flushMs: number, private readonly send: (batch: readonly RunUpdate[]) => void) {}
+
+  readonly add = (u: RunUpdate): void => {
+    if (u.type === 'step') {
+      this.steps.push(u.step);
+      this.eta = u.eta;
+    } else if (u.type === 'workers') {
+      this.workers = u;
+    } else {
+      this.takeSteps();
+      this.queue.push(u);
+    }
+    this.timer ??= setTimeout(() => this.flush(), this.flushMs);
+  };
+
+  /** Sends what is gathered now (before a new stream's snapshot, which already holds it). */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.takeSteps();
+    if (this.workers) this.queue.push(this.workers);
+    this.workers = undefined;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length > 0) this.send(batch);
+  }
+
+  /** Drops what is gathered (no stream is left to send it to). */
+  clear(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.queue = [];
+    this.steps = [];
+    this.workers = undefined;
+  }
+
+  private takeSteps(): void {
+    if (this.steps.length === 0) return;
+    this.queue.push({ type: 'steps', steps: this.steps, eta: this.eta });
+    this.steps = [];
+  }
+}
+
 /** The request handler; `close()` ends open event streams. */
 export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps): { handle: HttpHandler; close(): void } {
-  /** Open event streams and how each stops following the monitor. */
+  /** Open event streams and how each is ended. */
   const streams = new Map<ServerResponse, () => void>();
+  const maxBacklog = opts.maxStreamBacklog ?? MAX_STREAM_BACKLOG;
+  const batcher = new UpdateBatcher(opts.flushMs ?? FLUSH_MS, (batch) => {
+    const frame = `event: updates\ndata: ${JSON.stringify(batch)}\n\n`;
+    for (const [res, stop] of [...streams]) {
+      if (res.writableEnded || res.destroyed) continue;
+      // A page that does not read is cut off rather than buffered for: it reconnects and gets a snapshot.
+      if (res.writableLength > maxBacklog) {
+        stop();
+        res.destroy();
+        continue;
+      }
+      res.write(frame);
+    }
+  });
   const session = opts.token === undefined ? undefined : sessionValue(opts.token);
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
@@ -69,15 +147,16 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
 
   const events = (req: IncomingMessage, res: ServerResponse): void => {
     res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream', Connection: 'keep-alive' });
-    const write = (type: string, data: unknown): void => {
-      if (!res.writableEnded && !res.destroyed) res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
-    };
-    write('snapshot', deps.monitor.snapshot());
-    const onUpdate = (u: RunUpdate): void => write('update', u);
-    deps.monitor.on('update', onUpdate);
+    // The snapshot holds everything until now: what the other streams have not had yet goes first.
+    batcher.flush();
+    res.write(`event: snapshot\ndata: ${JSON.stringify(deps.monitor.snapshot())}\n\n`);
+    if (streams.size === 0) deps.monitor.on('update', batcher.add);
     const stop = (): void => {
-      deps.monitor.off('update', onUpdate);
-      streams.delete(res);
+      if (!streams.delete(res)) return;
+      if (streams.size === 0) {
+        deps.monitor.off('update', batcher.add);
+        batcher.clear();
+      }
     };
     streams.set(res, stop);
     req.socket.setTimeout(0);
@@ -109,9 +188,10 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
     if (!authorized(req)) {
       return send(res, 401, 'text/plain', 'unauthorized: send `Authorization: Bearer <token>`, or open /?token=<token> once in the browser\n', { 'WWW-Authenticate': 'Bearer' });
     }
+    deps.authorized?.(req);
     switch (url.pathname) {
       case '/readyz': {
-        const ready = deps.monitor.snapshot().status === 'training' && deps.monitor.readyWorkers() >= opts.minWorkers;
+        const ready = deps.monitor.summary().status === 'training' && deps.monitor.readyWorkers() >= opts.minWorkers;
         return send(res, ready ? 200 : 503, 'text/plain', ready ? 'ready\n' : 'not ready\n');
       }
       case '/metrics':
@@ -139,6 +219,8 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
   return {
     handle,
     close: () => {
+      // The pages keep what they were shown: send them the end of the run first.
+      batcher.flush();
       for (const [res, stop] of [...streams]) {
         stop();
         res.end();

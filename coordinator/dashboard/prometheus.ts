@@ -68,6 +68,7 @@ export function createRunMetrics(monitor: RunMonitor, opts: { defaultMetrics: bo
         training.set(u.status === 'training' ? 1 : 0);
         return;
       case 'config':
+      case 'steps':
         return;
     }
   };

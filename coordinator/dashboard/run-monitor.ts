@@ -27,9 +27,12 @@ export interface LiveWorker {
   readonly id: number;
   readonly name: string;
   readonly backend: string;
+  readonly adapter: string;
   readonly results: number;
   /** Milliseconds since its last result or assignment. */
   readonly idleMs: number;
+  /** Training micro-batches returned, their reported compute time and their time from assignment to arrival. */
+  readonly train: { readonly results: number; readonly computeMs: number; readonly elapsedMs: number };
 }
 
 export interface MonitorOptions {
@@ -55,8 +58,12 @@ const LOG_FIELDS = new Set(['level', 'time', 'pid', 'hostname', 'name', 'msg', '
 
 export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
   private readonly opts: MonitorOptions;
+  /** Everything but the steps, which are kept apart so that a step costs O(1). */
   private state: RunSnapshot;
+  /** The recent steps; trimmed to maxSteps only when twice as long (amortised O(1) per step). */
+  private steps: StepPoint[] = [];
   private readonly recentStepSeconds: number[] = [];
+  private recentSecondsSum = 0;
   private readonly rates = new Map<number, { results: number; at: number; rate: number }>();
   private verification: VerificationCounters = NO_COUNTS;
 
@@ -66,8 +73,19 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
     this.state = emptySnapshot(this.opts.label);
   }
 
+  /** The whole state, steps included (O(steps): for a new page or a replayed log, not per step). */
   snapshot(): RunSnapshot {
+    return { ...this.state, steps: this.steps.slice(-this.opts.maxSteps) };
+  }
+
+  /** The state without its steps (O(1)). */
+  summary(): RunSnapshot {
     return this.state;
+  }
+
+  /** The last `n` steps. */
+  lastSteps(n: number): readonly StepPoint[] {
+    return this.steps.slice(-n);
   }
 
   /** Overlays other (finished) runs' epoch curves on this one's. */
@@ -105,7 +123,7 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
         return;
       case 'worker_joined': {
         const id = num(r.workerId) ?? -1;
-        const row: WorkerRow = { id, name: str(r.workerName), backend: str(r.backend), unitsDone: 0, imagesPerSec: 0, lastSeen: time, state: 'ready' };
+        const row: WorkerRow = { id, name: str(r.workerName), backend: str(r.backend), adapter: str(r.adapter), unitsDone: 0, imagesPerSec: 0, computeMs: 0, commMs: 0, lastSeen: time, state: 'ready' };
         this.apply({ type: 'workers', workers: [...this.state.workers.filter((w) => w.id !== id), row] });
         event('joined', `${row.name} joined (${row.backend})`);
         return;
@@ -163,7 +181,8 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
     if (p.verification) this.verification = p.verification;
     if (this.state.status !== 'training') this.apply({ type: 'status', status: 'training' });
     this.recentStepSeconds.push(p.seconds);
-    if (this.recentStepSeconds.length > this.opts.etaWindow) this.recentStepSeconds.shift();
+    this.recentSecondsSum += p.seconds;
+    if (this.recentStepSeconds.length > this.opts.etaWindow) this.recentSecondsSum -= this.recentStepSeconds.shift()!;
     const point: StepPoint = {
       globalStep: p.globalStep, epoch: p.epoch, step: p.step, stepsPerEpoch: p.stepsPerEpoch, images: p.images,
       seconds: p.seconds, imagesPerSec: p.seconds > 0 ? p.images / p.seconds : 0, loss: p.loss,
@@ -186,7 +205,10 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
         rate = ((l.results - prev.results) * imagesPerUnit) / ((now - prev.at) / 1000);
         this.rates.set(w.id, { results: l.results, at: now, rate });
       }
-      return { ...w, name: l.name, backend: l.backend, unitsDone: l.results, imagesPerSec: rate, lastSeen: now - l.idleMs };
+      const n = l.train.results;
+      const computeMs = n > 0 ? l.train.computeMs / n : 0;
+      const commMs = n > 0 ? Math.max(0, (l.train.elapsedMs - l.train.computeMs) / n) : 0;
+      return { ...w, name: l.name, backend: l.backend, adapter: l.adapter, unitsDone: l.results, imagesPerSec: rate, computeMs, commMs, lastSeen: now - l.idleMs };
     });
     this.apply({ type: 'workers', workers: rows });
   }
@@ -194,13 +216,19 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
   private eta(p: StepProgress): Eta | undefined {
     const epochs = num(this.state.config?.epochs);
     if (this.recentStepSeconds.length === 0 || epochs === undefined) return undefined;
-    const mean = this.recentStepSeconds.reduce((a, b) => a + b, 0) / this.recentStepSeconds.length;
+    const mean = this.recentSecondsSum / this.recentStepSeconds.length;
     const epochSeconds = (p.stepsPerEpoch - p.step) * mean;
     return { epochSeconds, runSeconds: epochSeconds + Math.max(0, epochs - p.epoch) * p.stepsPerEpoch * mean };
   }
 
   private apply(u: RunUpdate): void {
-    this.state = applyUpdate(this.state, u, this.opts.maxSteps, this.opts.maxEvents);
+    if (u.type === 'step') {
+      this.steps.push(u.step);
+      if (this.steps.length >= 2 * this.opts.maxSteps) this.steps = this.steps.slice(-this.opts.maxSteps);
+      if (this.state.eta !== u.eta) this.state = { ...this.state, eta: u.eta };
+    } else {
+      this.state = applyUpdate(this.state, u, this.opts.maxSteps, this.opts.maxEvents);
+    }
     this.emit('update', u);
   }
 }

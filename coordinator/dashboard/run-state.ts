@@ -28,9 +28,18 @@ export interface WorkerRow {
   readonly id: number;
   readonly name: string;
   readonly backend: string;
+  /** The device its backend computes on (WebGPU adapter, CPU model); '' when unknown. */
+  readonly adapter: string;
   /** Results returned: training micro-batches and validation chunks. */
   readonly unitsDone: number;
   readonly imagesPerSec: number;
+  /**
+   * Mean per training micro-batch, over the connection's life: the compute time the worker
+   * reports, and the rest of the time from assignment (or its previous result) to the
+   * result's arrival here (sending weights and samples, the result's way back, queueing).
+   */
+  readonly computeMs: number;
+  readonly commMs: number;
   /** Wall-clock time (ms since 1970) of the last result or assignment. */
   readonly lastSeen: number;
   readonly state: WorkerState;
@@ -75,6 +84,8 @@ export type RunUpdate =
   | { readonly type: 'config'; readonly config: Readonly<Record<string, unknown>> }
   | { readonly type: 'epoch'; readonly epoch: EpochPoint }
   | { readonly type: 'step'; readonly step: StepPoint; readonly eta: Eta | undefined }
+  /** Several steps at once: what the event stream sends (a few times a second at most). */
+  | { readonly type: 'steps'; readonly steps: readonly StepPoint[]; readonly eta: Eta | undefined }
   | { readonly type: 'workers'; readonly workers: readonly WorkerRow[] }
   | { readonly type: 'event'; readonly event: RunEvent };
 
@@ -89,6 +100,8 @@ export function applyUpdate(s: RunSnapshot, u: RunUpdate, maxSteps: number, maxE
       return { ...s, epochs: [...s.epochs.filter((e) => e.epoch !== u.epoch.epoch), u.epoch] };
     case 'step':
       return { ...s, steps: [...s.steps, u.step].slice(-maxSteps), eta: u.eta };
+    case 'steps':
+      return { ...s, steps: [...s.steps, ...u.steps].slice(-maxSteps), eta: u.eta };
     case 'workers':
       return { ...s, workers: u.workers };
     case 'event':

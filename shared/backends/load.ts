@@ -2,11 +2,15 @@
 // (tfjs-node-gpu, then tfjs-node), then WebGPU on a hardware adapter, then WASM, then the
 // pure-JS cpu backend. A software WebGPU adapter (lavapipe, SwiftShader) is slower than
 // wasm, so `auto` never takes it; asked for by name it works, with a warning.
+import { cpus } from 'node:os';
 import type { Logger } from 'pino';
 import type { BackendName, BackendRequest, ComputeBackend, Tf } from '../backend.js';
 import { ErrorCode, FlockError, errorMessage } from '../errors.js';
 import { registerTrainingKernels } from './kernels/register.js';
 import { adapterSummary, findWebgpuAdapter } from './webgpu.js';
+
+/** The CPU's model name, as the OS reports it (the wasm, cpu and tfjs-node backends run there). */
+const cpuModel = (): string => `CPU: ${cpus()[0]?.model.trim() || 'unknown'}`;
 
 const NATIVE_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
 
@@ -16,7 +20,7 @@ async function loadTensorflow(): Promise<ComputeBackend> {
     try {
       const tf = (await import(pkg)) as Tf;
       await tf.ready();
-      return { name: 'tensorflow', tf, detail: `${pkg} ${tf.version.tfjs} (${tf.getBackend()})` };
+      return { name: 'tensorflow', tf, detail: `${pkg} ${tf.version.tfjs} (${tf.getBackend()})`, adapter: pkg.endsWith('-gpu') ? 'CUDA (libtensorflow)' : cpuModel() };
     } catch (err) {
       failures.push(`${pkg}: ${errorMessage(err).split('\n')[0] ?? ''}`);
     }
@@ -47,7 +51,7 @@ async function loadJs(name: 'wasm' | 'cpu'): Promise<ComputeBackend> {
   const ok = await tf.setBackend(name);
   if (!ok) throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `TensorFlow.js could not initialise the '${name}' backend; try --backend cpu.`);
   await tf.ready();
-  return { name, tf, detail };
+  return { name, tf, detail, adapter: cpuModel() };
 }
 
 /** The webgpu backend on whatever adapter Dawn finds; `auto` takes only a hardware one. */

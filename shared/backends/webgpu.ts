@@ -133,7 +133,7 @@ async function loadOn(dawn: DawnModule, gpu: Gpu, adapter: GpuAdapter, report: A
     throw new FlockError(ErrorCode.BACKEND_UNAVAILABLE, `TensorFlow.js could not initialise the 'webgpu' backend on ${adapterSummary(report)}; use --backend wasm.`);
   }
   await tf.ready();
-  return { name: 'webgpu', tf, detail: `@tensorflow/tfjs-backend-webgpu (tfjs ${tf.version.tfjs}) on ${adapterSummary(report)}` };
+  return { name: 'webgpu', tf, detail: `@tensorflow/tfjs-backend-webgpu (tfjs ${tf.version.tfjs}) on ${adapterSummary(report)}`, adapter: adapterSummary(report) };
 }
 
 /**

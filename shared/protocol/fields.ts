@@ -85,8 +85,21 @@ export function list<T>(o: Obj, key: string, item: (v: unknown, at: string) => T
   return v.map((x: unknown, i) => item(x, `${key}[${i}]`));
 }
 
+/** Float16 data: binary whose length is a multiple of 2. */
+export function f16(v: unknown, at: string): Uint8Array {
+  const b = bytes(v, at);
+  if (b.byteLength % 2 !== 0) throw bad(`${at} has ${b.byteLength} bytes, not a multiple of 2 (Float16)`);
+  return b;
+}
+
+/** An optional flag: absent (or null) is false. */
+export function optionalBool(o: Obj, key: string): boolean {
+  return o[key] === undefined || o[key] === null ? false : bool(o, key);
+}
+
 export function wireState(o: Obj): WireState {
-  return { params: list(o, 'params', f32), buffers: list(o, 'buffers', f32) };
+  const half = optionalBool(o, 'half');
+  return { params: list(o, 'params', half ? f16 : f32), buffers: list(o, 'buffers', f32), ...(half ? { half } : {}) };
 }
 
 export function workList(o: Obj, key: string): WireWork[] {

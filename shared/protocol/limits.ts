@@ -14,6 +14,8 @@ export const MAX_CHARS = {
   /** Worker names, backend names and error codes. */
   name: 200,
   backend: 100,
+  /** Compute adapter descriptions (GPU or CPU model). */
+  adapter: 300,
   code: 100,
   /** Failure messages and stop reasons. */
   message: 2000,

@@ -14,7 +14,21 @@ export interface TrainConfig {
   readonly momentum: number;
   readonly weightDecay: number;
   readonly seed: number;
+  /**
+   * Micro-batches per reduce group: the step's sum is the sum, in group order, of contiguous
+   * groups of this many micro-batches each summed in id order (0 = the whole step is one
+   * group). Relays take whole groups; the bits depend on this, never on the topology.
+   */
+  readonly reduceGroup?: number;
+  /**
+   * Tensors on the wire: float32 (exact, the default) or float16 (lossy: weights and gradients
+   * rounded to IEEE binary16 on the way, half the bytes; results are no longer bit-identical).
+   */
+  readonly wirePrecision: WirePrecision;
 }
+
+export const WIRE_PRECISIONS = ['float32', 'float16'] as const;
+export type WirePrecision = (typeof WIRE_PRECISIONS)[number];
 
 export const TRAIN_DEFAULTS: Omit<TrainConfig, 'microBatch'> = {
   model: 'net',
@@ -24,6 +38,8 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'microBatch'> = {
   momentum: 0,
   weightDecay: 0,
   seed: 0,
+  reduceGroup: 0,
+  wirePrecision: 'float32',
 };
 
 function bad(message: string): never {
@@ -47,5 +63,7 @@ export function resolveTrainConfig(opts: Partial<TrainConfig>, workersAtStart: n
   if (!(merged.momentum >= 0 && merged.momentum < 1)) bad(`--momentum must be in [0, 1) (got ${merged.momentum})`);
   if (!(merged.weightDecay >= 0) || !Number.isFinite(merged.weightDecay)) bad(`--weight-decay must be >= 0 (got ${merged.weightDecay})`);
   if (!isInt(merged.seed, 0) || merged.seed > 0xffffffff) bad(`--seed must be an integer in [0, 2^32) (got ${merged.seed})`);
+  if (!isInt(merged.reduceGroup ?? 0, 0)) bad(`--reduce-group must be a non-negative integer (got ${merged.reduceGroup})`);
+  if (!(WIRE_PRECISIONS as readonly unknown[]).includes(merged.wirePrecision)) bad(`--wire-precision must be float32 or float16 (got ${String(merged.wirePrecision)})`);
   return { ...merged, microBatch };
 }

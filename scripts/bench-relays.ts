@@ -1,0 +1,140 @@
+// Benchmark section `relays`: the coordinator's own cost per step (CPU time of this process,
+// which runs the pool and the trainer) with simulated workers connected directly and with
+// hundreds of simulated workers behind `coordinator relay` processes, and each relay's CPU
+// per step (read from /proc, so Linux only). Simulated workers (scripts/load-generator.ts)
+// answer at once; relays and generators present the data set's hashes, so no images travel.
+// Timed window: the second epoch's steps after its first, without validation.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { Trainer } from '../coordinator/trainer.js';
+import { WorkerPool } from '../coordinator/worker-pool.js';
+import { systemClock } from '../shared/clock.js';
+import { loadCifar } from '../shared/data/cifar.js';
+import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { modelSpec } from '../shared/models/spec.js';
+import { resolveTrainConfig } from '../shared/training/config.js';
+import { printTable } from './bench-distributed.js';
+
+const logger = pino({ level: 'silent' });
+const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
+const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
+const TOKEN = 'bench';
+/** Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks. */
+const TICKS_PER_S = 100;
+
+interface Case {
+  readonly label: string;
+  readonly batchSize: number;
+  readonly microBatch: number;
+  readonly reduceGroup: number;
+  /** Simulated workers on the coordinator itself. */
+  readonly direct: number;
+  /** Relays, each with this many simulated workers. */
+  readonly relays: number;
+  readonly perRelay: number;
+  /** Simulated relays (the load generator answers with group sums; no relay processes). */
+  readonly simulatedRelays?: number;
+}
+
+/** CPU seconds (user + system) of a child process so far. */
+function childCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
+}
+
+function generator(url: string, count: number, dir: string, relays = false): ChildProcess {
+  return spawn(process.execPath, [LOAD_GENERATOR, '--url', url, '--count', String(count), '--data-dir', dir, '--token', TOKEN, ...(relays ? ['--relay'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+/** A relay process with the data folder (same hashes: no images travel); resolves with its workers' URL. */
+async function relay(url: string, dir: string, name: string, children: ChildProcess[]): Promise<{ proc: ChildProcess; url: string }> {
+  const proc = spawn(process.execPath, [COORDINATOR_CLI, 'relay', '--connect', url, '--data-dir', dir, '--name', name, '--log-format', 'json', '--log-level', 'info', '--max-connections', '1024', '--max-pending', '256'],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FLOCK_TOKEN: TOKEN } });
+  children.push(proc);
+  const lines = createInterface({ input: proc.stdout });
+  for await (const line of lines) {
+    const e = JSON.parse(line) as { event?: string; url?: string };
+    if (e.event === 'relay_ready') {
+      lines.on('line', () => undefined);
+      return { proc, url: e.url! };
+    }
+  }
+  throw new Error(`relay ${name} ended before it listened`);
+}
+
+async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loadCifar>>): Promise<string[]> {
+  const config = resolveTrainConfig({ model: 'net', epochs: 2, batchSize: c.batchSize, microBatch: c.microBatch, reduceGroup: c.reduceGroup }, 1);
+  const pool = await WorkerPool.listen({ token: TOKEN, maxConnections: 2048, maxPending: 512 }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
+  const children: ChildProcess[] = [];
+  const relays: ChildProcess[] = [];
+  try {
+    if (c.direct > 0) children.push(generator(pool.url, c.direct, dir));
+    if (c.simulatedRelays) children.push(generator(pool.url, c.simulatedRelays, dir, true));
+    for (let r = 0; r < c.relays; r++) {
+      const { proc, url } = await relay(pool.url, dir, `relay-${r}`, children);
+      relays.push(proc);
+      children.push(generator(url, c.perRelay, dir));
+    }
+    await pool.waitForWorkers(c.direct + c.relays + (c.simulatedRelays ?? 0));
+    const steps = Math.floor(data.train.count / c.batchSize);
+    let mark: { cpu: NodeJS.CpuUsage; wall: number; relayCpu: number } | undefined;
+    let timed: { cpuMs: number; wallMs: number; relayCpuMs: number; steps: number } | undefined;
+    const relayCpu = (): number => relays.reduce((s, p) => s + childCpuSeconds(p.pid!), 0);
+    await new Trainer(config, {
+      executor: pool, logger, clock: systemClock,
+      onStep: (p) => {
+        if (p.globalStep === steps + 1) mark = { cpu: process.cpuUsage(), wall: performance.now(), relayCpu: relayCpu() };
+        if (p.globalStep === 2 * steps && mark) {
+          const cpu = process.cpuUsage(mark.cpu);
+          timed = { cpuMs: (cpu.user + cpu.system) / 1000, wallMs: performance.now() - mark.wall, relayCpuMs: (relayCpu() - mark.relayCpu) * 1000, steps: steps - 1 };
+        }
+      },
+    }, { trainCount: data.train.count, validationCount: data.validation.count }).run();
+    if (!timed) throw new Error('the timed window did not close');
+    const n = timed.steps;
+    const workers = c.direct + (c.relays + (c.simulatedRelays ?? 0)) * c.perRelay;
+    return [c.label, String(workers), `${c.batchSize}/${c.microBatch}/${c.reduceGroup}`, (timed.cpuMs / n).toFixed(2), (timed.wallMs / n).toFixed(2), (1000 * n / timed.wallMs).toFixed(1),
+      c.relays > 0 ? (timed.relayCpuMs / n / c.relays).toFixed(2) : '-'];
+  } finally {
+    await pool.close();
+    await Promise.all(children.filter((p) => p.exitCode === null && p.signalCode === null).map((p) => once(p, 'exit')));
+  }
+}
+
+export async function benchRelays(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'flock-bench-relays-'));
+  try {
+    await writeSyntheticCifar(dir, { trainPerFile: 1200, testCount: 256, seed: 3 });
+    const data = await loadCifar(dir);
+    const model = modelSpec('net');
+    console.log(`coordinator cost per step with relays: Net (${model.parameterCount} parameters, ${(model.parameterCount * 4 / 1024).toFixed(0)} KiB a gradient), simulated workers answer instantly, ` +
+      `${data.train.count} training images; timed: 2nd epoch after its first step, no validation. coord CPU = this process (pool + trainer); relay CPU = each relay process, mean`);
+    const cases: Case[] = [
+      { label: '4 direct (batch 64)', batchSize: 64, microBatch: 16, reduceGroup: 0, direct: 4, relays: 0, perRelay: 0 },
+      { label: '4 direct (batch 256)', batchSize: 256, microBatch: 64, reduceGroup: 0, direct: 4, relays: 0, perRelay: 0 },
+      { label: '64 direct (batch 64)', batchSize: 64, microBatch: 1, reduceGroup: 0, direct: 64, relays: 0, perRelay: 0 },
+      { label: '256 direct (batch 256)', batchSize: 256, microBatch: 1, reduceGroup: 0, direct: 256, relays: 0, perRelay: 0 },
+      { label: '4 simulated relays x 64', batchSize: 256, microBatch: 1, reduceGroup: 64, direct: 0, relays: 0, perRelay: 64, simulatedRelays: 4 },
+      { label: '4 relays x 64', batchSize: 256, microBatch: 1, reduceGroup: 64, direct: 0, relays: 4, perRelay: 64 },
+      { label: '16 simulated relays x 64', batchSize: 1024, microBatch: 1, reduceGroup: 64, direct: 0, relays: 0, perRelay: 64, simulatedRelays: 16 },
+      { label: '16 relays x 64', batchSize: 1024, microBatch: 1, reduceGroup: 64, direct: 0, relays: 16, perRelay: 64 },
+    ];
+    const only = process.env.FLOCK_BENCH_RELAY_CASES?.split(',').map(Number);
+    const rows: string[][] = [];
+    for (const [i, c] of cases.entries()) {
+      if (only && !only.includes(i)) continue;
+      rows.push(await runCase(c, dir, data));
+    }
+    printTable(['set-up', 'workers', 'batch/mb/group', 'coord CPU ms/step', 'wall ms/step', 'steps/s', 'relay CPU ms/step'], rows);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
