@@ -38,6 +38,8 @@ import { createHttpRoutes, type HttpHandler, type HttpRoutesOptions } from './da
 import { createRunMetrics } from './dashboard/prometheus.js';
 import { RunMonitor } from './dashboard/run-monitor.js';
 import { StatusLine } from './status-line.js';
+import { Arbiter } from './arbiter.js';
+import { Quarantine } from './quarantine.js';
 import { serveDashboard } from './dashboard/serve.js';
 import { curvesOf } from './report/curves.js';
 import { renderPanels } from './report/render-png.js';
@@ -85,6 +87,8 @@ interface StartFlags extends CommonFlags {
   maxConnections: number;
   maxPending: number;
   http: boolean;
+  auditRate: number;
+  auditSeed: number;
 }
 
 const common = (cmd: Command): Command =>
@@ -137,11 +141,11 @@ async function fetchWithProgress(dir: string, log: Logger, signal: AbortSignal, 
 }
 
 /** The dashboard's routes and metrics, and the browser workers' /join, for the pool's HTTP server. */
-async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, authorized?: (req: IncomingMessage) => void): Promise<{ handle: HttpHandler; close(): void }> {
+async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, quarantine: Quarantine, authorized?: (req: IncomingMessage) => void): Promise<{ handle: HttpHandler; close(): void }> {
   const [assets, joinAssets] = await Promise.all([loadDashboardAssets(), loadJoinAssets()]);
   const metrics = createRunMetrics(monitor);
   const join = createJoinRoutes({ tls: opts.tls }, joinAuth(opts.token), joinAssets);
-  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, join, authorized });
+  const routes = createHttpRoutes(opts, { monitor, registry: metrics.registry, assets, join, quarantine, authorized });
   return { handle: routes.handle, close: () => { routes.close(); metrics.close(); } };
 }
 
@@ -220,15 +224,22 @@ async function runStart(flags: StartFlags): Promise<number> {
       const expected = Math.max(flags.workers, flags.spawnWorkers);
       const config = resolve(expected);
       microBatch = config.microBatch;
+      const quarantine = new Quarantine();
       // An authorized dashboard request (its event stream stays open) holds no --max-pending slot.
-      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, (req) => pool?.httpAuthorized(req.socket)) : undefined;
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine, (req) => pool?.httpAuthorized(req.socket)) : undefined;
+      // The coordinator's own computations settle disagreements between workers (issue 12).
+      const arbiterRuntime = new ModelRuntime(backend, modelSpec(config.model));
+      const arbiter = new Arbiter(arbiterRuntime, { train, validation }, config.seed, backend.name);
       pool = await WorkerPool.listen({
         host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
         heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
         maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
         maxConnections: flags.maxConnections, maxPending: flags.maxPending,
         minWorkers: flags.minWorkers ?? 1,
-      }, { logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle });
+      }, {
+        logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle,
+        verify: { arbiter, quarantine, auditRate: flags.auditRate, auditSeed: flags.auditSeed },
+      });
       if (dashboard) {
         announceDashboard(log, `${pool.url.replace(/^ws/, 'http')}/`, token, flags.token === undefined && !process.env.FLOCK_TOKEN);
         announceJoin(log, pool.url, token);
@@ -243,7 +254,7 @@ async function runStart(flags: StartFlags): Promise<number> {
       }
       await pool.waitForWorkers(expected, signal);
       const running = pool;
-      return { executor: pool, config, close: async () => { dashboard?.close(); await running.close(); await workers?.stop(); } };
+      return { executor: pool, config, close: async () => { dashboard?.close(); await running.close(); await workers?.stop(); arbiterRuntime.dispose(); } };
     },
   });
   if (!result.completed) {
@@ -411,6 +422,8 @@ function main(argv: string[]): void {
     .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
     .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
     .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
+    .option('--audit-rate <r>', 'probability that a step has one micro-batch computed a second time by another worker, which cannot tell it is an audit (0 = never)', floatArg(0, 1), 0.05)
+    .option('--audit-seed <n>', 'seed of the audit draws (which steps, which micro-batch)', intArg(0, 0xffffffff), 0)
     .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426); with --local, listen on no port at all')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
   program.command('relay').description('relay for a worker site: workers connect here as to a coordinator; it takes whole reduce groups upstream and sends one sum per group')

@@ -4,6 +4,7 @@ import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import type { ModelState } from '../shared/models/spec.js';
 import type { GroupSum, StepResult } from '../shared/training/reduce.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
+import type { VerificationCounters } from './verifier.js';
 
 export type Split = 'train' | 'validation';
 
@@ -52,4 +53,13 @@ export interface Executor {
   gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome>;
   /** Evaluation-mode loss/accuracy of each chunk of `split` at `weights`, ordered by chunk id. */
   evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]>;
+  /**
+   * After gradients() or evaluate(): a step the trainer must go back to (a worker was proven
+   * wrong and its unverified contributions start there); cleared by reading.
+   */
+  takeRollback?(): { step: number; reason: string } | undefined;
+  /** The trainer went back to `step` (the same weights versions now hold other weights). */
+  rewound?(step: number): void;
+  /** Counts of the verification of results, when the executor verifies. */
+  verificationCounters?(): VerificationCounters;
 }

@@ -6,11 +6,15 @@
 // connections stall cannot draw the same units again and again), and at most --max-attempts
 // times each. Results come back in unit-id order. With relays in the fleet, training steps
 // are dealt as whole reduce groups (dispatchGroups) and a relay answers each with one sum.
+// With a verifier (issue 12) every round's results are checked before they are returned:
+// some units are computed again, by another worker (a round that excludes the first one) or
+// by the coordinator's arbiter. A relay's group sum has no per-micro-batch gradient: it is
+// never audited, but its guards still apply (failing ones are computed again here).
 import type { Dataset } from '../shared/data/cifar.js';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
-import { cloneState, type ModelSpec } from '../shared/models/spec.js';
+import { cloneState, type ModelSpec, type ModelState } from '../shared/models/spec.js';
 import {
   CloseCode, MessageType, encode, encodeWeights, encodeWithWeights, indicesToBytes, stateToWire, type EncodedWeights, type EvaluationMessage, type GradientMessage, type GroupSumMessage, type WireState,
 } from '../shared/protocol.js';
@@ -21,11 +25,15 @@ import type { GradientsOutcome, Split, StepWork, VersionedState } from './execut
 import { violation } from './pool-connections.js';
 import { ResultPace, type PaceOptions } from './result-pace.js';
 import { checkEvaluation, checkGradient, checkGroupSum, notFinite } from './result-check.js';
+import type { Arbiter } from './arbiter.js';
+import type { Evidence } from './quarantine.js';
+import { COORDINATOR_ID, type Computed, type Participant, type RecomputeContext, type Verifier } from './verifier.js';
 import type { WorkerConn } from './worker-conn.js';
 import { WorkRound, poolClosed } from './work-round.js';
 
 type OpenRound =
-  | { readonly kind: 'gradients'; readonly round: WorkRound<GradientResult>; readonly work: StepWork; readonly weightsVersion: number; readonly sum: StepSum }
+  // `plain`: a round of second computations (audits), never dealt as whole groups to relays.
+  | { readonly kind: 'gradients'; readonly round: WorkRound<GradientResult>; readonly work: StepWork; readonly weightsVersion: number; readonly sum: StepSum; readonly plain?: boolean }
   | { readonly kind: 'evaluate'; readonly round: WorkRound<EvalResult>; readonly split: Split; readonly weightsVersion: number };
 
 export interface SchedulerDeps {
@@ -42,6 +50,8 @@ export interface SchedulerDeps {
   readonly stopping: () => boolean;
   /** Called whenever whether the round lacks workers may have changed. */
   readonly waitingChanged: () => void;
+  /** Checks results before they are used; none: results are taken as they come. */
+  readonly verify?: { readonly verifier: Verifier; readonly arbiter: Arbiter; readonly convict: (e: Evidence) => boolean };
 }
 
 export interface SchedulerOptions extends PaceOptions {
@@ -52,8 +62,12 @@ export interface SchedulerOptions extends PaceOptions {
 export class Scheduler {
   private open: OpenRound | undefined;
   private nextRequest = 1;
-  private weights: { version: number; wire: WireState; encoded: EncodedWeights } | undefined;
+  private weights: { version: number; wire: WireState; encoded: EncodedWeights; state: ModelState } | undefined;
   private readonly pace: ResultPace;
+  /** Who returned results, by connection id (names outlive connections, for the evidence). */
+  private readonly participants = new Map<number, Participant>();
+  private dispatching = false;
+  private dispatchAgain = false;
   /**
    * Buffers gradients are decoded into, reused from step to step: `lent` hold the results
    * of the last gradients() call (valid until the next call), `free` wait for the next step.
@@ -76,33 +90,115 @@ export class Scheduler {
 
   async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
     const start = this.deps.clock.now();
+    this.load(weights);
     const buffers = this.gradientBuffers;
     buffers.free.push(...buffers.lent.splice(0));
-    const round = new WorkRound<GradientResult>(work.globalStep, work.microBatches);
-    // Summed as results arrive, in micro-batch id order whatever the arrival order.
-    const sum = new StepSum(work.microBatches.map((u) => u.id).sort((a, b) => a - b), this.deps.model.params.map((p) => p.size), true, work.reduceGroup ?? 0);
-    this.begin({ kind: 'gradients', round, work, weightsVersion: weights.version, sum }, weights);
+    const verify = this.deps.verify;
+    const ids = work.microBatches.map((u) => u.id).sort((a, b) => a - b);
+    const groupSize = work.reduceGroup ?? 0;
+    // Summed as results arrive, in micro-batch id order whatever the arrival order. With a
+    // verifier a non-finite gradient is data (the guards have it computed again), not a refusal.
+    const sum = new StepSum(ids, this.sizes(), !verify, groupSize);
+    const { computed, computeMs, waitingMs } = await this.collect<GradientResult>({ kind: 'gradients', round: new WorkRound(work.globalStep, work.microBatches), work, weightsVersion: weights.version, sum });
+    const checked = verify ? await this.verifyGradients(work, weights.version, computed, sum, verify) : undefined;
+    const results = checked?.results ?? computed.map((c) => c.result);
+    const final = checked?.sum ?? sum;
+    const groups = final.groupSums();
+    const reduced = final.finish();
+    const now = this.deps.clock.now();
+    return { results, reduced, groups, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+  }
+
+  private sizes(): number[] {
+    return this.deps.model.params.map((p) => p.size);
+  }
+
+  /**
+   * The verifier's checks of a step: units computed by workers go through the guards and the
+   * audits; a relay's group (only its sum exists) through the guards of sums, and a group that
+   * fails them is computed again by the coordinator. When any result was replaced, the step
+   * is summed again (same canonical order, so the same bits as a step that needed nothing).
+   */
+  private async verifyGradients(
+    work: StepWork, version: number, computed: readonly Computed<GradientResult>[], sum: StepSum, verify: NonNullable<SchedulerDeps['verify']>,
+  ): Promise<{ results: GradientResult[]; sum?: StepSum }> {
+    const units = work.microBatches;
+    const at = new Map(units.map((u, i) => [u.id, i]));
+    const groupSize = work.reduceGroup ?? 0;
+    const grouped = sum.groupIds().filter((g) => g.ids.every((id) => computed[at.get(id)!]!.result.grads.length === 0));
+    const inGroups = new Set(grouped.flatMap((g) => g.ids));
+    const direct = units.flatMap((u, i) => (inGroups.has(u.id) ? [] : [i]));
+    const results = computed.map((c) => c.result);
+    const ctx = this.recompute<GradientResult>(
+      (us, exclude) => ({ kind: 'gradients', round: new WorkRound(work.globalStep, us, exclude), work, weightsVersion: version, sum: new StepSum(us.map((u) => u.id), this.sizes(), false, groupSize), plain: true }),
+      (unit) => verify.arbiter.gradient(this.weights!.state, this.weights!, work.globalStep, unit));
+    if (direct.length > 0) {
+      const used = await verify.verifier.gradients(work.globalStep, direct.map((i) => units[i]!), direct.map((i) => computed[i]!), ctx);
+      direct.forEach((i, k) => { results[i] = used[k]!; });
+    }
+    const sums = new Map(sum.groupSums().map((g) => [g.group, g.sums]));
+    const redone = new Set<number>();
+    for (const g of grouped) {
+      const parts = g.ids.map((id) => results[at.get(id)!]!);
+      const whole: GradientResult = {
+        grads: [...sums.get(g.group)!], lossSum: parts.reduce((a, r) => a + r.lossSum, 0), correct: parts.reduce((a, r) => a + r.correct, 0),
+        count: parts.reduce((a, r) => a + r.count, 0), batchStats: parts.flatMap((r) => r.batchStats),
+      };
+      if (verify.verifier.groupSum(work.globalStep, g.group, whole, computed[at.get(g.ids[0]!)!]!.by) === undefined) continue;
+      for (const id of g.ids) results[at.get(id)!] = await verify.arbiter.gradient(this.weights!.state, this.weights!, work.globalStep, units[at.get(id)!]!);
+      redone.add(g.group);
+    }
+    if (redone.size === 0 && results.every((r, i) => r === computed[i]!.result)) return { results };
+    const again = new StepSum(units.map((u) => u.id).sort((a, b) => a - b), this.sizes(), false, groupSize);
+    for (const g of sum.groupIds()) {
+      if (inGroups.has(g.ids[0]!) && !redone.has(g.group)) again.addGroup(g.group, sums.get(g.group)!.map((t) => t.slice()), new Map(g.ids.map((id) => [id, results[at.get(id)!]!])));
+      else for (const id of g.ids) again.add(id, results[at.get(id)!]!);
+    }
+    return { results, sum: again };
+  }
+
+  async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
+    this.load(weights);
+    const requestId = this.nextRequest++;
+    const { computed } = await this.collect<EvalResult>({ kind: 'evaluate', round: new WorkRound(requestId, chunks), split, weightsVersion: weights.version });
+    const verify = this.deps.verify;
+    if (!verify) return computed.map((c) => c.result);
+    return verify.verifier.evaluations(requestId, weights.version, chunks, computed, this.recompute<EvalResult>(
+      (units, exclude) => ({ kind: 'evaluate', round: new WorkRound(this.nextRequest++, units, exclude), split, weightsVersion: weights.version }),
+      (unit) => verify.arbiter.evaluate(this.weights!.state, this.weights!, split, unit)));
+  }
+
+  /** The weights changed under the same version numbers (the trainer rolled back): send them again. */
+  forgetWeights(): void {
+    this.weights = undefined;
+    for (const c of this.deps.all()) c.weightsVersion = -1;
+  }
+
+  /** Runs one round to the end; results in unit order with who computed each. */
+  private async collect<R>(open: OpenRound): Promise<{ computed: Computed<R>[]; computeMs: number; waitingMs: number }> {
+    const round = open.round as WorkRound<unknown> as WorkRound<R>;
+    this.begin(open);
     try {
       const results = await round.finished;
-      const groups = sum.groupSums();
-      const reduced = sum.finish();
-      const now = this.deps.clock.now();
-      const computeMs = round.maxComputeMs();
-      const waitingMs = round.waitingMs(now);
-      return { results, reduced, groups, timing: { computeMs, waitingMs, communicationMs: Math.max(0, now - start - computeMs - waitingMs) } };
+      const ids = round.ids();
+      const computed = results.map((result, k) => ({ result, by: this.participant(round.workerOf(ids[k]!)!) }));
+      return { computed, computeMs: round.maxComputeMs(), waitingMs: round.waitingMs(this.deps.clock.now()) };
     } finally {
       this.end(round);
     }
   }
 
-  async evaluate(split: Split, chunks: readonly MicroBatch[], weights: VersionedState): Promise<EvalResult[]> {
-    const round = new WorkRound<EvalResult>(this.nextRequest++, chunks);
-    this.begin({ kind: 'evaluate', round, split, weightsVersion: weights.version }, weights);
-    try {
-      return await round.finished;
-    } finally {
-      this.end(round);
-    }
+  private participant(id: number): Participant {
+    if (id === COORDINATOR_ID) return { id, name: 'coordinator', backend: this.deps.verify!.arbiter.backend };
+    return this.participants.get(id)!;
+  }
+
+  private recompute<R>(round: (units: readonly MicroBatch[], exclude: ReadonlyMap<number, ReadonlySet<number>>) => OpenRound, local: (unit: MicroBatch) => Promise<R>): RecomputeContext<R> {
+    return {
+      byOthers: async (units, exclude) => (await this.collect<R>(round(units, exclude))).computed,
+      byCoordinator: async (unit) => ({ result: await local(unit), by: this.participant(COORDINATOR_ID) }),
+      convict: (e) => this.deps.verify!.convict(e),
+    };
   }
 
   /** Takes back a departing worker's units (the next dispatch hands them out again). */
@@ -122,7 +218,7 @@ export class Scheduler {
     const buffers = this.gradientBuffers;
     const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
     try {
-      open.sum.add(unit.id, checkGradient(msg, this.deps.model, unit.indices.length, into, this.deps.wirePrecision));
+      open.sum.add(unit.id, checkGradient(msg, this.deps.model, unit.indices.length, into, this.deps.wirePrecision, !this.deps.verify));
     } catch (err) {
       buffers.free.push(into);
       throw err instanceof NotFiniteError ? notFinite(this.deps.model, msg.microBatch, err.tensor) : err;
@@ -145,7 +241,7 @@ export class Scheduler {
     const buffers = this.gradientBuffers;
     const into = buffers.free.pop() ?? new Float32Array(this.deps.model.parameterCount);
     try {
-      const { sums, parts } = checkGroupSum(msg, this.deps.model, units.map((u) => u.indices.length), into);
+      const { sums, parts } = checkGroupSum(msg, this.deps.model, units.map((u) => u.indices.length), into, !this.deps.verify);
       open.sum.addGroup(msg.group, sums, parts);
       buffers.lent.push(into);
       this.accepted(conn, open.round, units.map((u) => [u.id, parts.get(u.id)!] as const), msg.computeMs);
@@ -159,11 +255,31 @@ export class Scheduler {
     const open = this.open;
     if (open?.kind !== 'evaluate' || open.round.key !== msg.requestId) throw violation(`evaluation for request ${msg.requestId}, which is not open`);
     const unit = this.owned(conn, open.round, msg.chunk, 'chunk');
-    this.accepted(conn, open.round, [[unit.id, checkEvaluation(msg, unit.indices.length)]], msg.computeMs);
+    this.accepted(conn, open.round, [[unit.id, checkEvaluation(msg, unit.indices.length, !this.deps.verify)]], msg.computeMs);
   }
 
-  /** Hands every unassigned unit of the open round to a ready worker, round-robin by position. */
+  /**
+   * Hands every unassigned unit of the open round to a ready worker, round-robin by position.
+   * Re-entrant calls (a send that drops a worker, whose units come back) run after this one
+   * instead of inside it, so no unit is ever handed out twice.
+   */
   dispatch(): void {
+    if (this.dispatching) {
+      this.dispatchAgain = true;
+      return;
+    }
+    this.dispatching = true;
+    try {
+      do {
+        this.dispatchAgain = false;
+        this.dispatchOnce();
+      } while (this.dispatchAgain);
+    } finally {
+      this.dispatching = false;
+    }
+  }
+
+  private dispatchOnce(): void {
     const open = this.open;
     if (!open || this.deps.stopping()) return;
     const units = open.round.unassigned();
@@ -195,16 +311,41 @@ export class Scheduler {
     const fresh = units.filter((u) => !retries.includes(u));
     const shares = new Map<WorkerConn, MicroBatch[]>();
     const spread = (list: readonly MicroBatch[], to: readonly WorkerConn[]): void => list.forEach((u, k) => {
-      const w = to[k % to.length]!;
+      const eligible = to.filter((w) => open.round.eligible(u.id, w.id));
+      const fallback = workers.filter((w) => open.round.eligible(u.id, w.id));
+      const from = eligible.length > 0 ? eligible : fallback;
+      const w = from[k % Math.max(1, from.length)];
+      // No ready worker may compute it (a second computation, and the first one's worker is
+      // all there is): the coordinator computes it itself.
+      if (!w) return this.computeHere(open, u);
       const share = shares.get(w);
       if (share) share.push(u);
       else shares.set(w, [u]);
     });
     const relays = workers.filter((w) => w.relay);
-    if (open.kind === 'gradients' && relays.length > 0) return this.dispatchGroups(open, units, workers, proven);
+    if (open.kind === 'gradients' && !open.plain && relays.length > 0) return this.dispatchGroups(open, units, workers, proven);
     spread(fresh, workers);
     spread(retries, proven);
     for (const [conn, share] of shares) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
+  }
+
+  /** The coordinator's arbiter computes a unit of the open round. */
+  private computeHere(open: OpenRound, unit: MicroBatch): void {
+    const verify = this.deps.verify;
+    if (!verify) return;
+    open.round.assign(unit.id, COORDINATOR_ID);
+    const weights = this.weights!;
+    const started = this.deps.clock.now();
+    const result: Promise<GradientResult | EvalResult> = open.kind === 'gradients'
+      ? verify.arbiter.gradient(weights.state, weights, open.work.globalStep, unit)
+      : verify.arbiter.evaluate(weights.state, weights, open.split, unit);
+    result.then(
+      (r) => {
+        if (open.kind === 'gradients') open.sum.add(unit.id, r as GradientResult);
+        (open.round as WorkRound<unknown>).complete(unit.id, COORDINATOR_ID, r, this.deps.clock.now() - started);
+      },
+      (err: unknown) => open.round.fail(err),
+    );
   }
 
   /**
@@ -246,17 +387,22 @@ export class Scheduler {
     for (const [conn, share] of plain) this.sendWork(conn, open, share.sort((a, b) => a.id - b.id));
   }
 
-  private begin(open: OpenRound, weights: VersionedState): void {
+  /** Makes `weights` the ones rounds are computed at (encoded once per version). */
+  private load(weights: VersionedState): void {
     if (this.deps.stopping()) throw poolClosed();
-    if (this.open) throw new FlockError(ErrorCode.UNSUPPORTED, 'the worker pool runs one step or evaluation at a time');
     if (this.weights?.version !== weights.version) {
       // A copy: the trainer updates its state in place after the step. Welcome frames carry
       // float32 weights; work carries them at the run's wire precision.
       const state = cloneState(weights.state);
       const wire = stateToWire(state);
       const sent = this.deps.wirePrecision === 'float16' ? stateToWire(state, 'float16') : wire;
-      this.weights = { version: weights.version, wire, encoded: encodeWeights({ version: weights.version, ...sent }) };
+      this.weights = { version: weights.version, wire, state, encoded: encodeWeights({ version: weights.version, ...sent }) };
     }
+  }
+
+  private begin(open: OpenRound): void {
+    if (this.deps.stopping()) throw poolClosed();
+    if (this.open) throw new FlockError(ErrorCode.UNSUPPORTED, 'the worker pool runs one step or evaluation at a time');
     this.open = open;
     this.dispatch();
   }
@@ -273,6 +419,7 @@ export class Scheduler {
 
   private sendWork(conn: WorkerConn, open: OpenRound, units: MicroBatch[], grouped = false): void {
     const weights = this.weights!;
+    if (conn.state !== 'ready') return;
     const wireUnits = units.map((u) => ({ id: u.id, indices: indicesToBytes(u.indices) }));
     const lists = units.map((u) => u.indices);
     const split = open.kind === 'gradients' ? 'train' : open.split;
@@ -329,10 +476,13 @@ export class Scheduler {
     conn.lastProgress = now;
     conn.results += done.length;
     for (const [id] of done) conn.outstanding.delete(id);
+    if (!this.participants.has(conn.id)) this.participants.set(conn.id, { id: conn.id, name: conn.name, backend: conn.backend });
     this.watch(conn, kind);
+    // A second computation (an audit, or a unit computed again) is marked: it is not the step's result.
+    const second = this.open!.kind === 'gradients' && this.open!.plain === true;
     done.forEach(([id, result], i) => {
       const ms = i === 0 ? computeMs : 0;
-      conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs: ms }, 'result accepted');
+      conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs: ms, ...(second ? { second: true } : {}) }, 'result accepted');
       round.complete(id, conn.id, result, ms);
     });
   }

@@ -1,8 +1,12 @@
 // The training loop, shared by the in-process trainer and the distributed coordinator:
 // plan the step, get micro-batch gradients from the executor, reduce them in order,
-// step SGD, update batch-norm statistics, validate and checkpoint every epoch.
+// step SGD, update batch-norm statistics, validate and checkpoint every epoch. A step whose
+// update would make the weights non-finite is not applied (ERR_DIVERGED); when the executor
+// reports a worker proven wrong, the trainer rolls back to an in-memory snapshot from before
+// that worker's first unverified contribution and replays (issue 12).
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
+import { ErrorCode, FlockError } from '../shared/errors.js';
 import { batchNormLayers, cloneState, initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
 import { planEpoch, validationChunks, type EpochPlan } from '../shared/training/schedule.js';
 import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js';
@@ -10,6 +14,8 @@ import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js
 import type { Executor, StepTiming } from './executor.js';
 import type { EpochMetrics } from './metrics.js';
 import type { StepProgress } from './dashboard/run-monitor.js';
+import { Snapshots } from './snapshots.js';
+import { NO_COUNTS, type VerificationCounters } from './verifier.js';
 import type { TrainConfig } from '../shared/training/config.js';
 
 export interface TrainerDeps {
@@ -56,10 +62,15 @@ export class Trainer {
   private history: EpochMetrics[];
   /** Where each batch-norm layer's running statistics live in the buffers. */
   private readonly batchNorm: ReturnType<typeof batchNormLayers>;
+  private readonly model: ReturnType<typeof modelSpec>;
+  private readonly snapshots = new Snapshots();
+  /** Steps undone by rollbacks, to be computed again. */
+  private replayedSteps = 0;
 
   constructor(readonly config: TrainConfig, private readonly deps: TrainerDeps, opts: Partial<TrainerOptions> & Pick<TrainerOptions, 'trainCount' | 'validationCount'>, resume?: Checkpoint) {
     this.opts = { ...TRAINER_DEFAULTS, ...opts };
     const model = modelSpec(config.model);
+    this.model = model;
     this.batchNorm = batchNormLayers(model);
     this.state = resume ? cloneState(resume.state) : initialState(model, config.seed);
     this.sgd = { momentum: resume ? resume.momentum.map((m) => m.slice()) : [] };
@@ -94,16 +105,30 @@ export class Trainer {
     this.deps.logger.info({ event: 'checkpoint', file, globalStep: this.globalStep, epochsDone: this.epoch, stepInEpoch: this.stepInEpoch }, `checkpoint written: ${file}`);
   }
 
-  private async step(plan: EpochPlan, log: Logger): Promise<StepTiming> {
+  /** One step; undefined when the executor asked for a rollback instead (done here). */
+  private async step(plan: EpochPlan, log: Logger): Promise<StepTiming | undefined> {
     const { config, batchNorm } = this;
     const work = { epoch: this.epoch, globalStep: this.globalStep, microBatches: plan.microBatches(this.stepInEpoch), reduceGroup: config.reduceGroup ?? 0 };
     const { reduced, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
-    sgdStep(this.state.params, reduced.grads, this.sgd, config);
+    if (this.rollBackIfAsked()) return undefined;
+    // The update is computed on copies and applied only if everything stays finite.
+    const notFinite = (names: readonly string[], tensors: readonly Float32Array[]): string[] => names.filter((_, k) => tensors[k]!.some((v) => !Number.isFinite(v)));
+    const paramNames = this.model.params.map((p) => p.name);
+    const badSum = notFinite(paramNames, reduced.grads);
+    if (badSum.length > 0 || !Number.isFinite(reduced.lossSum)) this.diverged(`the step's summed gradient is not finite (${[...badSum, ...(Number.isFinite(reduced.lossSum) ? [] : ['loss'])].join(', ')})`);
+    const params = this.state.params.map((p) => p.slice());
+    const buffers = this.state.buffers.map((b) => b.slice());
+    const sgd: SgdState = { momentum: this.sgd.momentum.map((m) => m.slice()) };
+    sgdStep(params, reduced.grads, sgd, config);
     batchNorm.forEach((layer, i) => {
       const stats = reduced.batchStats[i]!;
-      updateRunning(this.state.buffers[layer.meanIndex]!, stats.mean);
-      updateRunning(this.state.buffers[layer.varIndex]!, stats.unbiasedVariance);
+      updateRunning(buffers[layer.meanIndex]!, stats.mean);
+      updateRunning(buffers[layer.varIndex]!, stats.unbiasedVariance);
     });
+    const bad = [...notFinite(paramNames, params), ...notFinite(this.model.buffers.map((b) => b.name), buffers)];
+    if (bad.length > 0) this.diverged(`the SGD update makes ${bad.join(', ')} non-finite`);
+    this.state = { params, buffers };
+    this.sgd = sgd;
     this.progress = {
       lossSum: this.progress.lossSum + reduced.lossSum,
       correct: this.progress.correct + reduced.correct,
@@ -115,9 +140,48 @@ export class Trainer {
     return timing;
   }
 
-  private async validate(): Promise<{ valLoss: number; valAccuracy: number }> {
+  private diverged(what: string): never {
+    const step = this.globalStep;
+    this.deps.logger.error({ event: 'diverged', globalStep: step, epoch: this.epoch + 1, stepInEpoch: this.stepInEpoch, what }, `training diverged at step ${step}: ${what}`);
+    throw new FlockError(ErrorCode.DIVERGED, `training diverged at step ${step} (epoch ${this.epoch + 1}, step ${this.stepInEpoch} of the epoch): ${what}; ` +
+      `the step was not applied, the weights of step ${step} are kept and the newest checkpoint is intact; lower --lr (or raise --weight-decay) and start again`);
+  }
+
+  /** Rolls back when the executor asks (a worker was quarantined); returns whether it did. */
+  private rollBackIfAsked(): boolean {
+    const asked = this.deps.executor.takeRollback?.();
+    if (!asked) return false;
+    const snap = this.snapshots.atOrBefore(asked.step);
+    if (!snap) throw new FlockError(ErrorCode.UNSUPPORTED, `cannot roll back to step ${asked.step} (${asked.reason}): no state that old is kept in memory`);
+    const from = this.globalStep;
+    this.restore(snap);
+    this.snapshots.dropAfter(snap.globalStep);
+    this.replayedSteps += from - snap.globalStep;
+    this.deps.executor.rewound?.(snap.globalStep);
+    this.deps.logger.warn({ event: 'rollback', fromStep: from, toStep: snap.globalStep, requestedStep: asked.step, reason: asked.reason, replayedSteps: this.replayedSteps },
+      `rolling back from step ${from} to step ${snap.globalStep} and replaying without the quarantined worker (${asked.reason})`);
+    return true;
+  }
+
+  private restore(c: Checkpoint): void {
+    this.state = cloneState(c.state);
+    this.sgd = { momentum: c.momentum.map((m) => m.slice()) };
+    this.epoch = c.epoch;
+    this.stepInEpoch = c.stepInEpoch;
+    this.globalStep = c.globalStep;
+    this.progress = c.progress;
+    this.history = [...c.history];
+  }
+
+  /** Verification counts so far (the executor's, plus the steps replayed here). */
+  verification(): VerificationCounters {
+    return { ...(this.deps.executor.verificationCounters?.() ?? NO_COUNTS), replayedSteps: this.replayedSteps };
+  }
+
+  private async validate(): Promise<{ valLoss: number; valAccuracy: number } | undefined> {
     const chunks = validationChunks(this.opts.validationCount, this.opts.evalChunk);
     const results = await this.deps.executor.evaluate('validation', chunks, { version: this.globalStep, state: this.state });
+    if (this.rollBackIfAsked()) return undefined;
     let lossSum = 0;
     let correct = 0;
     let count = 0;
@@ -133,7 +197,7 @@ export class Trainer {
   async run(): Promise<TrainResult> {
     const { config, deps, opts } = this;
     const started = deps.clock.now();
-    while (this.epoch < config.epochs) {
+    epochs: while (this.epoch < config.epochs) {
       const log = deps.logger.child({ epoch: this.epoch + 1 });
       const plan = planEpoch(opts.trainCount, config.batchSize, config.microBatch, config.seed, this.epoch);
       const epochStart = deps.clock.now();
@@ -148,10 +212,13 @@ export class Trainer {
         }
         const stepStart = deps.clock.now();
         const before = this.progress;
+        this.snapshots.save(this.checkpoint());
         const timing = await this.step(plan, log);
+        if (!timing) continue epochs;
         deps.onStep?.({
           epoch: this.epoch + 1, step: this.stepInEpoch, stepsPerEpoch: plan.stepsPerEpoch, globalStep: this.globalStep, images: config.batchSize,
           seconds: (deps.clock.now() - stepStart) / 1000, loss: (this.progress.lossSum - before.lossSum) / Math.max(1, this.progress.count - before.count),
+          verification: this.verification(),
         });
         compute += timing.computeMs;
         communication += timing.communicationMs;
@@ -160,7 +227,9 @@ export class Trainer {
         if (opts.checkpointEvery > 0 && this.globalStep % opts.checkpointEvery === 0 && this.stepInEpoch < plan.stepsPerEpoch) await this.saveCheckpoint();
       }
       const trainSeconds = (deps.clock.now() - epochStart) / 1000;
-      const { valLoss, valAccuracy } = await this.validate();
+      const validated = await this.validate();
+      if (!validated) continue epochs;
+      const { valLoss, valAccuracy } = validated;
       const metrics: EpochMetrics = {
         epoch: this.epoch + 1,
         steps: plan.stepsPerEpoch,
@@ -179,13 +248,13 @@ export class Trainer {
       this.epoch++;
       this.stepInEpoch = 0;
       this.progress = ZERO_PROGRESS;
-      deps.logger.info({ event: 'epoch', ...metrics },
+      deps.logger.info({ event: 'epoch', ...metrics, verification: this.verification() },
         `epoch ${metrics.epoch}/${config.epochs}: train loss ${metrics.trainLoss.toFixed(4)} acc ${metrics.trainAccuracy.toFixed(4)}, val loss ${valLoss.toFixed(4)} acc ${valAccuracy.toFixed(4)}, ${metrics.imagesPerSec.toFixed(0)} img/s`);
       await this.saveCheckpoint();
     }
     const result = this.result(true, started);
     const last = this.history[this.history.length - 1];
-    deps.logger.info({ event: 'done', valAccuracy: last?.valAccuracy, trainAccuracy: last?.trainAccuracy, epochs: config.epochs, seconds: result.seconds }, 'training complete');
+    deps.logger.info({ event: 'done', valAccuracy: last?.valAccuracy, trainAccuracy: last?.trainAccuracy, epochs: config.epochs, seconds: result.seconds, verification: this.verification() }, 'training complete');
     return result;
   }
 

@@ -10,6 +10,8 @@ export class WorkRound<R> {
   /** Times each unit was handed out. */
   private readonly attempts = new Map<number, number>();
   private readonly results = new Map<number, R>();
+  /** Who computed each result (worker id; 0 = the coordinator itself). */
+  private readonly computedBy = new Map<number, number>();
   /** Summed reported compute time per worker id. */
   private readonly compute = new Map<number, number>();
   private waitingSince: number | undefined;
@@ -18,7 +20,8 @@ export class WorkRound<R> {
   /** Resolves with the results in unit-id order once every unit has one. */
   readonly finished: Promise<R[]>;
 
-  constructor(readonly key: number, units: readonly MicroBatch[]) {
+  /** @param exclude per unit id, workers that must not compute it */
+  constructor(readonly key: number, units: readonly MicroBatch[], private readonly exclude: ReadonlyMap<number, ReadonlySet<number>> = new Map()) {
     for (const u of units) {
       if (this.units.has(u.id)) throw new RangeError(`work unit id ${u.id} appears twice`);
       this.units.set(u.id, u);
@@ -38,7 +41,14 @@ export class WorkRound<R> {
     return [...this.units.values()].filter((u) => !this.results.has(u.id) && !this.owners.has(u.id)).sort((a, b) => a.id - b.id);
   }
 
+  /** Whether `workerId` may compute unit `unitId`. */
+  eligible(unitId: number, workerId: number): boolean {
+    return !(this.exclude.get(unitId)?.has(workerId) ?? false);
+  }
+
   assign(unitId: number, workerId: number): void {
+    // A unit is held by one worker at a time; handing it out twice would be a scheduler bug.
+    if (this.owners.has(unitId) || this.results.has(unitId)) throw new RangeError(`work unit ${unitId} of round ${this.key} is already held or done`);
     this.owners.set(unitId, workerId);
     this.attempts.set(unitId, this.attemptsOf(unitId) + 1);
   }
@@ -63,8 +73,19 @@ export class WorkRound<R> {
   complete(unitId: number, workerId: number, result: R, computeMs: number): void {
     this.owners.delete(unitId);
     this.results.set(unitId, result);
+    this.computedBy.set(unitId, workerId);
     this.compute.set(workerId, (this.compute.get(workerId) ?? 0) + computeMs);
     this.finishIfDone();
+  }
+
+  /** Who computed unit `unitId` (after `finished`). */
+  workerOf(unitId: number): number | undefined {
+    return this.computedBy.get(unitId);
+  }
+
+  /** Unit ids in order. */
+  ids(): number[] {
+    return [...this.units.keys()].sort((a, b) => a - b);
   }
 
   /** The slowest worker's total compute in this round. */

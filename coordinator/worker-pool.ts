@@ -5,15 +5,17 @@
 // This file wires the parts: listener (pool-listener.ts), admission (pool-admission.ts),
 // connections (pool-connections.ts), heartbeats (pool-heartbeat.ts), scheduling
 // (pool-scheduler.ts) and waiting for workers (pool-waiters.ts); it greets workers and
-// shuts everything down.
+// shuts everything down. With `verify` (issue 12) results are checked before use
+// (verifier.ts) and workers proven wrong are quarantined (quarantine.ts).
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { datasetHash, type Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
+import { definedOnly } from '../shared/defaults.js';
 import type { EvalResult } from '../shared/models/runtime.js';
 import type { ModelSpec } from '../shared/models/spec.js';
-import { MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
+import { CloseCode, MessageType, NORMAL_CLOSURE, bitsToFlags, encode, type DatasetInfo, type HelloMessage, type WorkerMessage } from '../shared/protocol.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import type { TrainConfig } from '../shared/training/config.js';
 import type { Executor, GradientsOutcome, Split, StepWork, VersionedState } from './executor.js';
@@ -27,6 +29,9 @@ import { Scheduler } from './pool-scheduler.js';
 import { JoinWaiters } from './pool-waiters.js';
 import type { WorkerConn } from './worker-conn.js';
 import { poolClosed } from './work-round.js';
+import type { Arbiter } from './arbiter.js';
+import type { Evidence, Quarantine } from './quarantine.js';
+import { NO_COUNTS, VERIFY_DEFAULTS, Verifier, type VerificationCounters, type VerifyOptions } from './verifier.js';
 
 export { maxPayload } from './pool-listener.js';
 
@@ -41,6 +46,8 @@ export interface PoolDeps {
   readonly hashes?: DatasetInfo;
   /** Answers plain HTTP requests on the pool's port (the dashboard); default: 426. */
   readonly http?: RequestHandler;
+  /** Verify results (audits, guards, quarantine); without it results are taken on trust. */
+  readonly verify?: Partial<VerifyOptions> & { readonly arbiter: Arbiter; readonly quarantine: Quarantine };
 }
 
 export class WorkerPool implements Executor {
@@ -55,9 +62,12 @@ export class WorkerPool implements Executor {
   private stopping = false;
   private readonly log: Logger;
   private readonly hashes: DatasetInfo;
+  private readonly verifier: Verifier | undefined;
 
   private constructor(private readonly opts: PoolOptions, private readonly deps: PoolDeps) {
     this.log = deps.logger;
+    const v = deps.verify;
+    this.verifier = v ? new Verifier({ ...VERIFY_DEFAULTS, ...definedOnly({ auditRate: v.auditRate, auditSeed: v.auditSeed }) }, deps.logger) : undefined;
     this.hashes = deps.hashes ?? { train: datasetHash(deps.train), validation: datasetHash(deps.validation) };
     const stopping = (): boolean => this.stopping;
     this.conns = new ConnectionRegistry(this.log, opts, {
@@ -72,6 +82,7 @@ export class WorkerPool implements Executor {
       ready: () => this.conns.ready(), all: () => this.conns.all(),
       drop: (conn, reason, code) => this.conns.drop(conn, reason, code),
       stopping, waitingChanged: () => this.waiters.update(),
+      ...(v && this.verifier ? { verify: { verifier: this.verifier, arbiter: v.arbiter, convict: (e: Evidence) => this.convict(e) } } : {}),
     });
     this.heartbeat = new Heartbeat(opts.heartbeatMs, deps.clock, () => this.conns.all(), (conn, reason) => this.conns.drop(conn, reason), opts.maxBufferedBytes);
   }
@@ -130,6 +141,37 @@ export class WorkerPool implements Executor {
     return this.scheduler.evaluate(split, chunks, weights);
   }
 
+  /** A rollback the trainer must do (a worker was quarantined); cleared by reading. */
+  takeRollback(): { step: number; reason: string } | undefined {
+    return this.verifier?.takeRollback();
+  }
+
+  /** The trainer went back to `step`: the same version numbers now mean other weights. */
+  rewound(step: number): void {
+    this.verifier?.rewound(step);
+    this.scheduler.forgetWeights();
+  }
+
+  verificationCounters(): VerificationCounters {
+    return this.verifier?.counters() ?? NO_COUNTS;
+  }
+
+  /** Quarantines a worker proven wrong: logs the evidence and closes its connections (4009). */
+  private convict(e: Evidence): boolean {
+    const quarantine = this.deps.verify!.quarantine;
+    const first = !quarantine.has(e.workerName);
+    if (first) quarantine.add(e);
+    if (first) this.log.error({ event: 'quarantined', ...e },
+      `worker ${e.workerId} (${e.workerName}, ${e.backend}) quarantined: ${e.why} (its result ${e.claimed.toExponential(4)}, settled ${e.settled.toExponential(4)}, by ${e.arbiter}); ` +
+      'it is refused for the rest of the run (lift with POST /quarantine/lift)');
+    for (const conn of this.conns.all()) {
+      if (conn.id === e.workerId || (conn.state === 'ready' && conn.name === e.workerName)) {
+        this.conns.drop(conn, `quarantined: ${e.why} [${ErrorCode.QUARANTINED}]`, CloseCode.QUARANTINED);
+      }
+    }
+    return first;
+  }
+
   /** Sends `stop` to every worker, closes their sockets normally and stops listening. Idempotent. */
   close(reason = 'training complete'): Promise<void> {
     if (!this.closing) {
@@ -157,6 +199,9 @@ export class WorkerPool implements Executor {
 
   private onHello(conn: WorkerConn, msg: HelloMessage): void {
     if (conn.state !== 'greeting') throw violation('second hello');
+    if (this.deps.verify?.quarantine.has(msg.name)) {
+      throw new FlockError(ErrorCode.QUARANTINED, `worker name ${msg.name} is quarantined for returning wrong results; the operator can lift it with POST /quarantine/lift`);
+    }
     const local = { train: msg.dataHashes?.train === this.hashes.train, validation: msg.dataHashes?.validation === this.hashes.validation };
     // Images a reconnecting worker kept; a bitset for another data set is ignored.
     const sameData = msg.held?.hashes.train === this.hashes.train && msg.held.hashes.validation === this.hashes.validation;

@@ -56,7 +56,8 @@ function main(): void {
   const status = el('span', { class: 'status', id: 'status' });
   const eta = el('span', { class: 'eta', id: 'eta' });
   const final = el('span', { class: 'final', id: 'final-accuracy' });
-  header.append(title, status, eta, final);
+  const verified = el('span', { class: 'eta', id: 'verification' });
+  header.append(title, status, eta, final, verified);
   const charts = el('div', { class: 'charts' });
   root.append(header, charts);
 
@@ -140,6 +141,10 @@ function main(): void {
       ? `epoch ${last.epoch}, step ${last.step}/${last.stepsPerEpoch}` + (state.eta ? `, ETA epoch ${fmtSeconds(state.eta.epochSeconds)}, run ${fmtSeconds(state.eta.runSeconds)}` : '')
       : '';
     final.textContent = state.finalAccuracy !== undefined ? `final validation accuracy ${state.finalAccuracy.toFixed(4)}` : '';
+    const v = last?.verification;
+    verified.textContent = v
+      ? `verified: ${v.audits ?? 0} audits, ${v.validationChecks ?? 0} validation checks, ${v.guardFailures ?? 0} guard failures, ${v.quarantines ?? 0} quarantined, ${v.replayedSteps ?? 0} steps replayed`
+      : '';
     root.dataset.status = state.status;
     root.dataset.epochs = String(state.epochs.length);
     root.dataset.steps = String(state.steps.length);

@@ -2,7 +2,9 @@
 //  - workers: end-to-end images/s with the in-process trainer and with 1 and 2 local
 //    worker processes, and where the step time goes (compute, communication, waiting);
 //  - coordinator: steps/s of the coordinator alone against N simulated workers that
-//    answer instantly (scripts/load-generator.ts in a separate process).
+//    answer instantly (scripts/load-generator.ts in a separate process);
+//  - audits: images/s with 2 workers without verification, and with it at audit rates 0
+//    and 0.05 (the default), interleaved over rounds (issue 12's overhead budget).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
@@ -18,6 +20,8 @@ import { resolveTrainConfig } from '../shared/training/config.js';
 import { LocalWorkers } from '../coordinator/spawn-workers.js';
 import { Trainer } from '../coordinator/trainer.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
+import { Arbiter } from '../coordinator/arbiter.js';
+import { Quarantine } from '../coordinator/quarantine.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { systemClock } from '../shared/clock.js';
 import { loadCifar, type Dataset } from '../shared/data/cifar.js';
@@ -53,6 +57,8 @@ export interface TrainRun {
   readonly epochs: number;
   /** The backend in this process (in-process runs); loaded here when absent. */
   readonly backend?: ComputeBackend;
+  /** Verify results (worker runs) at this audit rate; absent: results are taken on trust. */
+  readonly auditRate?: number;
 }
 
 /**
@@ -77,7 +83,12 @@ export async function trainEpochs(run: TrainRun): Promise<EpochMetrics> {
     }
   }
   const token = 'bench';
-  const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec(model), config, ...data });
+  const arbiterBackend = run.auditRate === undefined ? undefined : run.backend ?? await loadBackend('wasm', logger);
+  const arbiterRuntime = arbiterBackend ? new ModelRuntime(arbiterBackend, modelSpec(model)) : undefined;
+  const verify = arbiterRuntime && arbiterBackend
+    ? { arbiter: new Arbiter(arbiterRuntime, data, config.seed, arbiterBackend.name), quarantine: new Quarantine(), auditRate: run.auditRate }
+    : undefined;
+  const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec(model), config, ...data, ...(verify ? { verify } : {}) });
   const local = new LocalWorkers({ count: workers, url: pool.url, token, backend: 'wasm', logLevel: 'warn' }, logger);
   try {
     local.start();
@@ -87,6 +98,28 @@ export async function trainEpochs(run: TrainRun): Promise<EpochMetrics> {
   } finally {
     await pool.close();
     await local.stop();
+    arbiterRuntime?.dispose();
+  }
+}
+
+/** Training throughput of 2 workers with and without verification, interleaved over `rounds`. */
+export async function benchAudits(rounds: number): Promise<void> {
+  const data = await benchData();
+  try {
+    const sets = await loadCifar(data.dir);
+    console.log(`audits: Net, batch 64, 2 wasm workers, data: ${data.label}; train images/s of the 2nd epoch, median of ${rounds} interleaved rounds`);
+    const setups: { label: string; auditRate?: number }[] = [{ label: 'no verification' }, { label: 'verified, audit rate 0', auditRate: 0 }, { label: 'verified, audit rate 0.05', auditRate: 0.05 }];
+    const rates = setups.map(() => [] as number[]);
+    for (let r = 0; r < rounds; r++) {
+      for (const [i, s] of setups.entries()) rates[i]!.push((await trainEpochs({ model: 'net', workers: 2, data: sets, epochs: 2, ...(s.auditRate === undefined ? {} : { auditRate: s.auditRate }) })).imagesPerSec);
+    }
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const base = median(rates[0]!);
+    printTable(['setup', 'train img/s (median)', 'all rounds', 'vs no verification'], setups.map((s, i) => [
+      s.label, median(rates[i]!).toFixed(0), rates[i]!.map((x) => x.toFixed(0)).join(' '), `${((100 * (median(rates[i]!) - base)) / base).toFixed(1)} %`,
+    ]));
+  } finally {
+    await data.cleanup();
   }
 }
 

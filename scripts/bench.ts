@@ -9,7 +9,7 @@ import type { ComputeBackend } from '../shared/backend.js';
 import { loadBackend } from '../shared/backends/load.js';
 import { errorMessage } from '../shared/errors.js';
 import { benchBrowser } from './bench-browser.js';
-import { benchCoordinator, benchWorkers } from './bench-distributed.js';
+import { benchAudits, benchCoordinator, benchWorkers } from './bench-distributed.js';
 import { benchRelays } from './bench-relays.js';
 import { benchDashboard } from './bench-dashboard.js';
 import { benchPeer } from './bench-peer.js';
@@ -111,6 +111,7 @@ async function train(options: Options): Promise<void> {
 const sections: Record<string, (options: Options) => Promise<void>> = {
   train,
   workers: () => benchWorkers(),
+  audits: (o) => benchAudits(o.rounds),
   coordinator: () => benchCoordinator(),
   relays: () => benchRelays(),
   peer: (options) => benchPeer(options),

@@ -21,6 +21,10 @@ export const ErrorCode = {
   INSECURE: 'ERR_INSECURE',
   SHUTDOWN: 'ERR_SHUTDOWN',
   IMAGE: 'ERR_IMAGE',
+  /** A worker was proven to return wrong results and is refused for the rest of the run. */
+  QUARANTINED: 'ERR_QUARANTINED',
+  /** The model's weights or an honest loss became non-finite: training cannot continue. */
+  DIVERGED: 'ERR_DIVERGED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

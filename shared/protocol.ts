@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import { ErrorCode, FlockError, errorMessage } from './errors.js';
 import {
-  bad, bool, datasetInfo, describe, heldSamples, list, nonNegative, num, optionalBool, record, samples, str, trainConfig, uint, f16, f32, wireState, workList, type Obj,
+  bad, bool, datasetInfo, describe, heldSamples, list, anyNumber, nonNegative, optionalBool, record, samples, str, trainConfig, uint, f16, f32, wireState, workList, type Obj,
 } from './protocol/fields.js';
 import { MAX_CHARS } from './protocol/limits.js';
 import {
@@ -107,7 +107,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
         microBatch: uint(o, 'microBatch'),
         grads: list(o, 'grads', (x, at) => (half ? f16(x, at) : f32(x, at))),
         ...(half ? { half } : {}),
-        lossSum: num(o, 'lossSum'),
+        lossSum: anyNumber(o, 'lossSum'),
         correct,
         count,
         batchStats: stats(o, 'batchStats'),
@@ -120,7 +120,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
         const count = uint(p, 'count');
         const correct = uint(p, 'correct');
         if (correct > count) throw bad(`${at}.correct ${correct} exceeds count ${count}`);
-        return { microBatch: uint(p, 'microBatch'), lossSum: num(p, 'lossSum'), correct, count, batchStats: stats(p, 'batchStats') };
+        return { microBatch: uint(p, 'microBatch'), lossSum: anyNumber(p, 'lossSum'), correct, count, batchStats: stats(p, 'batchStats') };
       });
       if (parts.length === 0) throw bad('group sum has no parts');
       parts.forEach((p, i) => {
@@ -132,7 +132,7 @@ function decodeWorker(o: Obj, t: unknown): WorkerMessage {
       const count = uint(o, 'count');
       const correct = uint(o, 'correct');
       if (correct > count) throw bad(`evaluation.correct ${correct} exceeds count ${count}`);
-      return { type: MessageType.EVALUATION, requestId: uint(o, 'requestId'), chunk: uint(o, 'chunk'), lossSum: num(o, 'lossSum'), correct, count, computeMs: nonNegative(o, 'computeMs') };
+      return { type: MessageType.EVALUATION, requestId: uint(o, 'requestId'), chunk: uint(o, 'chunk'), lossSum: anyNumber(o, 'lossSum'), correct, count, computeMs: nonNegative(o, 'computeMs') };
     }
     case MessageType.FAILURE:
       return { type: MessageType.FAILURE, code: str(o, 'code', MAX_CHARS.code), message: str(o, 'message', MAX_CHARS.message) };

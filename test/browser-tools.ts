@@ -78,9 +78,12 @@ export async function workerIdOf(coordinator: Proc, name: string): Promise<numbe
   return joined.workerId as number;
 }
 
-/** Accepted training results (micro-batches) per worker id, from the coordinator's debug log. */
-export function gradientResults(coordinator: Proc): { workerId: number; step: number; unit: number }[] {
-  return coordinator.records.filter((r) => r.event === 'result' && r.kind === 'gradients')
+/**
+ * Accepted training results (micro-batches) per worker id, from the coordinator's debug log:
+ * the step's own results, or with `second` also the verifier's second computations (audits).
+ */
+export function gradientResults(coordinator: Proc, opts: { second?: boolean } = {}): { workerId: number; step: number; unit: number }[] {
+  return coordinator.records.filter((r) => r.event === 'result' && r.kind === 'gradients' && (opts.second === true || r.second !== true))
     .map((r) => ({ workerId: r.workerId as number, step: r.key as number, unit: r.unit as number }));
 }
 

@@ -296,9 +296,9 @@ export function expectedCloseCodes(frame: FuzzFrame): number[] {
 
 /**
  * A gradient result for `unit` of an assignment that the coordinator would accept: the model's
- * shapes, finite values, the assigned sample count. (Its values are random, not computed: a
- * finite, well-formed but wrong gradient is not detected today, see the README. Only mutated
- * copies of it are ever sent.)
+ * shapes, finite values, the assigned sample count. (Its values are random, not computed: the
+ * fault tests' pools do not verify results, so it passes; with verification on, guards and
+ * audits would catch it, see verification.test.ts. Only mutated copies of it are ever sent.)
  */
 export function wellFormedGradient(model: ModelSpec, step: number, unit: { id: number; count: number }, rng: Rng): Record<string, unknown> {
   return {
@@ -373,7 +373,8 @@ export function mutateGradient(kind: GradientMutationKind, base: Record<string, 
     case 'negative-loss':
       return m([CloseCode.BAD_GRADIENT], frame({ lossSum: -(0.001 + rng.uniform(0, 5)) }));
     case 'non-finite-loss':
-      return m([CloseCode.PROTOCOL], frame({ lossSum: pick(rng, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) }));
+      // A non-finite loss decodes (protocol 5) and is refused as a bad result, not a violation.
+      return m([CloseCode.BAD_GRADIENT], frame({ lossSum: pick(rng, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) }));
     case 'other-step': {
       const step = base.step as number;
       return m([CloseCode.PROTOCOL], frame({ step: pick(rng, [step + 1, step + 2 + rng.int(1000), ...(step > 0 ? [step - 1] : [])]) }));

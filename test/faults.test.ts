@@ -288,7 +288,8 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         { name: 'wrong-version', codes: [CloseCode.PROTOCOL_VERSION], reason: new RegExp(`protocol version ${PROTOCOL_VERSION + 1}`), reply: (m) => rawFrame({ v: PROTOCOL_VERSION + 1, t: MessageType.GRADIENT, step: m.step }) },
         { name: 'unknown-type', codes: [CloseCode.PROTOCOL], reason: /message type 42/, reply: () => rawFrame({ v: PROTOCOL_VERSION, t: 42 }) },
         { name: 'coordinator-message', codes: [CloseCode.PROTOCOL], reason: /not one a worker sends/, reply: () => encode({ type: MessageType.STOP, reason: 'you stop' }) },
-        { name: 'infinite-loss', codes: [CloseCode.PROTOCOL], reason: /lossSum must be a finite number/, reply: (m) => gradientFrame(model, { step: m.step, microBatch: first(m).id, count: first(m).count, lossSum: Number.POSITIVE_INFINITY }) },
+        // Protocol 5: a non-finite loss decodes; unverified, it is refused as a bad result.
+        { name: 'infinite-loss', codes: [CloseCode.BAD_GRADIENT], reason: /non-finite loss/, reply: (m) => gradientFrame(model, { step: m.step, microBatch: first(m).id, count: first(m).count, lossSum: Number.POSITIVE_INFINITY }) },
         {
           name: 'evaluation-during-step', codes: [CloseCode.PROTOCOL], reason: /evaluation for request/,
           reply: () => encode({ type: MessageType.EVALUATION, requestId: 1, chunk: 0, lossSum: 1, correct: 0, count: 10, computeMs: 1 }),

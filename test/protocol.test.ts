@@ -173,8 +173,9 @@ void describe('protocol', () => {
     rejects(frame({ t: MessageType.HELLO, name: 'x', backend: 'cpu', adapter: 'a', dataHashes: { train: 'nothex', validation: HASH } }), 'worker', /sha256/);
     rejects(frame({ ...goodGradient, step: -1 }), 'worker', /step must be a non-negative integer/);
     rejects(frame({ ...goodGradient, step: 1.5 }), 'worker', /step must be a non-negative integer/);
-    rejects(frame({ ...goodGradient, lossSum: 'x' }), 'worker', /lossSum must be a finite number/);
-    rejects(frame({ ...goodGradient, lossSum: NaN }), 'worker', /lossSum must be a finite number/);
+    rejects(frame({ ...goodGradient, lossSum: 'x' }), 'worker', /lossSum must be a number/);
+    // Protocol 2: a diverged loss is data (the coordinator's guards judge it), not a violation.
+    for (const lossSum of [NaN, Infinity, -Infinity]) assert.ok(Object.is((decode(frame({ ...goodGradient, lossSum }), 'worker') as { lossSum: number }).lossSum, lossSum));
     rejects(frame({ ...goodGradient, grads: f32(1) }), 'worker', /grads must be an array/);
     rejects(frame({ ...goodGradient, grads: [[1, 2, 3]] }), 'worker', /grads\[0\] must be binary, got an array/);
     rejects(frame({ ...goodGradient, correct: 3 }), 'worker', /correct 3 exceeds count 2/);

@@ -15,8 +15,10 @@ import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
 import { Trainer, type TrainResult } from '../coordinator/trainer.js';
 import type { PoolOptions } from '../coordinator/pool-options.js';
+import { Arbiter } from '../coordinator/arbiter.js';
+import { Quarantine } from '../coordinator/quarantine.js';
 import { Relay } from '../coordinator/relay.js';
-import { WorkerPool } from '../coordinator/worker-pool.js';
+import { WorkerPool, type PoolDeps } from '../coordinator/worker-pool.js';
 import { writeSelfSignedCert } from '../scripts/netsim/certs.js';
 import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
@@ -76,8 +78,11 @@ describe('relays: exact hierarchical aggregation', () => {
    * Trains through the pool once `expected` connections joined it; `build` starts the relays
    * and workers (pushing every process to `procs`). `wrap` may intercept the pool.
    */
-  async function distributed(build: (url: string, procs: Proc[]) => Promise<void>, expected: number, logger: Logger = silentLogger(), wrap?: (pool: WorkerPool, procs: Proc[]) => Executor, orphans: ReadonlySet<string> = new Set(), poolOpts: Partial<PoolOptions> = {}): Promise<TrainResult> {
-    const pool = await WorkerPool.listen({ port: 0, ...poolOpts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+  async function distributed(
+    build: (url: string, procs: Proc[]) => Promise<void>, expected: number, logger: Logger = silentLogger(), wrap?: (pool: WorkerPool, procs: Proc[]) => Executor,
+    orphans: ReadonlySet<string> = new Set(), poolOpts: Partial<PoolOptions> = {}, verify?: PoolDeps['verify'],
+  ): Promise<TrainResult> {
+    const pool = await WorkerPool.listen({ port: 0, ...poolOpts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation, ...(verify ? { verify } : {}) });
     const procs: Proc[] = [];
     try {
       await build(pool.url, procs);
@@ -114,6 +119,36 @@ describe('relays: exact hierarchical aggregation', () => {
       procs.push(spawnWorker(l.url, 'l1'), spawnWorker(r.url, 'r1'), spawnWorker(url, 'direct'));
     }, 2);
     assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights through two levels of relays differ from the in-process run');
+  });
+
+  it('verified (audit rate 1) through relays next to a direct worker: only direct micro-batches are audited, group sums pass the guards, the weights are the in-process ones', async () => {
+    const ref = await local();
+    const rec = new LogRecorder();
+    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    const quarantine = new Quarantine();
+    let counters: ReturnType<WorkerPool['verificationCounters']> | undefined;
+    try {
+      const result = await distributed(async (url, procs) => {
+        const a = await startRelay(url, 'relay-a', procs);
+        procs.push(spawnWorker(a.url, 'a1'), spawnWorker(a.url, 'a2'), spawnWorker(url, 'direct'));
+      }, 2, rec.logger(), (pool) => ({
+        workerCount: () => pool.workerCount(),
+        evaluate: (split, chunks, weights) => pool.evaluate(split, chunks, weights),
+        gradients: async (work, weights) => {
+          const out = await pool.gradients(work, weights);
+          counters = pool.verificationCounters();
+          return out;
+        },
+      }), new Set(), {}, { arbiter: new Arbiter(runtime, { train, validation }, config.seed, backend.name), quarantine, auditRate: 1, auditSeed: 3 });
+      assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'verified weights through a relay differ from the in-process run');
+      assert.equal(quarantine.list().length, 0, 'no honest participant is quarantined');
+      assert.equal(counters?.mismatches, 0);
+      assert.equal(counters?.guardFailures, 0);
+      // Each step's one audit is drawn among the direct worker's micro-batches (the relay's come as sums).
+      assert.equal(counters?.audits, steps, 'one audit per step, of a direct micro-batch');
+    } finally {
+      runtime.dispose();
+    }
   });
 
   it('a relay killed with SIGKILL mid-step: its groups are reassigned and the weights are unchanged', async () => {

@@ -103,9 +103,21 @@ export class Session {
       if (data === undefined) throw violation('frames must be single binary messages');
       msg = decode(data, 'coordinator');
     } catch (err) {
-      return this.fail(err);
+      return this.failOrReconnect(err);
     }
-    this.queue = this.queue.then(() => this.handle(msg)).catch((err: unknown) => this.fail(err));
+    this.queue = this.queue.then(() => this.handle(msg)).catch((err: unknown) => this.failOrReconnect(err));
+  }
+
+  /**
+   * A protocol violation by the coordinator never ends the worker: it closes this connection
+   * with the protocol-error code, says why in its log and reconnects (a coordinator bug or a
+   * garbled frame is not a reason to leave the fleet). Other errors end the session.
+   */
+  private failOrReconnect(err: unknown): void {
+    if (this.settled) return;
+    if (!(err instanceof FlockError) || err.code !== ErrorCode.PROTOCOL) return this.fail(err);
+    this.log.error({ event: 'protocol_error', err: err.message }, `the coordinator broke the protocol (${err.message}); closing this connection and reconnecting`);
+    this.end({ kind: 'lost', reason: err.message, welcomed: this.run !== undefined }, CloseCode.PROTOCOL);
   }
 
   private async handle(msg: CoordinatorMessage): Promise<void> {

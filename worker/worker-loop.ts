@@ -11,7 +11,7 @@ import { definedOnly } from '../shared/defaults.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
-import { modelSpec } from '../shared/models/spec.js';
+import { modelSpec, type ModelSpec } from '../shared/models/spec.js';
 import { BACKOFF_DEFAULTS, backoffDelay, type BackoffOptions } from './backoff.js';
 import { SampleCache } from './sample-cache.js';
 import { Session, type SessionOptions } from './session.js';
@@ -42,6 +42,8 @@ export interface WorkerLoopDeps {
   readonly clock?: Clock;
   /** Uniform [0, 1) source for backoff jitter. */
   readonly random?: () => number;
+  /** Builds the runtime of a model (default: the plain ModelRuntime; tests wrap it). */
+  readonly runtime?: (backend: ComputeBackend, model: ModelSpec) => ModelRuntime;
 }
 
 export interface WorkerOutcome {
@@ -108,7 +110,7 @@ export class WorkerLoop {
   private runtime(model: ModelName): ModelRuntime {
     let r = this.runtimes.get(model);
     if (!r) {
-      r = new ModelRuntime(this.deps.backend, modelSpec(model));
+      r = this.deps.runtime ? this.deps.runtime(this.deps.backend, modelSpec(model)) : new ModelRuntime(this.deps.backend, modelSpec(model));
       this.runtimes.set(model, r);
     }
     return r;

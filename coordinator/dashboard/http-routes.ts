@@ -1,7 +1,9 @@
 // Plain HTTP on the coordinator's port: /healthz, /readyz, /metrics, the dashboard page,
 // its bundle and its event stream (server-sent events). With a token, everything but
 // /healthz needs it: an `Authorization: Bearer` header, or the cookie that `/?token=` sets
-// (HttpOnly, SameSite=Strict) before redirecting to a clean address.
+// (HttpOnly, SameSite=Strict) before redirecting to a clean address. GET /quarantine lists
+// the quarantined workers with their evidence; POST /quarantine/lift?name=N lets one join
+// again (issue 12); both need the token like every route but /healthz.
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
@@ -10,6 +12,7 @@ import { tokenMatches } from '../upgrade-auth.js';
 import type { DashboardAssets } from './assets.js';
 import type { RunMonitor } from './run-monitor.js';
 import type { Eta, RunUpdate, StepPoint } from './run-state.js';
+import type { Quarantine } from '../quarantine.js';
 
 export interface HttpRoutesOptions {
   readonly token?: string;
@@ -29,6 +32,8 @@ export interface HttpRoutesDeps {
   readonly assets: DashboardAssets;
   /** The browser worker's page and files under /join (coordinator/join/); none for a finished run. */
   readonly join?: JoinHandler;
+  /** Workers quarantined in this run (issue 12), which the operator may lift. */
+  readonly quarantine?: Quarantine;
   /** Told of every request that passed the token check (the pool stops counting its socket as pending). */
   readonly authorized?: (req: IncomingMessage) => void;
 }
@@ -167,6 +172,14 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
     const target = req.url ?? '/';
     const q = target.indexOf('?');
     const url = { pathname: q < 0 ? target : target.slice(0, q), searchParams: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)) };
+    if (url.pathname === '/quarantine/lift' && deps.quarantine) {
+      if (req.method !== 'POST') return send(res, 405, 'text/plain', 'method not allowed\n', { Allow: 'POST' });
+      if (!authorized(req)) return send(res, 401, 'text/plain', 'unauthorized: send `Authorization: Bearer <token>`\n', { 'WWW-Authenticate': 'Bearer' });
+      req.resume();
+      const name = url.searchParams.get('name') ?? '';
+      if (!deps.quarantine.lift(name)) return send(res, 404, 'text/plain', `no worker named ${JSON.stringify(name)} is quarantined\n`);
+      return send(res, 200, 'text/plain', `quarantine of ${JSON.stringify(name)} lifted: it may join again\n`);
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { Allow: 'GET, HEAD' });
     if (url.pathname === '/healthz') return send(res, 200, 'text/plain', 'ok\n');
     if (url.pathname === '/favicon.ico') return send(res, 204, 'image/x-icon', '');
@@ -193,6 +206,8 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
         return;
       case '/events':
         return events(req, res);
+      case '/quarantine':
+        return send(res, 200, 'application/json', JSON.stringify(deps.quarantine?.list() ?? []));
       case '/api/snapshot':
         return send(res, 200, 'application/json', JSON.stringify(deps.monitor.snapshot()));
       case '/':

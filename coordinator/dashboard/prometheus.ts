@@ -29,6 +29,19 @@ export function createRunMetrics(monitor: RunMonitor, opts: { defaultMetrics: bo
   const reassigned = new Counter({ name: 'flock_reassigned_microbatches_total', help: 'Micro-batches handed to another worker after theirs left', registers });
   const rejected = new Counter({ name: 'flock_rejected_frames_total', help: 'Connections closed for an invalid frame or protocol violation, by WebSocket close code', labelNames: ['code'] as const, registers });
   const training = new Gauge({ name: 'flock_training', help: '1 while the run is training, 0 otherwise', registers });
+  // Verification (issue 12): read from the monitor's latest counts at each scrape.
+  const verification = {
+    audits: 'Micro-batches computed a second time by audit',
+    validationChecks: 'Validation chunks computed a second time',
+    guardFailures: 'Results that failed a guard and were recomputed',
+    mismatches: 'Pairs of computations of one unit that disagreed',
+    quarantines: 'Workers quarantined for results proven wrong',
+    replayedSteps: 'Steps undone by rollbacks and computed again',
+  } as const;
+  const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  for (const [key, help] of Object.entries(verification) as [keyof typeof verification, string][]) {
+    new Gauge({ name: `flock_verification_${snake(key)}_total`, help, registers, collect() { this.set(monitor.verificationCounts()[key]); } });
+  }
 
   const onUpdate = (u: RunUpdate): void => {
     switch (u.type) {

@@ -6,6 +6,8 @@ import { EventEmitter } from 'node:events';
 import { applyUpdate, emptySnapshot, type Eta, type EpochPoint, type RunEvent, type RunSnapshot, type RunUpdate, type StepPoint, type WorkerRow } from './run-state.js';
 
 /** What the trainer reports after each step. */
+import { NO_COUNTS, type VerificationCounters } from '../verifier.js';
+
 export interface StepProgress {
   readonly epoch: number;
   readonly step: number;
@@ -16,6 +18,8 @@ export interface StepProgress {
   readonly seconds: number;
   /** Mean training loss of the step's batch. */
   readonly loss: number;
+  /** Verification counts so far (issue 12), when results are verified. */
+  readonly verification?: VerificationCounters;
 }
 
 /** A ready worker's counters, as the pool sees them now. */
@@ -61,6 +65,7 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
   private readonly recentStepSeconds: number[] = [];
   private recentSecondsSum = 0;
   private readonly rates = new Map<number, { results: number; at: number; rate: number }>();
+  private verification: VerificationCounters = NO_COUNTS;
 
   constructor(opts: Partial<MonitorOptions> = {}) {
     super();
@@ -136,6 +141,12 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
         event('rejected', `connection ${num(r.workerId) ?? '?'} rejected (close code ${code}): ${str(r.err)}`, { code });
         return;
       }
+      case 'quarantined':
+        event('info', `${str(r.workerName)} quarantined at step ${num(r.step) ?? '?'}: ${str(r.why)} (settled by ${str(r.arbiter)})`);
+        return;
+      case 'rollback':
+        event('info', `rolled back from step ${num(r.fromStep) ?? '?'} to step ${num(r.toStep) ?? '?'}: ${str(r.reason)}`);
+        return;
       case 'checkpoint':
         event('checkpoint', `checkpoint at step ${num(r.globalStep) ?? '?'}: ${str(r.file)}`);
         return;
@@ -161,7 +172,13 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
   }
 
   /** The trainer finished a step. */
+  /** The latest verification counts (audits, guard failures, quarantines, replayed steps). */
+  verificationCounts(): VerificationCounters {
+    return this.verification;
+  }
+
   step(p: StepProgress): void {
+    if (p.verification) this.verification = p.verification;
     if (this.state.status !== 'training') this.apply({ type: 'status', status: 'training' });
     this.recentStepSeconds.push(p.seconds);
     this.recentSecondsSum += p.seconds;
@@ -169,6 +186,7 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
     const point: StepPoint = {
       globalStep: p.globalStep, epoch: p.epoch, step: p.step, stepsPerEpoch: p.stepsPerEpoch, images: p.images,
       seconds: p.seconds, imagesPerSec: p.seconds > 0 ? p.images / p.seconds : 0, loss: p.loss,
+      ...(p.verification ? { verification: { ...p.verification } } : {}),
     };
     this.apply({ type: 'step', step: point, eta: this.eta(p) });
   }

@@ -18,6 +18,8 @@ export interface StepPoint {
   readonly seconds: number;
   readonly imagesPerSec: number;
   readonly loss: number;
+  /** Verification counts so far (issue 12): audits, guard failures, quarantines, replayed steps. */
+  readonly verification?: Readonly<Record<string, number>>;
 }
 
 export type WorkerState = 'ready' | 'gone';

@@ -8,6 +8,7 @@ import { MAX_CLOSE_REASON_BYTES } from './limits.js';
  * Application close codes (4000-4999). Normal shutdown uses the standard 1000 (after a
  * `stop` message); a wrong token never gets this far: it is refused with HTTP 401 on the
  * upgrade. 4002 and 4008 were once reserved for those two and are not used.
+ * Divergence (ERR_DIVERGED) has no close code: it ends the run, and workers get a normal stop.
  */
 export const CloseCode = {
   PROTOCOL: 4000,
@@ -17,6 +18,8 @@ export const CloseCode = {
   MODEL_MISMATCH: 4005,
   DATA: 4006,
   BACKEND: 4007,
+  /** The worker returned results proven wrong (issue 12); it is refused for the rest of the run. */
+  QUARANTINED: 4009,
   INTERNAL: 4999,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
@@ -33,6 +36,7 @@ const CLOSE_TABLE: Record<CloseCode, { readonly means: ErrorCode; readonly sentF
   [CloseCode.MODEL_MISMATCH]: { means: ErrorCode.MODEL_MISMATCH, sentFor: [ErrorCode.MODEL_MISMATCH] },
   [CloseCode.DATA]: { means: ErrorCode.DATA_CORRUPT, sentFor: [ErrorCode.DATA_CORRUPT, ErrorCode.DATA_MISSING, ErrorCode.DATA_TOO_LARGE] },
   [CloseCode.BACKEND]: { means: ErrorCode.BACKEND_UNAVAILABLE, sentFor: [ErrorCode.BACKEND_UNAVAILABLE] },
+  [CloseCode.QUARANTINED]: { means: ErrorCode.QUARANTINED, sentFor: [ErrorCode.QUARANTINED] },
   // Sent for every error without a code of its own.
   [CloseCode.INTERNAL]: { means: ErrorCode.PROTOCOL, sentFor: [] },
 };

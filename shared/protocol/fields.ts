@@ -38,6 +38,13 @@ export function num(o: Obj, key: string): number {
   return v;
 }
 
+/** Any number, NaN and ±Infinity included: a loss that diverged is data, not a protocol error. */
+export function anyNumber(o: Obj, key: string): number {
+  const v = o[key];
+  if (typeof v !== 'number') throw bad(`${key} must be a number, got ${describe(v)}`);
+  return v;
+}
+
 export function nonNegative(o: Obj, key: string): number {
   const v = num(o, key);
   if (v < 0) throw bad(`${key} must be >= 0, got ${v}`);

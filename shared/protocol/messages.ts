@@ -7,8 +7,10 @@ import type { TrainConfig } from '../training/config.js';
  * 2: weights travel inside assign/evaluate (the separate weights message, number 3, is gone).
  * 3: relays: hello.relay, assign.grouped and the group-sum message.
  * 4: hello carries the worker's compute adapter.
+ * 5: a result's lossSum (gradient, group-sum part, evaluation) may be NaN or ±Infinity: divergence is
+ *    reported as data, not a protocol violation (quarantine close code 4009 comes with it).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export const MessageType = {
   /** worker -> coordinator: first frame of every connection. */
@@ -125,6 +127,7 @@ export interface GradientMessage {
   readonly grads: Uint8Array[];
   /** `grads` are IEEE binary16 bytes (only in runs with --wire-precision float16). */
   readonly half?: boolean;
+  /** May be NaN or ±Infinity when the model diverged (protocol version 5). */
   readonly lossSum: number;
   readonly correct: number;
   readonly count: number;
