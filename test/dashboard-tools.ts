@@ -59,7 +59,10 @@ export interface Sample {
   readonly value: number;
 }
 
-const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)( -?\d+)?$/;
+// Values as Prometheus reads them (Go's strconv.ParseFloat): NaN and Inf in any case, so
+// prom-client's "Nan" for an event-loop gauge with no samples yet is valid text.
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|[Nn][Aa][Nn]|[+-]?[Ii][Nn][Ff])( -?\d+)?$/;
+const sampleValue = (v: string): number => /^[+-]?inf$/i.test(v) ? (v.startsWith('-') ? -Infinity : Infinity) : /^nan$/i.test(v) ? NaN : Number(v);
 const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
 
 /** Parses the Prometheus text format (0.0.4); throws on any line that does not fit it. */
@@ -79,7 +82,7 @@ export function parsePrometheus(text: string): { samples: Sample[]; types: Map<s
     if (!m) throw new Error(`not Prometheus text: ${line}`);
     const labels: Record<string, string> = {};
     for (const l of (m[3] ?? '').matchAll(LABEL)) labels[l[1]!] = l[2]!;
-    samples.push({ name: m[1]!, labels, value: Number(m[4]) });
+    samples.push({ name: m[1]!, labels, value: sampleValue(m[4]!) });
   }
   return { samples, types };
 }
