@@ -262,6 +262,19 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
  * frame became; even then a gradient or evaluation result is 4000, never 4003, because the
  * sender holds no unit.
  */
+/** Whether raw gradient tensors (LE float32, or binary16 when `half`) hold a NaN or an infinity. */
+function carriesNonFinite(grads: readonly Uint8Array[], half: boolean): boolean {
+  for (const g of grads) {
+    const view = new DataView(g.buffer, g.byteOffset, g.byteLength);
+    if (half) {
+      for (let i = 0; i + 2 <= g.byteLength; i += 2) if ((view.getUint16(i, true) & 0x7c00) === 0x7c00) return true;
+    } else {
+      for (let i = 0; i + 4 <= g.byteLength; i += 4) if (!Number.isFinite(view.getFloat32(i, true))) return true;
+    }
+  }
+  return false;
+}
+
 export function expectedCloseCodes(frame: FuzzFrame): number[] {
   if (typeof frame.data === 'string') return [CloseCode.PROTOCOL];
   switch (frame.kind) {
@@ -282,6 +295,9 @@ export function expectedCloseCodes(frame: FuzzFrame): number[] {
         return [NORMAL_CLOSURE];
       case MessageType.GRADIENT:
       case MessageType.GROUP_SUM:
+        // Unassigned (4000), but a bit flip can also make it non-finite: which check answers
+        // first depends on whether a round is open when it lands, so either code is right.
+        return carriesNonFinite(msg.grads, 'half' in msg && msg.half === true) ? [CloseCode.PROTOCOL, CloseCode.BAD_GRADIENT] : [CloseCode.PROTOCOL];
       case MessageType.EVALUATION:
         return [CloseCode.PROTOCOL];
     }
