@@ -10,6 +10,7 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import { batchNormLayers, cloneState, initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
 import { planEpoch, validationChunks, type EpochPlan } from '../shared/training/schedule.js';
 import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js';
+import { sumTallies } from '../shared/training/reduce.js';
 import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js';
 import type { Executor, StepTiming } from './executor.js';
 import type { EpochMetrics } from './metrics.js';
@@ -182,14 +183,7 @@ export class Trainer {
     const chunks = validationChunks(this.opts.validationCount, this.opts.evalChunk);
     const results = await this.deps.executor.evaluate('validation', chunks, { version: this.globalStep, state: this.state });
     if (this.rollBackIfAsked()) return undefined;
-    let lossSum = 0;
-    let correct = 0;
-    let count = 0;
-    for (const r of results) {
-      lossSum += r.lossSum;
-      correct += r.correct;
-      count += r.count;
-    }
+    const { lossSum, correct, count } = sumTallies(results);
     if (count !== this.opts.validationCount) throw new Error(`validation counted ${count} images, expected ${this.opts.validationCount}`);
     return { valLoss: lossSum / count, valAccuracy: correct / count };
   }

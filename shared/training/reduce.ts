@@ -180,14 +180,7 @@ export class StepSum {
     if (this.finished) throw new RangeError('StepSum: finished twice');
     this.finished = true;
     const results = this.results as GradientResult[];
-    let lossSum = 0;
-    let correct = 0;
-    let count = 0;
-    for (const r of results) {
-      lossSum += r.lossSum;
-      correct += r.correct;
-      count += r.count;
-    }
+    const { lossSum, correct, count } = sumTallies(results);
     for (const acc of this.total) for (let i = 0; i < acc.length; i++) acc[i]! /= count;
     return { grads: this.total, lossSum, correct, count, batchStats: poolBatchStats(results.map((r) => ({ stats: r.batchStats, count: r.count })), count) };
   }
@@ -228,6 +221,19 @@ export class StepSum {
  * them over the whole batch: mean = Σnᵢmᵢ/N, var = Σnᵢ(vᵢ + (mᵢ − mean)²)/N, then the
  * unbiased N/(N−1) correction that BatchNorm's running variance uses.
  */
+/** Loss sum, correct and sample counts added over results (of a step, or of a validation pass). */
+export function sumTallies(results: readonly { lossSum: number; correct: number; count: number }[]): { lossSum: number; correct: number; count: number } {
+  let lossSum = 0;
+  let correct = 0;
+  let count = 0;
+  for (const r of results) {
+    lossSum += r.lossSum;
+    correct += r.correct;
+    count += r.count;
+  }
+  return { lossSum, correct, count };
+}
+
 export function poolBatchStats(parts: readonly { stats: readonly BatchStats[]; count: number }[], total: number): StepResult['batchStats'] {
   const layers = parts[0]?.stats.length ?? 0;
   const out: StepResult['batchStats'] = [];
