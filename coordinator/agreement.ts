@@ -16,8 +16,8 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
   return true;
 }
 
-function close(a: Float32Array, b: Float32Array): boolean {
-  if (a.length !== b.length) return false;
+/** ||a − b|| and max(||a||, ||b||), in float64. */
+function distance(a: Float32Array, b: Float32Array): { diff: number; scale: number } {
   let diff = 0;
   let na = 0;
   let nb = 0;
@@ -26,7 +26,37 @@ function close(a: Float32Array, b: Float32Array): boolean {
     na += a[i]! ** 2;
     nb += b[i]! ** 2;
   }
-  return Math.sqrt(diff) <= CROSS_BACKEND_TOLERANCE * Math.sqrt(Math.max(na, nb)) + 1e-7;
+  return { diff: Math.sqrt(diff), scale: Math.sqrt(Math.max(na, nb)) };
+}
+
+function close(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const { diff, scale } = distance(a, b);
+  return diff <= CROSS_BACKEND_TOLERANCE * scale + 1e-7;
+}
+
+/** Every tensor of a result: gradients, then each batch-norm layer's mean and variance. */
+const tensors = (r: GradientResult): Float32Array[] => [...r.grads, ...r.batchStats.flatMap((s) => [s.mean, s.variance])];
+
+const relative = (diff: number, scale: number): number => (diff === 0 ? 0 : scale === 0 ? Infinity : diff / scale);
+
+/**
+ * The largest relative difference between two computations of a micro-batch, over the loss
+ * sum and every tensor (||a − b|| / max(||a||, ||b||)): what CROSS_BACKEND_TOLERANCE bounds.
+ */
+export function largestDifference(a: GradientResult, b: GradientResult): number {
+  const ta = tensors(a);
+  const tb = tensors(b);
+  if (ta.length !== tb.length) return Infinity;
+  let worst = relative(Math.abs(a.lossSum - b.lossSum), Math.max(Math.abs(a.lossSum), Math.abs(b.lossSum)));
+  ta.forEach((t, k) => {
+    if (t.length !== tb[k]!.length) worst = Infinity;
+    else {
+      const { diff, scale } = distance(t, tb[k]!);
+      worst = Math.max(worst, relative(diff, scale));
+    }
+  });
+  return worst;
 }
 
 const closeNumber = (a: number, b: number): boolean => Math.abs(a - b) <= CROSS_BACKEND_TOLERANCE * Math.max(Math.abs(a), Math.abs(b)) + 1e-6;
@@ -39,7 +69,6 @@ export function gradientsAgree(a: GradientResult, b: GradientResult, exact: bool
   const fb = gradientFinite(b);
   if (!fa && !fb) return 'both-non-finite';
   if (!fa || !fb || a.count !== b.count || a.grads.length !== b.grads.length || a.batchStats.length !== b.batchStats.length) return 'disagree';
-  const tensors = (r: GradientResult): Float32Array[] => [...r.grads, ...r.batchStats.flatMap((s) => [s.mean, s.variance])];
   const ta = tensors(a);
   const tb = tensors(b);
   if (exact) return a.lossSum === b.lossSum && a.correct === b.correct && ta.every((t, k) => sameBits(t, tb[k]!)) ? 'agree' : 'disagree';

@@ -10,6 +10,7 @@ import { bytesToFloat32, float32ToBytes } from '../shared/tensor-codec.js';
 import type { TrainConfig } from '../shared/training/config.js';
 import { resolveTrainConfig } from '../shared/training/config.js';
 import type { EpochMetrics } from './metrics.js';
+import { isEvidence, type Evidence } from './quarantine.js';
 
 const MAGIC = Buffer.from('FLOCKCKPT1\n');
 const HASH_BYTES = 32;
@@ -32,6 +33,8 @@ export interface Checkpoint {
   readonly globalStep: number;
   readonly progress: EpochProgress;
   readonly history: readonly EpochMetrics[];
+  /** Workers proven wrong (issue 12): a resumed run goes on refusing them. Absent: none. */
+  readonly quarantined?: readonly Evidence[];
 }
 
 interface Wire {
@@ -46,6 +49,8 @@ interface Wire {
   globalStep: number;
   progress: EpochProgress;
   history: EpochMetrics[];
+  /** Absent in checkpoints written before it existed (read as none). */
+  quarantined?: Evidence[];
 }
 
 export function encodeCheckpoint(c: Checkpoint): Buffer {
@@ -61,6 +66,7 @@ export function encodeCheckpoint(c: Checkpoint): Buffer {
     globalStep: c.globalStep,
     progress: c.progress,
     history: [...c.history],
+    quarantined: [...(c.quarantined ?? [])],
   };
   const payload = pack(wire);
   const hash = createHash('sha256').update(payload).digest();
@@ -103,6 +109,8 @@ export function decodeCheckpoint(data: Buffer, file = 'checkpoint'): Checkpoint 
   if (!num(wire.epoch) || !num(wire.stepInEpoch) || !num(wire.globalStep) || !p || !num(p.lossSum) || !num(p.correct) || !num(p.count) || !Array.isArray(wire.history)) {
     throw corrupt(file, 'position or history missing');
   }
+  const quarantined = wire.quarantined ?? [];
+  if (!Array.isArray(quarantined) || !quarantined.every(isEvidence)) throw corrupt(file, 'bad quarantine list');
   return {
     config,
     state: { params, buffers },
@@ -112,6 +120,7 @@ export function decodeCheckpoint(data: Buffer, file = 'checkpoint'): Checkpoint 
     globalStep: wire.globalStep,
     progress: p,
     history: wire.history,
+    quarantined,
   };
 }
 

@@ -207,7 +207,7 @@ async function runStart(flags: StartFlags): Promise<number> {
       monitor.step(p);
       if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
     },
-    executor: async ({ train, validation, resolve }) => {
+    executor: async ({ train, validation, resolve, quarantined }) => {
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
       const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
       if (flags.local) {
@@ -224,7 +224,11 @@ async function runStart(flags: StartFlags): Promise<number> {
       const expected = Math.max(flags.workers, flags.spawnWorkers);
       const config = resolve(expected);
       microBatch = config.microBatch;
-      const quarantine = new Quarantine();
+      // A resumed run goes on refusing the workers its checkpoint says were quarantined.
+      const quarantine = new Quarantine(quarantined);
+      if (quarantined.length > 0) {
+        log.warn({ event: 'quarantine_restored', names: quarantined.map((e) => e.workerName) }, `still refusing ${quarantined.map((e) => e.workerName).join(', ')}, quarantined before the resumed checkpoint (lift with POST /quarantine/lift)`);
+      }
       // An authorized dashboard request (its event stream stays open) holds no --max-pending slot.
       const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine, (req) => pool?.httpAuthorized(req.socket)) : undefined;
       // The coordinator's own computations settle disagreements between workers (issue 12).

@@ -4,6 +4,7 @@ import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import type { ModelState } from '../shared/models/spec.js';
 import type { GroupSum, StepResult } from '../shared/training/reduce.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
+import type { Evidence } from './quarantine.js';
 import type { VerificationCounters } from './verifier.js';
 
 export type Split = 'train' | 'validation';
@@ -58,8 +59,12 @@ export interface Executor {
    * wrong and its unverified contributions start there); cleared by reading.
    */
   takeRollback?(): { step: number; reason: string } | undefined;
+  /** Whether takeRollback can ever ask (results are verified): the trainer then keeps states to go back to. */
+  rollsBack?(): boolean;
   /** The trainer went back to `step` (the same weights versions now hold other weights). */
   rewound?(step: number): void;
+  /** Workers quarantined so far (kept in checkpoints, so that a resumed run refuses them too). */
+  quarantined?(): readonly Evidence[];
   /** Counts of the verification of results, when the executor verifies. */
   verificationCounters?(): VerificationCounters;
 }

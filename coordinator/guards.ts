@@ -12,11 +12,17 @@ export function gradientNorm(r: GradientResult): number {
   return Math.sqrt(sum) / Math.max(1, r.count);
 }
 
+/** The loss and the batch-norm statistics are finite. */
+function othersFinite(r: GradientResult): boolean {
+  if (!Number.isFinite(r.lossSum)) return false;
+  for (const s of r.batchStats) for (const t of [s.mean, s.variance]) for (let i = 0; i < t.length; i++) if (!Number.isFinite(t[i]!)) return false;
+  return true;
+}
+
 /** A result whose values are all finite. */
 export function gradientFinite(r: GradientResult): boolean {
-  if (!Number.isFinite(r.lossSum)) return false;
+  if (!othersFinite(r)) return false;
   for (const g of r.grads) for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return false;
-  for (const s of r.batchStats) for (const t of [s.mean, s.variance]) for (let i = 0; i < t.length; i++) if (!Number.isFinite(t[i]!)) return false;
   return true;
 }
 
@@ -43,14 +49,18 @@ export const GUARD_DEFAULTS: GuardOptions = { window: 64, warmup: 16, minFactor:
 
 export class Guards {
   private readonly logNorms: number[] = [];
+  /** Norms already computed by gradient(), so record() makes no second pass over the gradients. */
+  private readonly norms = new WeakMap<GradientResult, number>();
 
   constructor(private readonly opts: GuardOptions = GUARD_DEFAULTS) {}
 
   /** Why `r` fails a guard, or undefined when it passes. */
   gradient(r: GradientResult): string | undefined {
-    const why = this.sum(r);
-    if (why !== undefined) return why;
+    // One pass over the gradients: their norm is finite exactly when every value is.
     const n = gradientNorm(r);
+    this.norms.set(r, n);
+    const why = Number.isFinite(n) ? this.checks(r) : 'non-finite values';
+    if (why !== undefined) return why;
     if (this.logNorms.length < this.opts.warmup || n === 0) return undefined;
     const sorted = [...this.logNorms].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1]!;
@@ -67,7 +77,12 @@ export class Guards {
    * whose recent distribution is of single micro-batches.
    */
   sum(r: GradientResult): string | undefined {
-    if (!gradientFinite(r)) return 'non-finite values';
+    return gradientFinite(r) ? this.checks(r) : 'non-finite values';
+  }
+
+  /** The guards of sum() other than the gradients' finiteness. */
+  private checks(r: GradientResult): string | undefined {
+    if (!othersFinite(r)) return 'non-finite values';
     if (!lossConsistent(r)) return `loss sum ${r.lossSum} is too low for ${r.count - r.correct} wrong of ${r.count}`;
     for (const s of r.batchStats) {
       if (s.mean.some((v) => Math.abs(v) > BN_MEAN_LIMIT) || s.variance.some((v) => v > BN_VARIANCE_LIMIT)) return 'batch-norm statistics out of range';
@@ -77,7 +92,7 @@ export class Guards {
 
   /** Adds the norm of a result that is used (passed, or verified) to the recent distribution. */
   record(r: GradientResult): void {
-    const n = gradientNorm(r);
+    const n = this.norms.get(r) ?? gradientNorm(r);
     if (!(n > 0) || !Number.isFinite(n)) return;
     this.logNorms.push(Math.log(n));
     if (this.logNorms.length > this.opts.window) this.logNorms.shift();

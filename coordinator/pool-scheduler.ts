@@ -310,11 +310,14 @@ export class Scheduler {
     const retries = units.filter((u) => open.round.attemptsOf(u.id) > 0 && proven.length > 0);
     const fresh = units.filter((u) => !retries.includes(u));
     const shares = new Map<WorkerConn, MicroBatch[]>();
+    // Second computations start the round-robin at a place that moves with the round, so that
+    // over a run every worker checks every other one (every pair of backends gets compared).
+    const start = open.round.isSecond() ? open.round.key : 0;
     const spread = (list: readonly MicroBatch[], to: readonly WorkerConn[]): void => list.forEach((u, k) => {
       const eligible = to.filter((w) => open.round.eligible(u.id, w.id));
       const fallback = workers.filter((w) => open.round.eligible(u.id, w.id));
       const from = eligible.length > 0 ? eligible : fallback;
-      const w = from[k % Math.max(1, from.length)];
+      const w = from[(k + start) % Math.max(1, from.length)];
       // No ready worker may compute it (a second computation, and the first one's worker is
       // all there is): the coordinator computes it itself.
       if (!w) return this.computeHere(open, u);
@@ -438,7 +441,10 @@ export class Scheduler {
       event: 'assigned', kind: open.kind, key: open.round.key, units: units.map((u) => u.id),
       attempts: units.map((u) => open.round.attemptsOf(u.id)), imagesSent: samples.labels.byteLength,
     }, 'work assigned');
-    if (conn.outstanding.size === units.length) conn.lastProgress = this.deps.clock.now();
+    if (conn.outstanding.size === units.length) {
+      conn.lastProgress = this.deps.clock.now();
+      conn.startBusy(conn.lastProgress);
+    }
     this.watch(conn, open.kind);
     conn.send(frame, (err) => this.deps.drop(conn, `send failed: ${err.message}`));
   }
@@ -464,9 +470,10 @@ export class Scheduler {
   }
 
   /** Results of one message (one unit, or a relay's whole group: one result for the fleet's pace). */
-  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, done: readonly (readonly [number, R])[], computeMs: number): void {
+  private accepted<R>(conn: WorkerConn, round: WorkRound<R>, done: readonly (readonly [number, R])[], claimedMs: number): void {
     const kind = this.open!.kind;
     const now = this.deps.clock.now();
+    const computeMs = conn.claimCompute(claimedMs, now);
     this.pace.record(kind, now - conn.lastProgress);
     if (kind === 'gradients') {
       conn.trainTiming.results++;

@@ -18,9 +18,23 @@ export interface Evidence {
   readonly why: string;
 }
 
+/** Whether `v` is well-formed evidence (read back from a checkpoint). */
+export function isEvidence(v: unknown): v is Evidence {
+  if (typeof v !== 'object' || v === null) return false;
+  const e = v as Record<string, unknown>;
+  const str = (k: string): boolean => typeof e[k] === 'string';
+  const num = (k: string): boolean => typeof e[k] === 'number';
+  return ['workerName', 'backend', 'arbiter', 'why'].every(str) && ['workerId', 'step', 'unit', 'claimed', 'settled'].every(num) && (e.kind === 'gradients' || e.kind === 'evaluate');
+}
+
 export class Quarantine {
   private readonly byName = new Map<string, Evidence>();
   private count = 0;
+
+  /** @param restored the quarantines of the run this one resumes (kept in its checkpoint) */
+  constructor(restored: readonly Evidence[] = []) {
+    for (const e of restored) this.add(e);
+  }
 
   has(name: string): boolean {
     return this.byName.has(name);

@@ -12,7 +12,7 @@ export class Snapshots {
 
   constructor(private readonly keep: number = SNAPSHOT_STEPS) {}
 
-  /** Keeps `c`, the state before step `c.globalStep` (the caller passes a copy). */
+  /** Keeps `c`, the state before step `c.globalStep` (arrays the caller never writes again: no copy is made). */
   save(c: Checkpoint): void {
     this.recent = this.recent.filter((s) => s.globalStep < c.globalStep);
     this.recent.push(c);

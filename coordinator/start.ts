@@ -8,6 +8,7 @@ import { loadCifar, type Dataset } from '../shared/data/cifar.js';
 import { errorMessage } from '../shared/errors.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { CheckpointStore, type Checkpoint } from './checkpoint.js';
+import type { Evidence } from './quarantine.js';
 import type { Executor } from './executor.js';
 import { exportLayersModel } from './export-tfjs.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
@@ -36,7 +37,8 @@ export interface StartDeps {
    * Builds the executor once data and config are known; `workersAtStart` is how many
    * participants the default micro-batch divides the batch by.
    */
-  readonly executor: (ctx: { train: Dataset; validation: Dataset; resolve: (workersAtStart: number) => TrainConfig }) => Promise<{ executor: Executor; config: TrainConfig; close?: () => Promise<void> }>;
+  /** `quarantined`: the workers the resumed run had quarantined (none for a new run). */
+  readonly executor: (ctx: { train: Dataset; validation: Dataset; resolve: (workersAtStart: number) => TrainConfig; quarantined: readonly Evidence[] }) => Promise<{ executor: Executor; config: TrainConfig; close?: () => Promise<void> }>;
 }
 
 export interface StartResult extends TrainResult {
@@ -75,7 +77,7 @@ export async function start(opts: StartOptions, deps: StartDeps): Promise<StartR
   if (resume) warnIgnoredFlags(opts.train, resume.config, logger);
   const resolve = (workersAtStart: number): TrainConfig =>
     resume ? { ...resume.config, epochs: opts.train.epochs ?? resume.config.epochs } : resolveTrainConfig(opts.train, workersAtStart);
-  const { executor, config, close } = await deps.executor({ train, validation, resolve });
+  const { executor, config, close } = await deps.executor({ train, validation, resolve, quarantined: resume?.quarantined ?? [] });
   try {
     logger.info({ event: 'config', ...config }, 'training configuration');
     const store = new CheckpointStore(opts.checkpointDir);

@@ -64,7 +64,8 @@ export class Trainer {
   /** Where each batch-norm layer's running statistics live in the buffers. */
   private readonly batchNorm: ReturnType<typeof batchNormLayers>;
   private readonly model: ReturnType<typeof modelSpec>;
-  private readonly snapshots = new Snapshots();
+  /** States to roll back to, kept only when the executor verifies results (it may ask for a rollback). */
+  private readonly snapshots: Snapshots | undefined;
   /** Steps undone by rollbacks, to be computed again. */
   private replayedSteps = 0;
 
@@ -80,6 +81,7 @@ export class Trainer {
     this.globalStep = resume?.globalStep ?? 0;
     this.progress = resume?.progress ?? ZERO_PROGRESS;
     this.history = resume ? [...resume.history] : [];
+    this.snapshots = deps.executor.rollsBack?.() ? new Snapshots() : undefined;
   }
 
   /** The weights at the current position (a copy). */
@@ -88,10 +90,19 @@ export class Trainer {
   }
 
   checkpoint(): Checkpoint {
+    const at = this.position();
+    return { ...at, state: cloneState(at.state), momentum: at.momentum.map((m) => m.slice()), quarantined: this.deps.executor.quarantined?.() ?? [] };
+  }
+
+  /**
+   * The current position without copying its tensors: a step never writes the arrays it
+   * started from (the update is made on copies that replace them), so they stay as they are.
+   */
+  private position(): Checkpoint {
     return {
       config: this.config,
-      state: cloneState(this.state),
-      momentum: this.sgd.momentum.map((m) => m.slice()),
+      state: this.state,
+      momentum: this.sgd.momentum,
       epoch: this.epoch,
       stepInEpoch: this.stepInEpoch,
       globalStep: this.globalStep,
@@ -152,11 +163,11 @@ export class Trainer {
   private rollBackIfAsked(): boolean {
     const asked = this.deps.executor.takeRollback?.();
     if (!asked) return false;
-    const snap = this.snapshots.atOrBefore(asked.step);
+    const snap = this.snapshots?.atOrBefore(asked.step);
     if (!snap) throw new FlockError(ErrorCode.UNSUPPORTED, `cannot roll back to step ${asked.step} (${asked.reason}): no state that old is kept in memory`);
     const from = this.globalStep;
     this.restore(snap);
-    this.snapshots.dropAfter(snap.globalStep);
+    this.snapshots?.dropAfter(snap.globalStep);
     this.replayedSteps += from - snap.globalStep;
     this.deps.executor.rewound?.(snap.globalStep);
     this.deps.logger.warn({ event: 'rollback', fromStep: from, toStep: snap.globalStep, requestedStep: asked.step, reason: asked.reason, replayedSteps: this.replayedSteps },
@@ -206,7 +217,7 @@ export class Trainer {
         }
         const stepStart = deps.clock.now();
         const before = this.progress;
-        this.snapshots.save(this.checkpoint());
+        this.snapshots?.save(this.position());
         const timing = await this.step(plan, log);
         if (!timing) continue epochs;
         deps.onStep?.({

@@ -10,7 +10,7 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
 import { mixSeed } from '../shared/random.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
-import { evaluationsAgree, gradientsAgree, type Agreement } from './agreement.js';
+import { evaluationsAgree, gradientsAgree, largestDifference, type Agreement } from './agreement.js';
 import { Guards, gradientNorm } from './guards.js';
 import type { Evidence } from './quarantine.js';
 
@@ -67,10 +67,13 @@ interface Kind<R> {
   readonly agree: (a: R, b: R, exact: boolean) => Agreement;
   /** A number to log for each side of a disagreement. */
   readonly size: (r: R) => number;
+  /** The largest relative difference between two computations (logged with every comparison). */
+  readonly difference: (a: R, b: R) => number;
 }
 
-const GRADIENTS: Kind<GradientResult> = { name: 'gradients', agree: gradientsAgree, size: gradientNorm };
-const EVALUATIONS: Kind<EvalResult> = { name: 'evaluate', agree: evaluationsAgree, size: (r) => r.lossSum / Math.max(1, r.count) };
+const relativeLoss = (a: number, b: number): number => (a === b ? 0 : Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b)));
+const GRADIENTS: Kind<GradientResult> = { name: 'gradients', agree: gradientsAgree, size: gradientNorm, difference: largestDifference };
+const EVALUATIONS: Kind<EvalResult> = { name: 'evaluate', agree: evaluationsAgree, size: (r) => r.lossSum / Math.max(1, r.count), difference: (a, b) => relativeLoss(a.lossSum, b.lossSum) };
 
 export class Verifier {
   private readonly guards = new Guards();
@@ -171,7 +174,15 @@ export class Verifier {
       const a = got[i]!;
       const unit = units[i]!;
       const where = requestId === undefined ? `micro-batch ${unit.id} of step ${step}` : `validation chunk ${unit.id} at step ${step}`;
-      const agreement = kind.agree(a.result, b.result, a.by.backend === b.by.backend);
+      const exact = a.by.backend === b.by.backend;
+      const agreement = kind.agree(a.result, b.result, exact);
+      // Every comparison, for the record: which backends, and how far apart (0 when exact and agreeing).
+      if (this.log.isLevelEnabled('debug')) {
+        this.log.debug({
+          event: 'compared', kind: kind.name, step, unit: unit.id, first: a.by.name, firstBackend: a.by.backend, second: b.by.name, secondBackend: b.by.backend,
+          exact, agreement, difference: exact && agreement === 'agree' ? 0 : kind.difference(a.result, b.result),
+        }, `${where}: ${a.by.name} (${a.by.backend}) and ${b.by.name} (${b.by.backend}) ${agreement === 'agree' ? 'agree' : 'disagree'}`);
+      }
       if (agreement === 'both-non-finite') {
         throw new FlockError(ErrorCode.DIVERGED, `training diverged at step ${step}: ${where} is not finite as computed by ${a.by.name} and by ${b.by.name}; ` +
           'the weights of the last good step are kept and the newest checkpoint is intact; lower --lr (or raise --weight-decay) and start again');

@@ -41,6 +41,11 @@ export class WorkRound<R> {
     return [...this.units.values()].filter((u) => !this.results.has(u.id) && !this.owners.has(u.id)).sort((a, b) => a.id - b.id);
   }
 
+  /** A round of second computations (some workers are excluded from its units). */
+  isSecond(): boolean {
+    return this.exclude.size > 0;
+  }
+
   /** Whether `workerId` may compute unit `unitId`. */
   eligible(unitId: number, workerId: number): boolean {
     return !(this.exclude.get(unitId)?.has(workerId) ?? false);

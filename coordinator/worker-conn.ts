@@ -33,6 +33,8 @@ export class WorkerConn {
    * time each took here from assignment (or the previous result) to arrival: the rest of that
    * is communication and queueing, shown per worker on the dashboard. */
   readonly trainTiming = { results: 0, computeMs: 0, elapsedMs: 0 };
+  /** When this connection last went from owing nothing to owing work, and the compute time it claimed since. */
+  private busy = { since: 0, claimedMs: 0 };
   /** A pong arrived since the last ping. */
   alive = true;
   /** Consecutive heartbeats without a pong. */
@@ -57,6 +59,23 @@ export class WorkerConn {
     this.state = 'ready';
     this.samples = { train: new SentSamples(data.train.count, local.train, held?.train), validation: new SentSamples(data.validation.count, local.validation, held?.validation) };
     clearTimeout(this.helloTimer);
+  }
+
+  /** The connection got work while it owed none: its compute claims are bounded from now on. */
+  startBusy(now: number): void {
+    this.busy = { since: now, claimedMs: 0 };
+  }
+
+  /**
+   * The compute time a result claims, bounded by what the coordinator saw: a worker computes
+   * one unit after another, so all it claims since it got work cannot exceed the time since
+   * then (a worker cannot skew the timing figures by claiming more; issue 12).
+   */
+  claimCompute(claimedMs: number, now: number): number {
+    const room = Math.max(0, now - this.busy.since - this.busy.claimedMs);
+    const ms = Number.isFinite(claimedMs) ? Math.min(Math.max(0, claimedMs), room) : 0;
+    this.busy.claimedMs += ms;
+    return ms;
   }
 
   expectHello(ms: number, onTimeout: () => void): void {

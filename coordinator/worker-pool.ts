@@ -142,6 +142,14 @@ export class WorkerPool implements Executor {
   }
 
   /** A rollback the trainer must do (a worker was quarantined); cleared by reading. */
+  quarantined(): readonly Evidence[] {
+    return this.deps.verify?.quarantine.list() ?? [];
+  }
+
+  rollsBack(): boolean {
+    return this.verifier !== undefined;
+  }
+
   takeRollback(): { step: number; reason: string } | undefined {
     return this.verifier?.takeRollback();
   }

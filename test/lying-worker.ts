@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // A real worker process whose results are wrong in one chosen way (issue 12's acceptance):
 // the plain Worker with a ModelRuntime that tampers with what it returns. Results stay
-// finite and well-formed, so only guards and audits can tell.
+// finite and well-formed, so only guards and audits can tell. 'compute-time' returns honest
+// results but claims each took 1,000 s (its clock jumps while it computes).
 //   node dist/test/lying-worker.js --connect URL --name N --lie KIND [--backend wasm]
 import { parseArgs } from 'node:util';
 import type { ComputeBackend } from '../shared/backend.js';
@@ -9,10 +10,11 @@ import { loadBackend } from '../shared/backends/load.js';
 import { createLogger } from '../shared/logger.js';
 import { ModelRuntime, type Batch, type EvalResult, type GradientResult } from '../shared/models/runtime.js';
 import type { ModelSpec, ModelState } from '../shared/models/spec.js';
+import type { Clock } from '../shared/clock.js';
 import { Rng } from '../shared/random.js';
 import { Worker } from '../worker/worker.js';
 
-export const LIES = ['scale', 'sign', 'other-micro-batch', 'stale', 'noise', 'sometimes', 'fake-validation'] as const;
+export const LIES = ['scale', 'sign', 'other-micro-batch', 'stale', 'noise', 'sometimes', 'fake-validation', 'compute-time'] as const;
 export type Lie = (typeof LIES)[number];
 
 const norm = (ts: readonly Float32Array[]): number => Math.sqrt(ts.reduce((s, t) => s + t.reduce((a, v) => a + v * v, 0), 0));
@@ -22,7 +24,8 @@ class LyingRuntime extends ModelRuntime {
   private last: GradientResult | undefined;
   private readonly rng = new Rng(12345);
 
-  constructor(backend: ComputeBackend, model: ModelSpec, private readonly lie: Lie) {
+  /** @param skew moves the worker's clock forward (the 'compute-time' lie) */
+  constructor(backend: ComputeBackend, model: ModelSpec, private readonly lie: Lie, private readonly skew: (ms: number) => void) {
     super(backend, model);
   }
 
@@ -35,6 +38,7 @@ class LyingRuntime extends ModelRuntime {
 
   override async gradients(batch: Batch, dropoutSeed: number): Promise<GradientResult> {
     const honest = await super.gradients(batch, dropoutSeed);
+    if (this.lie === 'compute-time') this.skew(1e6);
     const previous = this.last;
     this.last = honest;
     switch (this.lie) {
@@ -51,6 +55,7 @@ class LyingRuntime extends ModelRuntime {
         return this.rng.next() < 0.3 ? this.noisy(honest) : honest;
       case 'stale':
       case 'fake-validation':
+      case 'compute-time':
         return honest;
     }
   }
@@ -77,8 +82,10 @@ async function main(): Promise<void> {
   if (!values.connect || !values.name || !LIES.includes(lie)) throw new Error(`usage: lying-worker --connect URL --name N --lie ${LIES.join('|')}`);
   const log = createLogger({ level: 'warn', format: 'json', name: 'worker' }).child({ worker: values.name });
   const backend = await loadBackend(values.backend as 'wasm', log);
+  let skewMs = 0;
+  const clock: Clock = { now: () => performance.now() + skewMs };
   const worker = new Worker({ url: values.connect, name: values.name, token: process.env.FLOCK_TOKEN || undefined, backoff: { initialMs: 50, maxMs: 200, factor: 2, jitter: 0.2 } },
-    { logger: log, backend, runtime: (b, m) => new LyingRuntime(b, m, lie) });
+    { logger: log, backend, clock, runtime: (b, m) => new LyingRuntime(b, m, lie, (ms) => { skewMs += ms; }) });
   await worker.run();
 }
 

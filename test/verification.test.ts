@@ -128,6 +128,13 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
     assert.ok(bytes(result.state).equals(bytes(reference.state)));
   });
 
+  it('a worker that claims each gradient took 1,000 s does not skew the timing figures (compute time is bounded by what the coordinator saw)', async () => {
+    const { result, rec } = await withLiar('compute-time');
+    assert.deepEqual(rec.filter((e) => e.event === 'quarantined'), [], 'its results are right: no quarantine');
+    assert.ok(bytes(result.state).equals(bytes(reference.state)));
+    for (const h of result.history) assert.ok(h.computeSeconds <= h.seconds, `epoch ${h.epoch}: compute ${h.computeSeconds} s within the epoch's ${h.seconds} s`);
+  });
+
   it('a quarantined name is refused at hello (4009, the worker exits 1); once lifted it joins', async () => {
     const rec = new LogRecorder();
     const { pool: p, quarantine } = await pool(config, rec, 0.05);
