@@ -196,8 +196,11 @@ export async function benchAudits(rounds: number): Promise<void> {
       const atRate = paired(2, per);
       const base = paired(1, per);
       const perAudit = paired(3, per) - base;
-      console.log(`${what}: at audit rate ${rate} (${(100 * audited).toFixed(1)} % of the window's steps audited) ${percent(atRate)} per step, ${verdict(atRate)}; ` +
-        `rate 0 ${percent(base)} + ${rate} x ${percent(perAudit)} per audited step (rate 1) = ${percent(base + rate * perAudit)}, ${verdict(base + rate * perAudit)}`);
+      // The window's audits are a draw: scaled to the rate, the measured cost of its audited steps.
+      const scaled = audited > 0 ? base + ((atRate - base) * rate) / audited : base;
+      console.log(`${what}: at audit rate ${rate}: ${percent(atRate)} per step as measured (${(100 * audited).toFixed(1)} % of the window's steps audited), ${verdict(atRate)}; ` +
+        `scaled to ${100 * rate} % audited steps ${percent(scaled)}, ${verdict(scaled)}; ` +
+        `as rate 0 ${percent(base)} + ${rate} x ${percent(perAudit)} per audited step (rate 1): ${percent(base + rate * perAudit)}, ${verdict(base + rate * perAudit)}`);
     }
     console.log(`budget: throughput at most the audit rate + 2 % = ${(100 * budget).toFixed(1)} % lower than without verification`);
   } finally {
