@@ -72,6 +72,12 @@ describe('in-process training', () => {
       await assert.rejects(readCheckpointFile(join(dir, 'bad.flock')), (e) => isFlockError(e, 'ERR_CHECKPOINT_CORRUPT') && e.message.includes('bad.flock'));
       await writeFile(join(dir, 'short.flock'), bytes.subarray(0, 100));
       await assert.rejects(readCheckpointFile(join(dir, 'short.flock')), (e) => isFlockError(e, 'ERR_CHECKPOINT_CORRUPT'));
+      // The quarantine list (issue 12) round-trips; a malformed one is corruption.
+      assert.deepEqual(c.quarantined, []);
+      const evidence = { workerName: 'gpu-3', workerId: 4, backend: 'webgpu', kind: 'gradients', step: 17, unit: 2, claimed: 0.5, settled: 0.05, arbiter: 'coordinator', why: 'test' } as const;
+      assert.deepEqual(decodeCheckpoint(encodeCheckpoint({ ...c, quarantined: [evidence] })).quarantined, [evidence]);
+      const malformed = encodeCheckpoint({ ...c, quarantined: [{ ...evidence, workerName: 7 } as unknown as typeof evidence] });
+      assert.throws(() => decodeCheckpoint(malformed), (e) => isFlockError(e, 'ERR_CHECKPOINT_CORRUPT') && e.message.includes('quarantine'));
     });
   });
 
