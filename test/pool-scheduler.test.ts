@@ -33,6 +33,8 @@ interface FakeConn {
   log: Logger;
   send: (frame: Uint8Array | readonly Uint8Array[], onError: (err: Error) => void) => void;
   watchProgress: () => void;
+  startBusy: () => void;
+  claimCompute: (claimedMs: number) => number;
 }
 
 describe('scheduler dispatch', () => {
@@ -54,6 +56,8 @@ describe('scheduler dispatch', () => {
           c.frames.push(frame);
         },
         watchProgress: () => undefined,
+        startBusy: () => undefined,
+        claimCompute: (claimedMs) => claimedMs,
       };
       return c;
     };
