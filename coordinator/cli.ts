@@ -372,6 +372,7 @@ interface RelayFlags extends PoolFlags {
   name?: string;
   dataDir?: string;
   maxDataMb: number;
+  giveUpAfter: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
 }
@@ -384,7 +385,7 @@ async function runRelay(flags: RelayFlags): Promise<number> {
   const localData = flags.dataDir !== undefined ? await loadCifar(flags.dataDir) : undefined;
   const relay = new Relay({
     url: flags.connect, name: flags.name ?? `relay-${hostname()}-${process.pid}`,
-    localData, maxDataBytes: flags.maxDataMb * 2 ** 20,
+    localData, maxDataBytes: flags.maxDataMb * 2 ** 20, giveUpAfterMs: flags.giveUpAfter,
     pool,
   }, { logger: log, clock: systemClock, socket: nodeSocketFactory({ token, ca: flags.ca !== undefined ? await readFile(flags.ca) : undefined, role: 'relay' }) });
   const stopping = shutdownSignal(log, 'telling this relay\'s workers to stop and leaving upstream');
@@ -434,7 +435,8 @@ function main(argv: string[]): void {
     .option('--ca <file>', 'PEM CA certificate to trust for an upstream wss://')
     .option('--name <name>', 'name shown in upstream\'s logs (default relay-<hostname>-<pid>)')
     .option('--data-dir <dir>', 'optional local CIFAR-10 copy; if identical to upstream\'s, images are not sent to this relay')
-    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), 512);
+    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), 512)
+    .option('--give-up-after <ms>', 'when the link to upstream is lost the relay rejoins (its workers stay connected); exit with an error after failing to for this long', intArg(1), 300_000);
   poolFlags(relay, {
     port: 'port to listen on; 0 picks a free one (logged as event=relay_ready)',
     token: 'shared secret for upstream and for this relay\'s workers (default $FLOCK_TOKEN)',

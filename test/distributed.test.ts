@@ -3,10 +3,7 @@
 // worker, rejecting bad workers and tokens, and workers rejoining by themselves.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Logger } from 'pino';
 import { generate as selfSigned } from 'selfsigned';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -14,12 +11,10 @@ import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
 import { checkGradient } from '../coordinator/result-check.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { Trainer, type TrainResult } from '../coordinator/trainer.js';
+import type { TrainResult } from '../coordinator/trainer.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
-import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
-import { loadCifar, subset, type Dataset } from '../shared/data/cifar.js';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { subset } from '../shared/data/cifar.js';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
@@ -31,44 +26,19 @@ import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { backoffDelay, BACKOFF_DEFAULTS } from '../worker/backoff.js';
 import { Worker } from '../worker/worker.js';
 import { reap, spawnWorker, type Proc } from './child-procs.js';
-import { silentLogger, trainingBackend } from './helpers.js';
+import { sameState, trainInProcess, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
+import { silentLogger } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 
-function sameState(a: ModelState, b: ModelState): boolean {
-  const bytes = (s: ModelState): Buffer => Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
-  return bytes(a).equals(bytes(b));
-}
-
 describe('distributed training over WebSockets', () => {
-  let backend: ComputeBackend;
-  let dataDir: string;
-  let train: Dataset;
-  let validation: Dataset;
-
-  before(async () => {
-    backend = await trainingBackend();
-    dataDir = await mkdtemp(join(tmpdir(), 'flock-dist-'));
-    await writeSyntheticCifar(dataDir, { trainPerFile: 120, testCount: 300, seed: 11 });
-    ({ train, validation } = await loadCifar(dataDir));
-  });
-  after(() => rm(dataDir, { recursive: true, force: true }));
+  const data = useTrainingData('flock-dist-', { trainPerFile: 120, testCount: 300, seed: 11 });
 
   function listen(config: TrainConfig, logger: Logger = silentLogger(), opts: Parameters<typeof WorkerPool.listen>[0] = {}): Promise<WorkerPool> {
-    return WorkerPool.listen({ port: 0, ...opts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+    return WorkerPool.listen({ port: 0, ...opts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train: data.train, validation: data.validation });
   }
 
-  function runTrainer(config: TrainConfig, executor: Executor, trainCount: number, validationCount: number): Promise<TrainResult> {
-    return new Trainer(config, { executor, logger: silentLogger(), clock: systemClock }, { trainCount, validationCount, evalChunk: 50 }).run();
-  }
-
-  async function runLocal(config: TrainConfig, trainCount: number, validationCount: number): Promise<TrainResult> {
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
-    try {
-      return await runTrainer(config, new LocalExecutor(runtime, train, validation, config.seed, systemClock), trainCount, validationCount);
-    } finally {
-      runtime.dispose();
-    }
-  }
+  const sizes = (trainCount: number, validationCount: number): RunSizes => ({ trainCount, validationCount, evalChunk: 50 });
+  const runLocal = (config: TrainConfig, trainCount: number, validationCount: number): Promise<TrainResult> => trainInProcess(data, config, sizes(trainCount, validationCount));
 
   /**
    * Trains with `n` spawned workers (on `backends[i]`, default wasm); `wrap` may intercept
@@ -79,7 +49,7 @@ describe('distributed training over WebSockets', () => {
     const children = Array.from({ length: n }, (_, i) => spawnWorker(pool.url, `w${i + 1}`, { backend: backends[i] ?? 'wasm' }));
     try {
       await pool.waitForWorkers(n);
-      const result = await runTrainer(config, wrap ? wrap(pool, children) : pool, trainCount, validationCount);
+      const result = await trainWith(config, wrap ? wrap(pool, children) : pool, sizes(trainCount, validationCount));
       await pool.close();
       const exits = await Promise.all(children.filter((c) => c.proc.signalCode === null).map((c) => c.exited));
       for (const e of exits) assert.equal(e.code, 0, 'workers exit 0 on stop');
@@ -92,7 +62,7 @@ describe('distributed training over WebSockets', () => {
 
   it('(a) two worker processes train two epochs to over 90 % validation accuracy', async () => {
     const config = resolveTrainConfig({ epochs: 2, batchSize: 32, microBatch: 16, lr: 0.05, seed: 1 }, 2);
-    const result = await runDistributed(config, 2, train.count, validation.count);
+    const result = await runDistributed(config, 2, data.train.count, data.validation.count);
     assert.equal(result.completed, true);
     assert.equal(result.history.length, 2);
     assert.equal(result.history[1]!.workers, 2);
@@ -163,14 +133,14 @@ describe('distributed training over WebSockets', () => {
 
   it('(c) the averaged gradient of micro-batches equals the gradient of their union', async () => {
     const model = modelSpec('net');
-    const runtime = new ModelRuntime(backend, model);
+    const runtime = new ModelRuntime(data.backend, model);
     try {
       runtime.setState(initialState(model, 9));
-      const indices = Uint32Array.from({ length: 48 }, (_, i) => (i * 7) % train.count);
+      const indices = Uint32Array.from({ length: 48 }, (_, i) => (i * 7) % data.train.count);
       const parts = [];
-      for (const mb of chunk(indices, 12)) parts.push(await runtime.gradients(subset(train, mb.indices), dropoutSeed(9, 0, mb.id)));
+      for (const mb of chunk(indices, 12)) parts.push(await runtime.gradients(subset(data.train, mb.indices), dropoutSeed(9, 0, mb.id)));
       const reduced = reduceStep(parts);
-      const whole = await runtime.gradients(subset(train, indices), 0);
+      const whole = await runtime.gradients(subset(data.train, indices), 0);
       whole.grads.forEach((g, k) => {
         const mean = g.map((v) => v / indices.length);
         let diff = 0;
@@ -193,21 +163,21 @@ describe('distributed training over WebSockets', () => {
     const pool = await listen(config, logger);
     // In-process workers: one ships images, one has an identical local copy (none shipped).
     const workers = [
-      new Worker({ url: pool.url, name: 'remote-data' }, { logger: silentLogger(), backend }),
-      new Worker({ url: pool.url, name: 'local-data', localData: { train, validation } }, { logger: silentLogger(), backend }),
+      new Worker({ url: pool.url, name: 'remote-data' }, { logger: silentLogger(), backend: data.backend }),
+      new Worker({ url: pool.url, name: 'local-data', localData: { train: data.train, validation: data.validation } }, { logger: silentLogger(), backend: data.backend }),
     ];
     const runs = workers.map((w) => w.run());
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(2);
       const joined = await rec.next((e) => e.event === 'worker_joined' && e.workerName === 'local-data');
       assert.deepEqual(joined.localData, { train: true, validation: true });
       const weights = { version: 0, state: initialState(modelSpec(config.model), 2) };
-      const chunks = validationChunks(validation.count, 37);
+      const chunks = validationChunks(data.validation.count, 37);
       const results = await pool.evaluate('validation', chunks, weights);
       assert.equal(results.length, chunks.length);
-      assert.equal(results.reduce((n, r) => n + r.count, 0), validation.count);
-      const local = await new LocalExecutor(runtime, train, validation, 2, systemClock).evaluate('validation', chunks, weights);
+      assert.equal(results.reduce((n, r) => n + r.count, 0), data.validation.count);
+      const local = await new LocalExecutor(runtime, data.train, data.validation, 2, systemClock).evaluate('validation', chunks, weights);
       assert.deepEqual(results, local);
       // Every chunk went to exactly one worker, both workers took part.
       const assigned = rec.events.filter((e) => e.event === 'assigned' && e.kind === 'evaluate');
@@ -286,9 +256,9 @@ describe('distributed training over WebSockets', () => {
     const rec = new LogRecorder();
     const logger = rec.logger();
     const pool = await listen(config, logger);
-    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend });
+    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend: data.backend });
     const honestRun = honest.run();
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(1);
       const liar = new WebSocket(pool.url);
@@ -315,7 +285,7 @@ describe('distributed training over WebSockets', () => {
       const left = await rec.next((e) => e.event === 'worker_left' && e.workerName === 'liar');
       assert.match(String(left.reason), /NaN/);
       assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0);
-      const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
+      const local = await new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock).gradients(work, weights);
       assert.equal(results.length, 4);
       results.forEach((r, i) => r.grads.forEach((g, k) => assert.ok(float32ToBytes(g).every((b, j) => b === float32ToBytes(local.results[i]!.grads[k]!)[j]))));
     } finally {
@@ -334,9 +304,9 @@ describe('distributed training over WebSockets', () => {
     const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed }, 2);
     const rec = new LogRecorder();
     const pool = await listen(config, rec.logger(), opts);
-    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend });
+    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend: data.backend });
     const honestRun = honest.run();
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(1);
       // It says hello and then never returns its work.
@@ -351,7 +321,7 @@ describe('distributed training over WebSockets', () => {
       const [code] = (await closed) as [number];
       const left = await rec.next((e) => e.event === 'worker_left' && e.workerName === name);
       assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0, `reassigned ${JSON.stringify(left.reassigned)}`);
-      const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
+      const local = await new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock).gradients(work, weights);
       assert.ok(results.every((r, i) => sameState({ params: r.grads, buffers: [] }, { params: local.results[i]!.grads, buffers: [] })));
       return { code, left };
     } finally {
@@ -382,14 +352,14 @@ describe('distributed training over WebSockets', () => {
     const rec = new LogRecorder();
     const logger = rec.logger();
     const pool = await listen(config, logger, { minWorkers: 2, waitLogMs: 50 });
-    const workers = [new Worker({ url: pool.url, name: 'first' }, { logger: silentLogger(), backend })];
+    const workers = [new Worker({ url: pool.url, name: 'first' }, { logger: silentLogger(), backend: data.backend })];
     const runs = [workers[0]!.run()];
     try {
       await pool.waitForWorkers(1);
       const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 16 }, (_, i) => i), 8) };
       const pending = pool.gradients(work, { version: 0, state: initialState(modelSpec(config.model), 8) });
       await rec.next((e) => e.event === 'waiting' && e.have === 1 && e.need === 2);
-      workers.push(new Worker({ url: pool.url, name: 'second' }, { logger: silentLogger(), backend }));
+      workers.push(new Worker({ url: pool.url, name: 'second' }, { logger: silentLogger(), backend: data.backend }));
       runs.push(workers[1]!.run());
       const { results, timing } = await pending;
       assert.equal(results.length, 2);
@@ -445,13 +415,13 @@ describe('distributed training over WebSockets', () => {
         if (n === 1) return ws.terminate();
         ws.send(encode({
           type: MessageType.WELCOME, workerId: 1, config, heartbeatMs: 30, hashes: { train: 'a'.repeat(64), validation: 'a'.repeat(64) },
-          counts: { train: train.count, validation: validation.count }, localData: { train: false, validation: false },
+          counts: { train: data.train.count, validation: data.validation.count }, localData: { train: false, validation: false },
         }));
       });
     });
     const rec = new LogRecorder();
     const logger = rec.logger();
-    const worker = new Worker({ url: `ws://127.0.0.1:${port}`, name: 'phoenix', backoff: { initialMs: 20, factor: 2, maxMs: 100, jitter: 0.2 } }, { logger, backend });
+    const worker = new Worker({ url: `ws://127.0.0.1:${port}`, name: 'phoenix', backoff: { initialMs: 20, factor: 2, maxMs: 100, jitter: 0.2 } }, { logger, backend: data.backend });
     const run = worker.run();
     await rec.next((e) => e.event === 'reconnecting' && /1006/.test(String(e.reason)));
     await rec.next((e) => e.event === 'reconnecting' && /no heartbeat/.test(String(e.reason)));
@@ -478,9 +448,9 @@ describe('distributed training over WebSockets', () => {
     const pool = await listen(config, silentLogger(), { tls: { cert, key }, token: 'tls-token' });
     try {
       assert.match(pool.url, /^wss:\/\/127\.0\.0\.1:\d+$/);
-      const untrusting = new Worker({ url: pool.url, name: 'no-ca', token: 'tls-token' }, { logger: silentLogger(), backend });
+      const untrusting = new Worker({ url: pool.url, name: 'no-ca', token: 'tls-token' }, { logger: silentLogger(), backend: data.backend });
       await assert.rejects(untrusting.run(), (err: unknown) => isFlockError(err, ErrorCode.UNAUTHORIZED) && /--ca/.test(err.message));
-      const trusting = new Worker({ url: pool.url, name: 'ca', token: 'tls-token', ca: cert }, { logger: silentLogger(), backend });
+      const trusting = new Worker({ url: pool.url, name: 'ca', token: 'tls-token', ca: cert }, { logger: silentLogger(), backend: data.backend });
       const run = trusting.run();
       await pool.waitForWorkers(1);
       await pool.close();
