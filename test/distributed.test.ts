@@ -17,7 +17,7 @@ import { systemClock } from '../shared/clock.js';
 import { subset } from '../shared/data/cifar.js';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
-import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
+import { initialState, modelSpec } from '../shared/models/spec.js';
 import { CloseCode, MessageType, decode, encode, type CoordinatorMessage, type GradientMessage } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { reduceStep } from '../shared/training/reduce.js';
@@ -26,7 +26,7 @@ import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { backoffDelay, BACKOFF_DEFAULTS } from '../worker/backoff.js';
 import { Worker } from '../worker/worker.js';
 import { reap, spawnWorker, type Proc } from './child-procs.js';
-import { sameState, trainInProcess, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
+import { assertCloseState, sameState, trainInProcess, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
 import { silentLogger } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 
@@ -91,18 +91,7 @@ describe('distributed training over WebSockets', () => {
     const reference = await runLocal(config, steps * 16, 16);
     const result = await runDistributed(config, 2, steps * 16, 16, undefined, undefined, ['wasm', other]);
     assert.equal(result.globalStep, steps);
-    const tensors = (s: ModelState): Float32Array[] => [...s.params, ...s.buffers];
-    const want = tensors(reference.state);
-    tensors(result.state).forEach((got, k) => {
-      const w = want[k]!;
-      let scale = 0;
-      let worst = 0;
-      for (let i = 0; i < w.length; i++) {
-        scale = Math.max(scale, Math.abs(w[i]!));
-        worst = Math.max(worst, Math.abs(got[i]! - w[i]!));
-      }
-      assert.ok(worst <= 1e-4 * scale + 1e-7, `tensor ${k}: max |diff| ${worst} > 1e-4 x ${scale}`);
-    });
+    assertCloseState(result.state, reference.state, 1e-4, 1e-7);
     assert.ok(Math.abs(result.history[0]!.trainLoss - reference.history[0]!.trainLoss) <= 1e-4 * reference.history[0]!.trainLoss);
   });
 
@@ -113,17 +102,7 @@ describe('distributed training over WebSockets', () => {
     const result = await runDistributed(resolveTrainConfig({ ...base, wirePrecision: 'float16' }, 2), 2, steps * 16, 16);
     assert.equal(result.globalStep, steps);
     assert.ok(!sameState(result.state, reference.state), 'float16 on the wire rounds: the weights are not bit-identical');
-    const want = [...reference.state.params, ...reference.state.buffers];
-    [...result.state.params, ...result.state.buffers].forEach((got, k) => {
-      const w = want[k]!;
-      let scale = 0;
-      let worst = 0;
-      for (let i = 0; i < w.length; i++) {
-        scale = Math.max(scale, Math.abs(w[i]!));
-        worst = Math.max(worst, Math.abs(got[i]! - w[i]!));
-      }
-      assert.ok(worst <= 5e-3 * scale + 1e-5, `tensor ${k}: max |diff| ${worst} > 5e-3 x ${scale}`);
-    });
+    assertCloseState(result.state, reference.state, 5e-3, 1e-5);
     // A float16 gradient is refused in a float32 run, whatever its values.
     const model = modelSpec('net');
     const half: GradientMessage = { type: MessageType.GRADIENT, step: 0, microBatch: 0, grads: model.params.map((p) => new Uint8Array(p.size * 2)), half: true, lossSum: 1, correct: 0, count: 4, batchStats: [], computeMs: 1 };

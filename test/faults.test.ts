@@ -26,8 +26,8 @@ import { Rng, mixSeed } from '../shared/random.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { COORDINATOR_CLI, freePort, reap, spawnNode, spawnWorker, startRelay, type Proc } from './child-procs.js';
 import {
-  GRADIENT_MUTATIONS, MESSAGE_TOO_BIG, WS_INVALID_DATA, WS_PROTOCOL_ERROR, expectedCloseCodes, fuzzFrames, gradientFrame, helloFrame,
-  mutateGradient, rawFrame, rawUpgrade, scriptedClient, unitCount, wellFormedGradient, wsFrame, type ClientOutcome,
+  GRADIENT_MUTATIONS, MESSAGE_TOO_BIG, WS_INVALID_DATA, WS_PROTOCOL_ERROR, fuzzFrames, fuzzListener, gradientFrame, helloFrame,
+  mutateGradient, rawFrame, rawUpgrade, scriptedClient, unitCount, wellFormedGradient, wsFrame, type ClientOutcome, type FuzzResult,
 } from './fault-tools.js';
 import { LogRecorder, type LogEvent } from './log-recorder.js';
 import { assertFinalCheckpoint, checkpointFile, epochMetrics, sameState, trainInProcess, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
@@ -358,21 +358,9 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
 
       // The idle fuzzer: each frame on a fresh, authenticated connection right after WELCOME, holding no work.
       const frames = fuzzFrames(mixSeed(FAULT_SEED, 3), FUZZ_FRAMES, model);
-      const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
+      let fuzzResults: FuzzResult[] = [];
       const fuzz = async (): Promise<void> => {
-        let next = 0;
-        const lane = async (): Promise<void> => {
-          for (let i = next++; i < frames.length; i = next++) {
-            const frame = frames[i]!;
-            const c = scriptedClient(url, {
-              token: TOKEN, hello: `fuzz-${i}`,
-              onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }),
-            });
-            const o = await c.outcome;
-            fuzzResults.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
-          }
-        };
-        await Promise.all([lane(), lane(), lane(), lane()]);
+        fuzzResults = await fuzzListener(url, TOKEN, frames, 'fuzz-');
       };
 
       let earlyDone: Promise<void> = Promise.resolve();
@@ -450,18 +438,9 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
       const relay = await startRelay(pool.url, 'relay-under-fuzz', procs, { token: TOKEN });
       const honest = [worker(relay.url, 'behind-relay-1', { token: TOKEN }), worker(relay.url, 'behind-relay-2', { token: TOKEN })];
       const frames = fuzzFrames(mixSeed(FAULT_SEED, 9), FUZZ_FRAMES / 2, model);
-      const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
+      let fuzzResults: FuzzResult[] = [];
       const fuzz = async (): Promise<void> => {
-        let next = 0;
-        const lane = async (): Promise<void> => {
-          for (let i = next++; i < frames.length; i = next++) {
-            const frame = frames[i]!;
-            const c = scriptedClient(relay.url, { token: TOKEN, hello: `relay-fuzz-${i}`, onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }) });
-            const o = await c.outcome;
-            fuzzResults.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
-          }
-        };
-        await Promise.all([lane(), lane(), lane(), lane()]);
+        fuzzResults = await fuzzListener(relay.url, TOKEN, frames, 'relay-fuzz-');
       };
       let fuzzDone: Promise<void> = Promise.resolve();
       const { executor, steps } = instrument(pool, {

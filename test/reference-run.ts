@@ -74,6 +74,24 @@ export function sameState(a: ModelState, b: ModelState): boolean {
   return stateBytes(a).equals(stateBytes(b));
 }
 
+/**
+ * Each weight of `got` within `rel` x its tensor's largest |value| (plus `abs`) of `want`'s:
+ * for runs that round differently (another backend, float16 on the wire).
+ */
+export function assertCloseState(got: ModelState, want: ModelState, rel: number, abs: number): void {
+  const wants = [...want.params, ...want.buffers];
+  [...got.params, ...got.buffers].forEach((g, k) => {
+    const w = wants[k]!;
+    let scale = 0;
+    let worst = 0;
+    for (let i = 0; i < w.length; i++) {
+      scale = Math.max(scale, Math.abs(w[i]!));
+      worst = Math.max(worst, Math.abs(g[i]! - w[i]!));
+    }
+    assert.ok(worst <= rel * scale + abs, `tensor ${k}: max |diff| ${worst} > ${rel} x ${scale}`);
+  });
+}
+
 /** Per epoch: the numbers a lost or repeated step would change (they are sums over the steps). */
 export function epochMetrics(h: readonly EpochMetrics[]): number[][] {
   return h.map((m) => [m.epoch, m.steps, m.trainLoss, m.trainAccuracy, m.valLoss, m.valAccuracy]);
