@@ -28,6 +28,8 @@ import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
 import { nodeSocketFactory } from '../worker/node-socket.js';
+import { REJOIN_DEFAULTS } from '../worker/rejoin.js';
+import { DEFAULT_MAX_DATA_BYTES } from '../worker/sample-cache.js';
 import { Relay } from './relay.js';
 import { resolvePoolOptions, type PoolOptions } from './pool-options.js';
 import { loadDashboardAssets } from './dashboard/assets.js';
@@ -435,8 +437,8 @@ function main(argv: string[]): void {
     .option('--ca <file>', 'PEM CA certificate to trust for an upstream wss://')
     .option('--name <name>', 'name shown in upstream\'s logs (default relay-<hostname>-<pid>)')
     .option('--data-dir <dir>', 'optional local CIFAR-10 copy; if identical to upstream\'s, images are not sent to this relay')
-    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), 512)
-    .option('--give-up-after <ms>', 'when the link to upstream is lost the relay rejoins (its workers stay connected); exit with an error after failing to for this long', intArg(1), 300_000);
+    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), DEFAULT_MAX_DATA_BYTES / 2 ** 20)
+    .option('--give-up-after <ms>', 'when the link to upstream is lost the relay rejoins (its workers stay connected); exit with an error after failing to for this long', intArg(1), REJOIN_DEFAULTS.giveUpAfterMs);
   poolFlags(relay, {
     port: 'port to listen on; 0 picks a free one (logged as event=relay_ready)',
     token: 'shared secret for upstream and for this relay\'s workers (default $FLOCK_TOKEN)',

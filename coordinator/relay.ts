@@ -23,8 +23,8 @@ import { float32ToBytes } from '../shared/tensor-codec.js';
 import type { TrainConfig } from '../shared/training/config.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import { BACKOFF_DEFAULTS, type BackoffOptions } from '../worker/backoff.js';
-import { Rejoin } from '../worker/rejoin.js';
-import { SampleCache } from '../worker/sample-cache.js';
+import { REJOIN_DEFAULTS, Rejoin } from '../worker/rejoin.js';
+import { DEFAULT_MAX_DATA_BYTES, SampleCache } from '../worker/sample-cache.js';
 import type { SocketFactory } from '../worker/socket.js';
 import { UpstreamLink, type LinkEnd, type WorkMessage } from '../worker/upstream-link.js';
 import type { VersionedState } from './executor.js';
@@ -56,7 +56,8 @@ export interface RelayDeps {
   readonly random?: () => number;
 }
 
-export const RELAY_DEFAULTS: Pick<RelayOptions, 'maxDataBytes' | 'backoff' | 'giveUpAfterMs'> = { maxDataBytes: 512 * 2 ** 20, backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000 };
+/** A relay keeps and rejoins as a worker does. */
+export const RELAY_DEFAULTS: Pick<RelayOptions, 'maxDataBytes' | 'backoff' | 'giveUpAfterMs'> = { ...REJOIN_DEFAULTS, maxDataBytes: DEFAULT_MAX_DATA_BYTES };
 
 function violation(reason: string): FlockError {
   return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);

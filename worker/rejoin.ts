@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
-import { backoffDelay, type BackoffOptions } from './backoff.js';
+import { BACKOFF_DEFAULTS, backoffDelay, type BackoffOptions } from './backoff.js';
 import type { LinkEnd } from './upstream-link.js';
 
 export interface RejoinOptions {
@@ -17,6 +17,8 @@ export interface RejoinOptions {
   /** Give up after failing to (re)connect for this long. */
   readonly giveUpAfterMs: number;
 }
+
+export const REJOIN_DEFAULTS: Pick<RejoinOptions, 'backoff' | 'giveUpAfterMs'> = { backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000 };
 
 export interface RejoinDeps {
   readonly logger: Logger;

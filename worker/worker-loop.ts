@@ -13,8 +13,8 @@ import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec, type ModelSpec } from '../shared/models/spec.js';
 import { BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js';
-import { Rejoin } from './rejoin.js';
-import { SampleCache } from './sample-cache.js';
+import { REJOIN_DEFAULTS, Rejoin } from './rejoin.js';
+import { DEFAULT_MAX_DATA_BYTES, SampleCache } from './sample-cache.js';
 import { Session, type SessionOptions } from './session.js';
 import type { SocketFactory } from './socket.js';
 import type { DatasetInfo } from '../shared/protocol.js';
@@ -34,7 +34,7 @@ export interface WorkerLoopOptions {
   readonly giveUpAfterMs: number;
 }
 
-export const WORKER_DEFAULTS: Pick<WorkerLoopOptions, 'backoff' | 'giveUpAfterMs' | 'maxDataBytes'> = { backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000, maxDataBytes: 512 * 2 ** 20 };
+export const WORKER_DEFAULTS: Pick<WorkerLoopOptions, 'backoff' | 'giveUpAfterMs' | 'maxDataBytes'> = { ...REJOIN_DEFAULTS, maxDataBytes: DEFAULT_MAX_DATA_BYTES };
 
 export interface WorkerLoopDeps {
   readonly logger: Logger;
