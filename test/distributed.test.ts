@@ -26,7 +26,7 @@ import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { backoffDelay, BACKOFF_DEFAULTS } from '../worker/backoff.js';
 import { Worker } from '../worker/worker.js';
 import { reap, spawnWorker, type Proc } from './child-procs.js';
-import { assertCloseState, sameState, trainInProcess, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
+import { assertCloseState, sameState, trainInProcess, trainThenStop, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
 import { silentLogger } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 
@@ -47,17 +47,10 @@ describe('distributed training over WebSockets', () => {
   async function runDistributed(config: TrainConfig, n: number, trainCount: number, validationCount: number, logger?: Logger, wrap?: (pool: WorkerPool, children: Proc[]) => Executor, backends: string[] = []): Promise<TrainResult> {
     const pool = await listen(config, logger);
     const children = Array.from({ length: n }, (_, i) => spawnWorker(pool.url, `w${i + 1}`, { backend: backends[i] ?? 'wasm' }));
-    try {
+    return trainThenStop(pool, children, async () => {
       await pool.waitForWorkers(n);
-      const result = await trainWith(config, wrap ? wrap(pool, children) : pool, sizes(trainCount, validationCount));
-      await pool.close();
-      const exits = await Promise.all(children.filter((c) => c.proc.signalCode === null).map((c) => c.exited));
-      for (const e of exits) assert.equal(e.code, 0, 'workers exit 0 on stop');
-      return result;
-    } finally {
-      await pool.close();
-      await reap(children);
-    }
+      return trainWith(config, wrap ? wrap(pool, children) : pool, sizes(trainCount, validationCount));
+    });
   }
 
   it('(a) two worker processes train two epochs to over 90 % validation accuracy', async () => {

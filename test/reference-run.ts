@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { readCheckpointFile, type Checkpoint } from '../coordinator/checkpoint.js';
 import type { Executor } from '../coordinator/executor.js';
 import type { EpochMetrics } from '../coordinator/metrics.js';
+import type { WorkerPool } from '../coordinator/worker-pool.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
 import { Trainer, type TrainerOptions, type TrainResult } from '../coordinator/trainer.js';
 import type { ComputeBackend } from '../shared/backend.js';
@@ -21,6 +22,7 @@ import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec, type ModelState } from '../shared/models/spec.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import type { TrainConfig } from '../shared/training/config.js';
+import { reap, type Proc } from './child-procs.js';
 import { silentLogger, trainingBackend } from './helpers.js';
 import type { LogEvent } from './log-recorder.js';
 
@@ -62,6 +64,23 @@ export async function trainInProcess(data: TrainingData, config: TrainConfig, si
     return await trainWith(config, new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock), sizes);
   } finally {
     runtime.dispose();
+  }
+}
+
+/**
+ * Runs `train` (a run through `pool`), then closes the pool: every process of `procs` still
+ * running, but `orphans`, must exit 0 on the stop. All of them are reaped whatever happens.
+ */
+export async function trainThenStop(pool: WorkerPool, procs: readonly Proc[], train: () => Promise<TrainResult>, orphans: ReadonlySet<string> = new Set()): Promise<TrainResult> {
+  try {
+    const result = await train();
+    await pool.close();
+    const exits = await Promise.all(procs.filter((p) => p.proc.signalCode === null && !orphans.has(p.name)).map(async (p) => ({ name: p.name, ...(await p.exited), out: p.output() })));
+    for (const e of exits) assert.equal(e.code, 0, `${e.name} exits 0 on stop: ${e.out.slice(-2000)}`);
+    return result;
+  } finally {
+    await pool.close();
+    await reap(procs);
   }
 }
 
