@@ -16,7 +16,7 @@ import { datasetHash, type Dataset } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError } from '../shared/errors.js';
 import { modelSpec } from '../shared/models/spec.js';
 import {
-  MessageType, bytesToIndices, encode, wireToState,
+  MessageType, bytesToIndices, encode,
   type AssignMessage, type EvaluateMessage, type VersionedWire, type WelcomeMessage,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
@@ -26,7 +26,7 @@ import { BACKOFF_DEFAULTS, type BackoffOptions } from '../worker/backoff.js';
 import { REJOIN_DEFAULTS, Rejoin } from '../worker/rejoin.js';
 import { DEFAULT_MAX_DATA_BYTES, SampleCache } from '../worker/sample-cache.js';
 import type { SocketFactory } from '../worker/socket.js';
-import { UpstreamLink, type LinkEnd, type WorkMessage } from '../worker/upstream-link.js';
+import { UpstreamLink, batchStatsToWire, violation, weightsFromUpstream, type LinkEnd, type WorkMessage } from '../worker/upstream-link.js';
 import type { VersionedState } from './executor.js';
 import type { PoolOptions } from './pool-options.js';
 import { WorkerPool } from './worker-pool.js';
@@ -58,10 +58,6 @@ export interface RelayDeps {
 
 /** A relay keeps and rejoins as a worker does. */
 export const RELAY_DEFAULTS: Pick<RelayOptions, 'maxDataBytes' | 'backoff' | 'giveUpAfterMs'> = { ...REJOIN_DEFAULTS, maxDataBytes: DEFAULT_MAX_DATA_BYTES };
-
-function violation(reason: string): FlockError {
-  return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
-}
 
 /** What the relay joined: fixed by the first welcome, the same for every later one. */
 interface Joined {
@@ -180,13 +176,8 @@ export class Relay {
   }
 
   private setWeights(w: VersionedWire): void {
-    const model = modelSpec(this.joined!.config.model);
-    // float16 runs send parameters as binary16 (2 bytes a value); the pool re-encodes them losslessly.
-    const paramBytes = w.half ? 2 : 4;
-    const ok = w.params.length === model.params.length && w.params.every((p, i) => p.byteLength === model.params[i]!.size * paramBytes)
-      && w.buffers.length === model.buffers.length && w.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
-    if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${w.version} do not match model ${model.name}`);
-    this.weights = { version: w.version, state: wireToState(w) };
+    // float16 runs send parameters as binary16; the pool re-encodes them losslessly.
+    this.weights = { version: w.version, state: weightsFromUpstream(modelSpec(this.joined!.config.model), w.version, w) };
   }
 
   private atVersion(version: number): VersionedState {
@@ -225,7 +216,7 @@ export class Relay {
     const computeMs = this.deps.clock.now() - start;
     const statsOf = (id: number): { lossSum: number; correct: number; count: number; batchStats: { mean: Uint8Array; variance: Uint8Array }[] } => {
       const r = byId.get(id)!;
-      return { lossSum: r.lossSum, correct: r.correct, count: r.count, batchStats: r.batchStats.map((s) => ({ mean: float32ToBytes(s.mean), variance: float32ToBytes(s.variance) })) };
+      return { lossSum: r.lossSum, correct: r.correct, count: r.count, batchStats: batchStatsToWire(r.batchStats) };
     };
     for (const g of outcome.groups ?? []) {
       const grads = g.sums.map((t) => float32ToBytes(t));

@@ -8,18 +8,18 @@ import type { Logger } from 'pino';
 import type { TrainConfig } from '../shared/training/config.js';
 import type { Clock } from '../shared/clock.js';
 import type { Dataset } from '../shared/data/dataset.js';
-import { ErrorCode, FlockError } from '../shared/errors.js';
+
 import type { ModelName } from '../shared/models/layers.js';
 import type { ModelRuntime } from '../shared/models/runtime.js';
 import {
-  MessageType, bytesToIndices, encode, halfTensors, wireToState,
+  MessageType, bytesToIndices, encode, halfTensors,
   type AssignMessage, type DatasetInfo, type EvaluateMessage, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { dropoutSeed } from '../shared/training/schedule.js';
 import type { SampleCache, SplitStores } from './sample-cache.js';
 import { yieldToEventLoop, type SocketFactory } from './socket.js';
-import { UpstreamLink, type LinkEnd, type WorkMessage } from './upstream-link.js';
+import { UpstreamLink, batchStatsToWire, violation, weightsFromUpstream, type LinkEnd, type WorkMessage } from './upstream-link.js';
 
 /** How a session ended, when it was not a fatal error (those reject). */
 export type SessionEnd = LinkEnd;
@@ -49,10 +49,6 @@ interface Run {
   readonly runtime: ModelRuntime;
   readonly stores: SplitStores;
   weightsVersion: number;
-}
-
-function violation(reason: string): FlockError {
-  return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
 }
 
 export class Session {
@@ -101,12 +97,7 @@ export class Session {
 
   private setWeights(version: number, wire: WireState): void {
     const run = this.run!;
-    const model = run.runtime.model;
-    const paramBytes = wire.half ? 2 : 4;
-    const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * paramBytes)
-      && wire.buffers.length === model.buffers.length && wire.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
-    if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${version} do not match model ${model.name}`);
-    run.runtime.setState(wireToState(wire));
+    run.runtime.setState(weightsFromUpstream(run.runtime.model, version, wire));
     run.weightsVersion = version;
   }
 
@@ -130,7 +121,7 @@ export class Session {
       this.link.send(encode({
         type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id,
         grads: half ?? r.grads.map(float32ToBytes), ...(half ? { half: true } : {}), lossSum: r.lossSum, correct: r.correct, count: r.count,
-        batchStats: r.batchStats.map((s) => ({ mean: float32ToBytes(s.mean), variance: float32ToBytes(s.variance) })),
+        batchStats: batchStatsToWire(r.batchStats),
         computeMs: this.deps.clock.now() - start,
       }));
       this.link.log.debug({ event: 'gradient', step: msg.step, microBatch: mb.id, count: r.count }, 'gradient sent');

@@ -9,9 +9,12 @@ import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import {
-  CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, closeCodeFor, closeReason, decode, encode, errorOfClose,
-  type CoordinatorMessage, type WelcomeMessage,
+  CloseCode, HEARTBEAT_MISSES, MessageType, NORMAL_CLOSURE, closeCodeFor, closeReason, decode, encode, errorOfClose, wireToState,
+  type CoordinatorMessage, type GroupPart, type WelcomeMessage, type WireState,
 } from '../shared/protocol.js';
+import type { BatchStats } from '../shared/models/runtime.js';
+import type { ModelSpec, ModelState } from '../shared/models/spec.js';
+import { float32ToBytes } from '../shared/tensor-codec.js';
 import type { SocketFactory, WorkerSocket } from './socket.js';
 
 /** How a connection ended, when it was not a fatal error (those reject). */
@@ -49,8 +52,23 @@ export interface LinkDeps {
   readonly socket: SocketFactory;
 }
 
-function violation(reason: string): FlockError {
+/** A protocol violation by upstream: the link closes with 4000 and its owner reconnects. */
+export function violation(reason: string): FlockError {
   return new FlockError(ErrorCode.PROTOCOL, `protocol violation: ${reason}`);
+}
+
+/** Weights upstream sent, as a model state, once their shapes are `model`'s (parameters as binary16 in float16 runs). */
+export function weightsFromUpstream(model: ModelSpec, version: number, wire: WireState): ModelState {
+  const paramBytes = wire.half ? 2 : 4;
+  const ok = wire.params.length === model.params.length && wire.params.every((p, i) => p.byteLength === model.params[i]!.size * paramBytes)
+    && wire.buffers.length === model.buffers.length && wire.buffers.every((b, i) => b.byteLength === model.buffers[i]!.size * 4);
+  if (!ok) throw new FlockError(ErrorCode.MODEL_MISMATCH, `weights version ${version} do not match model ${model.name}`);
+  return wireToState(wire);
+}
+
+/** Batch-norm statistics as gradients and group sums carry them upstream. */
+export function batchStatsToWire(stats: readonly BatchStats[]): GroupPart['batchStats'] {
+  return stats.map((s) => ({ mean: float32ToBytes(s.mean), variance: float32ToBytes(s.variance) }));
 }
 
 export class UpstreamLink {
