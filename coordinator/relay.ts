@@ -71,6 +71,8 @@ export class Relay {
   private readonly samples: SampleCache;
   private readonly rejoin: Rejoin;
   private link: UpstreamLink | undefined;
+  /** Set once by the first welcome; later welcomes (rejoins) wait for it and must match it. */
+  private joining: Promise<Joined> | undefined;
   private joined: Joined | undefined;
   private weights: VersionedState | undefined;
   /** The pool computes one piece of work at a time, whichever link it came on (a lost link's work runs out first). */
@@ -103,7 +105,7 @@ export class Relay {
    */
   async run(): Promise<string> {
     try {
-      const reason = await this.rejoin.run(() => this.connect(), this.stopReason ?? 'relay shutting down');
+      const reason = await this.rejoin.run(() => this.connect(), 'relay shutting down');
       await this.close(reason);
       return this.stopReason ?? reason;
     } catch (err) {
@@ -122,7 +124,9 @@ export class Relay {
     this.stopReason = reason;
     this.rejoin.close();
     this.link?.close(reason);
-    await this.joined?.pool.close(`relay stopping: ${reason}`);
+    // A listener still starting is closed once it listens.
+    const joined = await this.joining?.catch(() => undefined);
+    await joined?.pool.close(`relay stopping: ${reason}`);
   }
 
   private connect(): Promise<LinkEnd> {
@@ -153,26 +157,32 @@ export class Relay {
 
   private async onWelcome(link: UpstreamLink, msg: WelcomeMessage): Promise<void> {
     const stores = this.samples.stores(msg, this.opts.localData);
-    if (this.joined) {
-      // A rejoin: the same run (config, data) keeps the pool, its workers and the images.
-      if (stores !== this.joined.stores || JSON.stringify(msg.config) !== JSON.stringify(this.joined.config)) {
-        throw new FlockError(ErrorCode.MODEL_MISMATCH, `upstream ${this.opts.url} now runs another training (its config or data set differs from the one this relay joined); restart the relay to join it`);
-      }
-      if (msg.weights) this.setWeights(msg.weights);
-      link.log.info({ event: 'relay_rejoined', upstream: this.opts.url, url: this.joined.pool.url }, `relay rejoined ${this.opts.url} as worker ${msg.workerId}; its workers stayed connected`);
+    const first = this.joining === undefined;
+    this.joining ??= this.listen(msg, stores);
+    const joined = await this.joining;
+    if (this.closing) return;
+    // A rejoin: the same run (config, data) keeps the pool, its workers and the images.
+    if (!first && (stores !== joined.stores || JSON.stringify(msg.config) !== JSON.stringify(joined.config))) {
+      throw new FlockError(ErrorCode.MODEL_MISMATCH, `upstream ${this.opts.url} now runs another training (its config or data set differs from the one this relay joined); restart the relay to join it`);
+    }
+    if (msg.weights) this.setWeights(msg.weights);
+    if (!first) {
+      link.log.info({ event: 'relay_rejoined', upstream: this.opts.url, url: joined.pool.url }, `relay rejoined ${this.opts.url} as worker ${msg.workerId}; its workers stayed connected`);
       return;
     }
+    link.log.info({ event: 'relay_ready', upstream: this.opts.url, url: joined.pool.url, model: msg.config.model, reduceGroup: msg.config.reduceGroup ?? 0 },
+      `relay joined ${this.opts.url} as worker ${msg.workerId}; workers connect to ${joined.pool.url}`);
+    this.onListening?.(joined.pool.url);
+  }
+
+  /** The relay's own listener, for the run the first welcome announces. */
+  private async listen(msg: WelcomeMessage, stores: Joined['stores']): Promise<Joined> {
     const pool = await WorkerPool.listen(this.opts.pool, {
       logger: this.deps.logger.child({ relayOf: msg.workerId }), clock: this.deps.clock, model: modelSpec(msg.config.model), config: msg.config,
       train: stores.train.dataset(), validation: stores.validation.dataset(), hashes: msg.hashes,
     });
-    // close() may have come while the listener was starting.
-    if (this.closing) return pool.close('relay stopping');
     this.joined = { pool, config: msg.config, stores };
-    if (msg.weights) this.setWeights(msg.weights);
-    link.log.info({ event: 'relay_ready', upstream: this.opts.url, url: pool.url, model: msg.config.model, reduceGroup: msg.config.reduceGroup ?? 0 },
-      `relay joined ${this.opts.url} as worker ${msg.workerId}; workers connect to ${pool.url}`);
-    this.onListening?.(pool.url);
+    return this.joined;
   }
 
   private setWeights(w: VersionedWire): void {
