@@ -9,6 +9,7 @@ import { generate as selfSigned } from 'selfsigned';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
+import type { PoolOptions } from '../coordinator/pool-options.js';
 import { checkGradient } from '../coordinator/result-check.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import type { TrainResult } from '../coordinator/trainer.js';
@@ -17,8 +18,8 @@ import { systemClock } from '../shared/clock.js';
 import { subset } from '../shared/data/cifar.js';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
-import { initialState, modelSpec } from '../shared/models/spec.js';
-import { CloseCode, MessageType, decode, encode, type CoordinatorMessage, type GradientMessage } from '../shared/protocol.js';
+import { initialState, modelSpec, type ModelSpec } from '../shared/models/spec.js';
+import { CloseCode, MessageType, decode, encode, type AssignMessage, type CoordinatorMessage, type GradientMessage } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { reduceStep } from '../shared/training/reduce.js';
 import { chunk, dropoutSeed, validationChunks } from '../shared/training/schedule.js';
@@ -224,55 +225,31 @@ describe('distributed training over WebSockets', () => {
   });
 
   it('closes a worker that sends a bad gradient (4003) and gives its micro-batch to another', async () => {
-    const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed: 4 }, 2);
-    const rec = new LogRecorder();
-    const logger = rec.logger();
-    const pool = await listen(config, logger);
-    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend: data.backend });
-    const honestRun = honest.run();
-    const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
-    try {
-      await pool.waitForWorkers(1);
-      const liar = new WebSocket(pool.url);
-      const closed = once(liar, 'close');
-      liar.on('message', (data: Buffer) => {
-        const msg: CoordinatorMessage = decode(data, 'coordinator');
-        if (msg.type !== MessageType.ASSIGN) return;
-        const params = modelSpec(config.model).params;
+    // It answers every assignment with NaN gradients.
+    const { code, left } = await stepWithBadClient(4, {}, 'liar', {
+      autoPong: true,
+      onAssign: (ws, msg, model) => {
         for (const mb of msg.microBatches) {
-          liar.send(encode({
-            type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id, grads: params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN))),
+          ws.send(encode({
+            type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id, grads: model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN))),
             lossSum: 1, correct: 0, count: mb.indices.byteLength / 4, batchStats: [], computeMs: 1,
           }));
         }
-      });
-      await once(liar, 'open');
-      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu', adapter: 'CPU: test' }));
-      await pool.waitForWorkers(2);
-      const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i), 8) };
-      const weights = { version: 0, state: initialState(modelSpec(config.model), 4) };
-      const { results } = await pool.gradients(work, weights);
-      const [code] = (await closed) as [number];
-      assert.equal(code, CloseCode.BAD_GRADIENT);
-      const left = await rec.next((e) => e.event === 'worker_left' && e.workerName === 'liar');
-      assert.match(String(left.reason), /NaN/);
-      assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0);
-      const local = await new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock).gradients(work, weights);
-      assert.equal(results.length, 4);
-      results.forEach((r, i) => r.grads.forEach((g, k) => assert.ok(float32ToBytes(g).every((b, j) => b === float32ToBytes(local.results[i]!.grads[k]!)[j]))));
-    } finally {
-      await pool.close();
-      await honestRun;
-      runtime.dispose();
-    }
+      },
+    });
+    assert.equal(code, CloseCode.BAD_GRADIENT);
+    assert.match(String(left.reason), /NaN/);
   });
 
   /**
-   * One honest in-process worker and one bad client (`misbehave` says how) on a pool with
-   * `opts`; runs one step of 4 micro-batches and checks the results against in-process ones.
-   * Returns the bad client's close code and the coordinator's worker_left record for it.
+   * One honest in-process worker and one bad client on a pool with `opts`: the client says
+   * hello, answers pings only with `autoPong`, and answers assignments only through
+   * `onAssign`. Runs one step of 4 micro-batches and checks the results against in-process
+   * ones. Returns the bad client's close code and the coordinator's worker_left record for it.
    */
-  async function stepWithBadClient(seed: number, opts: { stepTimeoutMs: number; heartbeatMs: number }, name: string, client: { autoPong: boolean }): Promise<{ code: number; left: Record<string, unknown> }> {
+  async function stepWithBadClient(
+    seed: number, opts: Partial<PoolOptions>, name: string, client: { autoPong: boolean; onAssign?: (ws: WebSocket, msg: AssignMessage, model: ModelSpec) => void },
+  ): Promise<{ code: number; left: Record<string, unknown> }> {
     const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed }, 2);
     const rec = new LogRecorder();
     const pool = await listen(config, rec.logger(), opts);
@@ -281,9 +258,12 @@ describe('distributed training over WebSockets', () => {
     const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(1);
-      // It says hello and then never returns its work.
       const bad = new WebSocket(pool.url, { autoPong: client.autoPong });
       const closed = once(bad, 'close');
+      bad.on('message', (frame: Buffer) => {
+        const msg: CoordinatorMessage = decode(frame, 'coordinator');
+        if (msg.type === MessageType.ASSIGN) client.onAssign?.(bad, msg, modelSpec(config.model));
+      });
       await once(bad, 'open');
       bad.send(encode({ type: MessageType.HELLO, name, backend: 'cpu', adapter: 'CPU: test' }));
       await pool.waitForWorkers(2);
