@@ -3,10 +3,10 @@
 // executor, the in-process run that every distributed, relayed or disturbed run must match
 // bit for bit, and the checks of a coordinator CLI run's checkpoints against the undisturbed run's.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
+
 import { join } from 'node:path';
-import { after, before } from 'node:test';
+import { before } from 'node:test';
 import type { Logger } from 'pino';
 import { readCheckpointFile, type Checkpoint } from '../coordinator/checkpoint.js';
 import type { Executor } from '../coordinator/executor.js';
@@ -17,13 +17,13 @@ import { Trainer, type TrainerOptions, type TrainResult } from '../coordinator/t
 import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
 import { loadCifar, type Dataset } from '../shared/data/cifar.js';
-import { writeSyntheticCifar, type SyntheticOptions } from '../shared/data/synthetic.js';
+import type { SyntheticOptions } from '../shared/data/synthetic.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec, type ModelState } from '../shared/models/spec.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import type { TrainConfig } from '../shared/training/config.js';
 import { reap, type Proc } from './child-procs.js';
-import { silentLogger, trainingBackend } from './helpers.js';
+import { silentLogger, trainingBackend, useSyntheticCifar } from './helpers.js';
 import type { LogEvent } from './log-recorder.js';
 
 export interface TrainingData {
@@ -39,14 +39,13 @@ export interface TrainingData {
  * filled in by the time the first test runs.
  */
 export function useTrainingData(prefix: string, synthetic: Partial<SyntheticOptions>): TrainingData {
+  const synth = useSyntheticCifar(prefix, synthetic);
   const data = {} as { dir: string; train: Dataset; validation: Dataset; backend: ComputeBackend };
   before(async () => {
     data.backend = await trainingBackend();
-    data.dir = await mkdtemp(join(tmpdir(), prefix));
-    await writeSyntheticCifar(data.dir, synthetic);
+    data.dir = synth.dataDir;
     ({ train: data.train, validation: data.validation } = await loadCifar(data.dir));
   });
-  after(() => (data.dir ? rm(data.dir, { recursive: true, force: true }) : undefined));
   return data;
 }
 
