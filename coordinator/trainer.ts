@@ -114,7 +114,6 @@ export class Trainer {
     const { reduced, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
     if (this.rollBackIfAsked()) return undefined;
     // The update is computed on copies and applied only if everything stays finite.
-    // A plain loop: TypedArray.some with a callback cost ~0.25 ms a step here, on the critical path.
     const notFinite = (names: readonly string[], tensors: readonly Float32Array[]): string[] => names.filter((_, k) => !allFinite(tensors[k]!));
     const paramNames = this.model.params.map((p) => p.name);
     const badSum = notFinite(paramNames, reduced.grads);
