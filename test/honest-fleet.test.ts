@@ -12,19 +12,13 @@
 // for 80 steps in which every worker but the last computes one micro-batch (so a cpu worker
 // is audited, by the other cpu worker among others, as well as auditing).
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { CROSS_BACKEND_TOLERANCE } from '../coordinator/agreement.js';
 import { Arbiter } from '../coordinator/arbiter.js';
 import { Quarantine } from '../coordinator/quarantine.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
-import type { ComputeBackend } from '../shared/backend.js';
 import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { systemClock } from '../shared/clock.js';
-import { loadCifar, type Dataset } from '../shared/data/cifar.js';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { errorMessage } from '../shared/errors.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { initialState, modelSpec } from '../shared/models/spec.js';
@@ -32,8 +26,8 @@ import { resolveTrainConfig } from '../shared/training/config.js';
 import type { MicroBatch } from '../shared/training/schedule.js';
 import { validationChunks } from '../shared/training/schedule.js';
 import { reap, spawnWorker, type Proc } from './child-procs.js';
-import { trainingBackend } from './helpers.js';
 import { LogRecorder, type LogEvent } from './log-recorder.js';
+import { useTrainingData } from './reference-run.js';
 
 const FAST_STEPS = 920;
 const CPU_STEPS = 80;
@@ -42,22 +36,9 @@ const STEPS_PER_VERSION = 100;
 const VALIDATION_CHUNKS = 100;
 
 describe('an honest mixed fleet is never quarantined', () => {
-  let backend: ComputeBackend;
-  let dataDir: string;
-  let train: Dataset;
-  let validation: Dataset;
+  const data = useTrainingData('flock-honest-', { trainPerFile: 100, testCount: 200, seed: 41 });
   let runtime: ModelRuntime | undefined;
-
-  before(async () => {
-    backend = await trainingBackend();
-    dataDir = await mkdtemp(join(tmpdir(), 'flock-honest-'));
-    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 200, seed: 41 });
-    ({ train, validation } = await loadCifar(dataDir));
-  });
-  after(async () => {
-    runtime?.dispose();
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => runtime?.dispose());
 
   it(`${FAST_STEPS + CPU_STEPS} audited gradient micro-batches on wasm, cpu and webgpu workers: no mismatch, no quarantine, every backend pair compared`, async (t) => {
     const webgpu = await findWebgpuAdapter().then(() => true, (err: unknown) => {
@@ -68,6 +49,7 @@ describe('an honest mixed fleet is never quarantined', () => {
     });
     const config = resolveTrainConfig({ model: 'net', epochs: 1, batchSize: 2, microBatch: 1, lr: 0.05, seed: 5 }, 2);
     const model = modelSpec(config.model);
+    const { train, validation, backend } = data;
     runtime = new ModelRuntime(backend, model);
     const rec = new LogRecorder();
     const quarantine = new Quarantine();
