@@ -4,6 +4,7 @@
 // ln 2 with two classes); batch-norm statistics in a generous range; and a gradient norm
 // not far from the recent norms of the model (median and MAD of log norms, after a warm-up).
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import { allFinite } from '../shared/tensor-codec.js';
 
 /** Per-sample gradient norm, in float64. */
 export function gradientNorm(r: GradientResult): number {
@@ -15,9 +16,7 @@ export function gradientNorm(r: GradientResult): number {
 /** A result whose values are all finite. */
 export function gradientFinite(r: GradientResult): boolean {
   if (!Number.isFinite(r.lossSum)) return false;
-  for (const g of r.grads) for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return false;
-  for (const s of r.batchStats) for (const t of [s.mean, s.variance]) for (let i = 0; i < t.length; i++) if (!Number.isFinite(t[i]!)) return false;
-  return true;
+  return r.grads.every(allFinite) && r.batchStats.every((s) => allFinite(s.mean) && allFinite(s.variance));
 }
 
 /** With two classes a sample counted wrong has p(true) ≤ 0.5, so it adds at least ln 2 to the loss. */

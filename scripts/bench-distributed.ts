@@ -5,7 +5,7 @@
 //    answer instantly (scripts/load-generator.ts in a separate process);
 //  - audits: images/s with 2 workers without verification, and with it at audit rates 0
 //    and 0.05 (the default), interleaved over rounds (issue 12's overhead budget).
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -33,6 +33,16 @@ import { modelSpec } from '../shared/models/spec.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
+
+/**
+ * The load generator (scripts/load-generator.ts) with `count` simulated workers (relays with
+ * `relays`), under this process's node flags (so `node --cpu-prof dist/scripts/bench.js`
+ * profiles both sides).
+ */
+export function loadGenerator(url: string, count: number, dir: string, token: string, relays = false): ChildProcess {
+  const args = [...process.execArgv, LOAD_GENERATOR, '--url', url, '--count', String(count), '--data-dir', dir, '--token', token, ...(relays ? ['--relay'] : [])];
+  return spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+}
 
 /** The real bird/airplane data folder (FLOCK_DATA_DIR, ../shared/data, ./data), if one is reachable. */
 export function realDataDir(): string | undefined {
@@ -157,11 +167,12 @@ export async function benchCoordinator(): Promise<void> {
     const data = await loadCifar(dir);
     console.log(`coordinator alone: Net gradients (${modelSpec('net').parameterCount} parameters), global batch 64, simulated workers answer instantly; steps/s of the 2nd epoch (${Math.floor(data.train.count / 64)} steps)`);
     const rows: string[][] = [];
-    for (const n of [1, 4, 16, 64]) {
+    const counts = process.env.FLOCK_BENCH_COORD_WORKERS?.split(',').map(Number) ?? [1, 4, 16, 64];
+    for (const n of counts) {
       const config = resolveTrainConfig({ model: 'net', epochs: 2 }, n);
       const token = 'bench';
       const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
-      const gen = spawn(process.execPath, [LOAD_GENERATOR, '--url', pool.url, '--count', String(n), '--data-dir', dir, '--token', token], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const gen = loadGenerator(pool.url, n, dir, token);
       try {
         await pool.waitForWorkers(n);
         // CPU time of this process over the 2nd epoch's steps: less disturbed by other jobs than steps/s.

@@ -20,10 +20,9 @@ import { loadCifar } from '../shared/data/cifar.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig } from '../shared/training/config.js';
-import { printTable } from './bench-distributed.js';
+import { loadGenerator, printTable } from './bench-distributed.js';
 
 const logger = pino({ level: 'silent' });
-const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
 const TOKEN = 'bench';
 /** Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks. */
@@ -50,10 +49,6 @@ function childCpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
 }
 
-function generator(url: string, count: number, dir: string, relays = false): ChildProcess {
-  return spawn(process.execPath, [LOAD_GENERATOR, '--url', url, '--count', String(count), '--data-dir', dir, '--token', TOKEN, ...(relays ? ['--relay'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
-}
-
 /** A relay process with the data folder (same hashes: no images travel); resolves with its workers' URL. */
 async function relay(url: string, dir: string, name: string, children: ChildProcess[]): Promise<{ proc: ChildProcess; url: string }> {
   const proc = spawn(process.execPath, [COORDINATOR_CLI, 'relay', '--connect', url, '--data-dir', dir, '--name', name, '--log-format', 'json', '--log-level', 'info', '--max-connections', '1024', '--max-pending', '256'],
@@ -76,12 +71,12 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
   const children: ChildProcess[] = [];
   const relays: ChildProcess[] = [];
   try {
-    if (c.direct > 0) children.push(generator(pool.url, c.direct, dir));
-    if (c.simulatedRelays) children.push(generator(pool.url, c.simulatedRelays, dir, true));
+    if (c.direct > 0) children.push(loadGenerator(pool.url, c.direct, dir, TOKEN));
+    if (c.simulatedRelays) children.push(loadGenerator(pool.url, c.simulatedRelays, dir, TOKEN, true));
     for (let r = 0; r < c.relays; r++) {
       const { proc, url } = await relay(pool.url, dir, `relay-${r}`, children);
       relays.push(proc);
-      children.push(generator(url, c.perRelay, dir));
+      children.push(loadGenerator(url, c.perRelay, dir, TOKEN));
     }
     await pool.waitForWorkers(c.direct + c.relays + (c.simulatedRelays ?? 0));
     const steps = Math.floor(data.train.count / c.batchSize);

@@ -1,6 +1,7 @@
 // Reduction of micro-batch results into one step, always in micro-batch order so the sum
 // (and therefore the weights) do not depend on which worker computed what or when.
 import type { BatchStats, GradientResult } from '../models/runtime.js';
+import { allFinite } from '../tensor-codec.js';
 
 export interface StepResult {
   /** Mean gradient over the step's samples (without weight decay). */
@@ -38,21 +39,38 @@ export function reduceGroupOf(id: number, groupSize: number): number {
   return groupSize > 0 ? Math.floor(id / groupSize) : 0;
 }
 
-/** acc += g, element by element in float32; returns false if g held NaN or Infinity (v·0 is NaN only for those). */
+/**
+ * acc += g, element by element in float32; returns false if g held NaN or Infinity (v·0 is
+ * NaN only for those). Four independent probes, as in allFinite (tensor-codec.ts): this is
+ * the hottest loop of a step.
+ */
 function addChecked(acc: Float32Array, g: Float32Array): boolean {
-  let z = 0;
-  for (let i = 0; i < acc.length; i++) {
+  const n = acc.length;
+  let z0 = 0;
+  let z1 = 0;
+  let z2 = 0;
+  let z3 = 0;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    const a = g[i]!;
+    const b = g[i + 1]!;
+    const c = g[i + 2]!;
+    const d = g[i + 3]!;
+    acc[i]! += a;
+    acc[i + 1]! += b;
+    acc[i + 2]! += c;
+    acc[i + 3]! += d;
+    z0 += a * 0;
+    z1 += b * 0;
+    z2 += c * 0;
+    z3 += d * 0;
+  }
+  for (; i < n; i++) {
     const v = g[i]!;
     acc[i]! += v;
-    z += v * 0;
+    z0 += v * 0;
   }
-  return z === 0;
-}
-
-function finite(g: Float32Array): boolean {
-  let z = 0;
-  for (let i = 0; i < g.length; i++) z += g[i]! * 0;
-  return z === 0;
+  return z0 + z1 + z2 + z3 === 0;
 }
 
 /** One reduce group of a step: its members (positions, in id order) and their running sum. */
@@ -137,7 +155,7 @@ export class StepSum {
       g.added++;
       this.catchUp(g);
     } else {
-      const bad = this.checked ? r.grads.findIndex((t) => !finite(t)) : -1;
+      const bad = this.checked ? r.grads.findIndex((t) => !allFinite(t)) : -1;
       if (bad >= 0) throw new NotFiniteError(id, bad);
       this.results[at] = r;
     }
@@ -153,7 +171,7 @@ export class StepSum {
     if (parts.size !== g.members.length || g.members.some((at) => !parts.has(this.ids[at]!))) throw new RangeError(`StepSum: group ${group} needs results for exactly [${g.members.map((at) => this.ids[at]).join(', ')}]`);
     if (g.members.some((at) => this.results[at] !== undefined)) throw new RangeError(`StepSum: group ${group} already has results`);
     this.checkSizes(sums, `group ${group}`);
-    const bad = this.checked ? sums.findIndex((t) => !finite(t)) : -1;
+    const bad = this.checked ? sums.findIndex((t) => !allFinite(t)) : -1;
     if (bad >= 0) throw new NotFiniteError(this.ids[g.members[0]!]!, bad);
     for (const at of g.members) this.results[at] = parts.get(this.ids[at]!)!;
     g.acc = sums;
