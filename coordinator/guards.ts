@@ -42,6 +42,8 @@ export const GUARD_DEFAULTS: GuardOptions = { window: 64, warmup: 16, minFactor:
 
 export class Guards {
   private readonly logNorms: number[] = [];
+  /** Median and limit of the recent norms, computed once per change (a step's results are all judged before any is recorded). */
+  private band: { median: number; limit: number } | undefined;
 
   constructor(private readonly opts: GuardOptions = GUARD_DEFAULTS) {}
 
@@ -51,13 +53,17 @@ export class Guards {
     if (why !== undefined) return why;
     const n = gradientNorm(r);
     if (this.logNorms.length < this.opts.warmup || n === 0) return undefined;
+    const { median, limit } = this.band ??= this.recentBand();
+    const off = Math.log(n) - median;
+    return Math.abs(off) > limit ? `gradient norm ${n.toExponential(3)} is ${Math.exp(Math.abs(off)).toFixed(1)}x ${off > 0 ? 'above' : 'below'} the recent median ${Math.exp(median).toExponential(3)}` : undefined;
+  }
+
+  private recentBand(): { median: number; limit: number } {
     const sorted = [...this.logNorms].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1]!;
     const deviations = sorted.map((v) => Math.abs(v - median)).sort((a, b) => a - b);
     const mad = deviations[deviations.length >> 1]!;
-    const limit = Math.max(Math.log(this.opts.minFactor), this.opts.madFactor * 1.4826 * mad);
-    const off = Math.log(n) - median;
-    return Math.abs(off) > limit ? `gradient norm ${n.toExponential(3)} is ${Math.exp(Math.abs(off)).toFixed(1)}x ${off > 0 ? 'above' : 'below'} the recent median ${Math.exp(median).toExponential(3)}` : undefined;
+    return { median, limit: Math.max(Math.log(this.opts.minFactor), this.opts.madFactor * 1.4826 * mad) };
   }
 
   /**
@@ -79,6 +85,7 @@ export class Guards {
     const n = gradientNorm(r);
     if (!(n > 0) || !Number.isFinite(n)) return;
     this.logNorms.push(Math.log(n));
+    this.band = undefined;
     if (this.logNorms.length > this.opts.window) this.logNorms.shift();
   }
 

@@ -107,7 +107,7 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
 export async function benchRelays(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'flock-bench-relays-'));
   try {
-    await writeSyntheticCifar(dir, { trainPerFile: 1200, testCount: 256, seed: 3 });
+    await writeSyntheticCifar(dir, { trainPerFile: 2400, testCount: 256, seed: 3 });
     const data = await loadCifar(dir);
     const model = modelSpec('net');
     console.log(`coordinator cost per step with relays: Net (${model.parameterCount} parameters, ${(model.parameterCount * 4 / 1024).toFixed(0)} KiB a gradient), simulated workers answer instantly, ` +
