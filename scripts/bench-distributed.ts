@@ -7,9 +7,9 @@
 //    and 0.05 (the default), interleaved over rounds (issue 12's overhead budget).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
@@ -33,6 +33,16 @@ import { modelSpec } from '../shared/models/spec.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
+
+/** Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks. */
+const TICKS_PER_S = 100;
+
+/** CPU seconds (user + system) of a child process so far (Linux: /proc). */
+export function childCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
+}
 
 /**
  * The load generator (scripts/load-generator.ts) with `count` simulated workers (relays with
@@ -176,27 +186,32 @@ export async function benchCoordinator(): Promise<void> {
       try {
         await pool.waitForWorkers(n);
         // CPU time of this process over the 2nd epoch's steps: less disturbed by other jobs than steps/s.
-        const cpu = { start: undefined as NodeJS.CpuUsage | undefined, used: 0, steps: 0 };
+        // The load generator's CPU over the same steps: it shares the machine's cores.
+        const cpu = { start: undefined as NodeJS.CpuUsage | undefined, genStart: 0, used: 0, genUsed: 0, steps: 0 };
         const onStep = (p: StepProgress): void => {
           if (p.epoch !== 2) return;
           if (!cpu.start) {
             cpu.start = process.cpuUsage();
+            cpu.genStart = childCpuSeconds(gen.pid!);
             return;
           }
           const d = process.cpuUsage(cpu.start);
           cpu.used = (d.user + d.system) / 1000;
+          cpu.genUsed = (childCpuSeconds(gen.pid!) - cpu.genStart) * 1000;
           cpu.steps = p.step - 1;
         };
         const result = await new Trainer(config, { executor: pool, logger, clock: systemClock, onStep }, { trainCount: data.train.count, validationCount: data.validation.count }).run();
         const m = result.history.at(-1)!;
         const steps = m.imagesPerSec / config.batchSize;
-        rows.push([String(n), String(config.microBatch), steps.toFixed(1), (1000 / steps).toFixed(2), (cpu.used / Math.max(1, cpu.steps)).toFixed(2), (m.imagesPerSec).toFixed(0)]);
+        const perStep = (ms: number): string => (ms / Math.max(1, cpu.steps)).toFixed(2);
+        rows.push([String(n), String(config.microBatch), steps.toFixed(1), (1000 / steps).toFixed(2), perStep(cpu.used), perStep(cpu.genUsed), (m.imagesPerSec).toFixed(0)]);
       } finally {
         await pool.close();
         if (gen.exitCode === null) await once(gen, 'exit');
       }
     }
-    printTable(['workers', 'micro-batch', 'steps/s', 'ms/step', 'coordinator CPU ms/step', 'images/s ceiling'], rows);
+    printTable(['workers', 'micro-batch', 'steps/s', 'ms/step', 'coordinator CPU ms/step', 'load generator CPU ms/step', 'images/s ceiling'], rows);
+    console.log(`machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end, ${new Date().toISOString()}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

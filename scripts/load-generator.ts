@@ -113,7 +113,10 @@ async function main(): Promise<void> {
             for (const mb of [...msg.microBatches].sort((a, b) => a.id - b.id)) {
               const n = mb.indices.byteLength / 4;
               const g = reduceGroupOf(mb.id, reduceGroup);
-              groups.set(g, [...(groups.get(g) ?? []), { microBatch: mb.id, lossSum: 0.69 * n, correct: n >> 1, count: n, batchStats: [] }]);
+              const part = { microBatch: mb.id, lossSum: 0.69 * n, correct: n >> 1, count: n, batchStats: [] as [] };
+              const list = groups.get(g);
+              if (list) list.push(part);
+              else groups.set(g, [part]);
             }
             for (const [group, parts] of groups) send({ type: MessageType.GROUP_SUM, step: msg.step, group, grads, parts, computeMs: 0 });
             break;
