@@ -85,7 +85,7 @@ export class Scheduler {
 
   /** Whether a round has units that no worker holds (it waits for workers). */
   blocked(): boolean {
-    return this.open !== undefined && this.open.round.unassigned().length > 0;
+    return this.open !== undefined && this.open.round.hasUnassigned();
   }
 
   async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {

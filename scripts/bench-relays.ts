@@ -40,7 +40,7 @@ interface Case {
 }
 /** A relay process with the data folder (same hashes: no images travel); resolves with its workers' URL. */
 async function relay(url: string, dir: string, name: string, children: ChildProcess[]): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, [COORDINATOR_CLI, 'relay', '--connect', url, '--data-dir', dir, '--name', name, '--log-format', 'json', '--log-level', 'info', '--max-connections', '1024', '--max-pending', '256'],
+  const proc = spawn(process.execPath, [...process.execArgv, COORDINATOR_CLI, 'relay', '--connect', url, '--data-dir', dir, '--name', name, '--log-format', 'json', '--log-level', 'info', '--max-connections', '1024', '--max-pending', '256'],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FLOCK_TOKEN: TOKEN } });
   children.push(proc);
   const lines = createInterface({ input: proc.stdout });
