@@ -1,7 +1,7 @@
 // Reduction of micro-batch results into one step, always in micro-batch order so the sum
 // (and therefore the weights) do not depend on which worker computed what or when.
 import type { BatchStats, GradientResult } from '../models/runtime.js';
-import { allFinite } from '../tensor-codec.js';
+import { allFinite, finiteInto } from '../tensor-codec.js';
 
 export interface StepResult {
   /** Mean gradient over the step's samples (without weight decay). */
@@ -39,38 +39,9 @@ export function reduceGroupOf(id: number, groupSize: number): number {
   return groupSize > 0 ? Math.floor(id / groupSize) : 0;
 }
 
-/**
- * acc += g, element by element in float32; returns false if g held NaN or Infinity (v·0 is
- * NaN only for those). Four independent probes, as in allFinite (tensor-codec.ts): this is
- * the hottest loop of a step.
- */
+/** acc += g in float32; false if g held NaN or Infinity (the sum is then partly updated: see rebuild). */
 function addChecked(acc: Float32Array, g: Float32Array): boolean {
-  const n = acc.length;
-  let z0 = 0;
-  let z1 = 0;
-  let z2 = 0;
-  let z3 = 0;
-  let i = 0;
-  for (; i + 3 < n; i += 4) {
-    const a = g[i]!;
-    const b = g[i + 1]!;
-    const c = g[i + 2]!;
-    const d = g[i + 3]!;
-    acc[i]! += a;
-    acc[i + 1]! += b;
-    acc[i + 2]! += c;
-    acc[i + 3]! += d;
-    z0 += a * 0;
-    z1 += b * 0;
-    z2 += c * 0;
-    z3 += d * 0;
-  }
-  for (; i < n; i++) {
-    const v = g[i]!;
-    acc[i]! += v;
-    z0 += v * 0;
-  }
-  return z0 + z1 + z2 + z3 === 0;
+  return finiteInto(g, acc);
 }
 
 /** One reduce group of a step: its members (positions, in id order) and their running sum. */
