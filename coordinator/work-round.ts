@@ -46,6 +46,12 @@ export class WorkRound<R> {
     return this.exclude.size > 0;
   }
 
+  /** Whether some unit has neither a result nor a worker (unassigned() without building the list). */
+  hasUnassigned(): boolean {
+    for (const id of this.units.keys()) if (!this.results.has(id) && !this.owners.has(id)) return true;
+    return false;
+  }
+
   /** Whether `workerId` may compute unit `unitId`. */
   eligible(unitId: number, workerId: number): boolean {
     return !(this.exclude.get(unitId)?.has(workerId) ?? false);
