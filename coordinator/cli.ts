@@ -205,7 +205,7 @@ async function runStart(flags: StartFlags): Promise<number> {
     backend,
     onStep: (p) => {
       monitor.step(p);
-      if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
+      if (pool && monitor.liveWorkersDue(p)) monitor.liveWorkers(pool.workerStats(), microBatch);
     },
     executor: async ({ train, validation, resolve }) => {
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');

@@ -6,7 +6,6 @@
 // Timed window: the second epoch's steps after its first, without validation.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,13 +20,12 @@ import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig } from '../shared/training/config.js';
 import { printTable } from './bench-distributed.js';
+import { cpuSeconds } from './proc-cpu.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
 const TOKEN = 'bench';
-/** Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks. */
-const TICKS_PER_S = 100;
 
 interface Case {
   readonly label: string;
@@ -41,13 +39,6 @@ interface Case {
   readonly perRelay: number;
   /** Simulated relays (the load generator answers with group sums; no relay processes). */
   readonly simulatedRelays?: number;
-}
-
-/** CPU seconds (user + system) of a child process so far. */
-function childCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
 }
 
 function generator(url: string, count: number, dir: string, relays = false): ChildProcess {
@@ -87,7 +78,7 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
     const steps = Math.floor(data.train.count / c.batchSize);
     let mark: { cpu: NodeJS.CpuUsage; wall: number; relayCpu: number } | undefined;
     let timed: { cpuMs: number; wallMs: number; relayCpuMs: number; steps: number } | undefined;
-    const relayCpu = (): number => relays.reduce((s, p) => s + childCpuSeconds(p.pid!), 0);
+    const relayCpu = (): number => relays.reduce((s, p) => s + cpuSeconds(p.pid!), 0);
     await new Trainer(config, {
       executor: pool, logger, clock: systemClock,
       onStep: (p) => {
