@@ -186,8 +186,10 @@ const median = (xs: readonly number[]): number => {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-/** CPU milliseconds per 1000 training images: comparable across rounds of different speed. */
+/** CPU milliseconds per 1000 training images: the work done per step, comparable across rounds of different speed. */
 const perKImages = (cpu: number, r: Round): number => (1e6 * cpu) / r.images;
+/** CPU milliseconds per second of the window: what a process that works by the clock (a page redrawing) takes. */
+const perSecond = (cpu: number, r: Round): number => (1e3 * cpu) / r.seconds;
 
 export async function benchDashboard(options: { rounds: number }): Promise<void> {
   if (!CHROMIUM) {
@@ -224,7 +226,7 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
         if (r.updates !== undefined && r.updates < least) throw new Error(`${r.kind}: ${r.updates} updates in the ${r.seconds.toFixed(1)} s window, at least ${least} expected`);
         byKind.set(r.kind, [...(byKind.get(r.kind) ?? []), r]);
         rows.push([String(i + 1), r.kind, r.imagesPerSec.toFixed(0), r.seconds.toFixed(2),
-          perKImages(r.cpu.coordinator, r).toFixed(1), perKImages(r.cpu.workers, r).toFixed(1), perKImages(r.cpu.chromium, r).toFixed(1),
+          perKImages(r.cpu.coordinator, r).toFixed(1), perKImages(r.cpu.workers, r).toFixed(1), perSecond(r.cpu.chromium, r).toFixed(1),
           ((100 * r.cpu.chromium) / (r.seconds * cores)).toFixed(2), r.updates === undefined ? '-' : String(r.updates), r.load]);
       }
     }
@@ -236,9 +238,10 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
     }
     console.log(`machine: ${machineName(cpuinfo, cpus()[0]?.model ?? '', cores)}; ${new Date().toISOString()}`);
     console.log(`2 spawned wasm workers, model net, batch 64, ${EPOCHS} epochs of 6000 synthetic images; images/s = mean of epochs 2-${EPOCHS}.`);
-    console.log(`CPU read from /proc over the window (end of epoch 1 to end of epoch ${EPOCHS}), in CPU ms per 1000 training images; chromium = all its processes`);
-    console.log('(open all through; its page is only on the dashboard in "page open" rounds). updates = page redraws, or event-stream batches received.');
-    printTable(['round', 'kind', 'img/s', 'window s', 'coord ms/kimg', 'workers ms/kimg', 'chromium ms/kimg', 'chromium % of CPUs', 'updates', 'load 1/5/15'], rows);
+    console.log(`CPU read from /proc over the window (end of epoch 1 to end of epoch ${EPOCHS}): coordinator and workers in CPU ms per 1000 training images,`);
+    console.log('chromium (all its processes; open all through, on the dashboard only in "page open" rounds) in CPU ms per second and in % of all CPUs.');
+    console.log('updates = page redraws, or event-stream batches received, during the window.');
+    printTable(['round', 'kind', 'img/s', 'window s', 'coord ms/kimg', 'workers ms/kimg', 'chromium ms/s', 'chromium % of CPUs', 'updates', 'load 1/5/15'], rows);
     const plain = byKind.get(nobody.kind)!;
     const medianOf = (kind: string, f: (r: Round) => number): number => median((byKind.get(kind) ?? []).map(f));
     const rate = (r: Round): number => r.imagesPerSec;
@@ -247,15 +250,17 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
       const ratio = medianOf(kind, rate) / medianOf(nobody.kind, rate);
       console.log(`${kind} / --no-http: per round ${ratios.map((x) => x.toFixed(3)).join(', ')}; medians ${medianOf(kind, rate).toFixed(0)} / ${medianOf(nobody.kind, rate).toFixed(0)} img/s = ${ratio.toFixed(3)} (${((ratio - 1) * 100).toFixed(1)} %)`);
     }
-    // CPU added by watching, per 1000 images: the server's part (the coordinator) and the browser's own.
-    const cpuOf = (kind: string, f: (c: WindowCpu) => number): number => medianOf(kind, (r) => perKImages(f(r.cpu), r));
-    const all = (c: WindowCpu): number => c.coordinator + c.workers + c.chromium;
-    const base = cpuOf(nobody.kind, all);
-    const share = (ms: number): string => `${ms.toFixed(1)} ms (${((100 * ms) / base).toFixed(1)} %)`;
-    console.log(`CPU per 1000 images (medians): --no-http ${base.toFixed(1)} ms in all (coordinator, workers, idle chromium); added by`
-      + ` the server (coordinator, stream only - --no-http) ${share(cpuOf('stream only', (c) => c.coordinator) - cpuOf(nobody.kind, (c) => c.coordinator))},`
-      + ` by the page's server side (coordinator, page open - --no-http) ${share(cpuOf('page open', (c) => c.coordinator) - cpuOf(nobody.kind, (c) => c.coordinator))},`
-      + ` by the browser (chromium, page open - --no-http) ${share(cpuOf('page open', (c) => c.chromium) - cpuOf(nobody.kind, (c) => c.chromium))}`);
+    // What watching adds: the server's part (the coordinator's CPU per 1000 images) and the browser's own (chromium's CPU per second).
+    const coordinator = (kind: string): number => medianOf(kind, (r) => perKImages(r.cpu.coordinator, r));
+    const base = medianOf(nobody.kind, (r) => perKImages(r.cpu.coordinator + r.cpu.workers, r));
+    const server = (kind: string): string => {
+      const ms = coordinator(kind) - coordinator(nobody.kind);
+      return `${ms.toFixed(1)} ms per 1000 images (${((100 * ms) / base).toFixed(1)} % of the run's ${base.toFixed(0)} ms)`;
+    };
+    const chromium = (kind: string): number => medianOf(kind, (r) => perSecond(r.cpu.chromium, r));
+    const browserMs = chromium('page open') - chromium(nobody.kind);
+    console.log(`server (coordinator CPU, medians): stream only - --no-http ${server('stream only')}; page open - --no-http ${server('page open')}`);
+    console.log(`browser (chromium CPU, medians): page open - --no-http ${browserMs.toFixed(1)} ms per second = ${(browserMs / (10 * cores)).toFixed(2)} % of the ${cores} CPUs`);
     console.log('on a machine shared with other work these figures are noisy: compare the per-round ratios and CPU figures, and re-measure on a quiet machine');
   } finally {
     await browser?.close();
