@@ -247,36 +247,19 @@ function main(): void {
     }, Math.max(0, lastDraw + REDRAW_MS - performance.now()));
   };
 
+  /** The part of the page each kind of update changes. */
+  const TOUCHES: Record<RunUpdate['type'], Part | undefined> = { step: 'steps', steps: 'steps', event: 'events', epoch: 'epochs', workers: 'workers', config: 'config', status: undefined };
   const apply = (u: RunUpdate): void => {
-    switch (u.type) {
-      case 'step':
-        series.add(u.step);
-        lastStep = u.step;
-        state = { ...state, eta: u.eta };
-        dirty.add('steps');
-        return;
-      case 'steps':
-        for (const s of u.steps) series.add(s);
-        lastStep = u.steps.at(-1) ?? lastStep;
-        state = { ...state, eta: u.eta };
-        dirty.add('steps');
-        return;
-      case 'event':
-        eventsReceived++;
-        dirty.add('events');
-        break;
-      case 'epoch':
-        dirty.add('epochs');
-        break;
-      case 'workers':
-        dirty.add('workers');
-        break;
-      case 'config':
-        dirty.add('config');
-        break;
-      case 'status':
-        break;
+    const part = TOUCHES[u.type];
+    if (part) dirty.add(part);
+    if (u.type === 'step' || u.type === 'steps') {
+      const steps = u.type === 'step' ? [u.step] : u.steps;
+      for (const s of steps) series.add(s);
+      lastStep = steps.at(-1) ?? lastStep;
+      state = { ...state, eta: u.eta };
+      return;
     }
+    if (u.type === 'event') eventsReceived++;
     state = applyUpdate(state, u, 0, MAX_EVENTS);
   };
 

@@ -16,6 +16,12 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import puppeteer, { type Browser } from 'puppeteer-core';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { createHttpRoutes } from '../coordinator/dashboard/http-routes.js';
+import { createRunMetrics } from '../coordinator/dashboard/prometheus.js';
+import { RunMonitor, type LiveWorker } from '../coordinator/dashboard/run-monitor.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { printTable } from './bench-distributed.js';
 import { machineName } from './peer-report.js';
@@ -180,6 +186,53 @@ async function run(dataDir: string, checkpointDir: string, browserPid: number, w
   };
 }
 
+/**
+ * The server's work per step, in this process: what the coordinator's onStep does (the
+ * monitor's step, the workers table when due) for synthetic steps, with nobody watching and
+ * with the metrics and one open event stream (a real HTTP server, read by fetch). CPU µs per
+ * step, which the machine's load disturbs far less than throughput.
+ */
+async function serverMicroseconds(watched: boolean, steps: number): Promise<number> {
+  const monitor = new RunMonitor();
+  monitor.ingest({ name: 'coordinator', event: 'config', epochs: 1000 });
+  for (const id of [1, 2]) monitor.ingest({ name: 'coordinator', event: 'worker_joined', workerId: id, workerName: `w${id}`, backend: 'wasm', adapter: 'CPU' });
+  const metrics = watched ? createRunMetrics(monitor, { defaultMetrics: false }) : undefined;
+  const routes = metrics ? createHttpRoutes({ tls: false, minWorkers: 1 }, { monitor, registry: metrics.registry, assets: { html: '', script: Buffer.alloc(0), style: Buffer.alloc(0) } }) : undefined;
+  const server = routes ? createServer(routes.handle) : undefined;
+  const abort = new AbortController();
+  let reading: Promise<void> = Promise.resolve();
+  try {
+    if (server) {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/events`, { signal: abort.signal });
+      reading = (async () => {
+        try {
+          for await (const chunk of res.body!) void chunk;
+        } catch {
+          // aborted at the end
+        }
+      })();
+    }
+    const live = (results: number): LiveWorker[] => [1, 2].map((id) => ({ id, name: `w${id}`, backend: 'wasm', adapter: 'CPU', results, idleMs: 1, train: { results, computeMs: 7 * results, elapsedMs: 8 * results } }));
+    const start = process.cpuUsage();
+    for (let g = 1; g <= steps; g++) {
+      const p = { epoch: 1 + Math.floor((g - 1) / 94), step: 1 + ((g - 1) % 94), stepsPerEpoch: 94, globalStep: g, images: 64, seconds: 0.015, loss: 0.5 };
+      monitor.step(p);
+      if (monitor.liveWorkersDue(p)) monitor.liveWorkers(live(2 * g), 16);
+      // Let timers and the stream run now and then, as between a coordinator's steps.
+      if (g % 1000 === 0) await yieldToLoop();
+    }
+    const cpu = process.cpuUsage(start);
+    return (cpu.user + cpu.system) / steps;
+  } finally {
+    routes?.close();
+    metrics?.close();
+    abort.abort();
+    await reading;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -208,6 +261,11 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
     });
     const browserPid = browser.process()!.pid!;
     const cores = availableParallelism();
+    const micro = { plain: [] as number[], watched: [] as number[] };
+    for (let i = 0; i < 5; i++) {
+      micro.plain.push(await serverMicroseconds(false, 50_000));
+      micro.watched.push(await serverMicroseconds(true, 50_000));
+    }
     const byKind = new Map<string, Round[]>();
     const rows: string[][] = [];
     for (let i = 0; i < options.rounds; i++) {
@@ -261,6 +319,8 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
     const browserMs = chromium('page open') - chromium(nobody.kind);
     console.log(`server (coordinator CPU, medians): stream only - --no-http ${server('stream only')}; page open - --no-http ${server('page open')}`);
     console.log(`browser (chromium CPU, medians): page open - --no-http ${browserMs.toFixed(1)} ms per second = ${(browserMs / (10 * cores)).toFixed(2)} % of the ${cores} CPUs`);
+    console.log(`server work per step in-process (monitor, workers table when due; medians of 5 x 50000 synthetic steps): ${median(micro.plain).toFixed(2)} µs CPU with nobody watching,`
+      + ` ${median(micro.watched).toFixed(2)} µs with the metrics and an open event stream (at 70 steps/s: ${((70 * median(micro.watched)) / 1e4).toFixed(3)} % of one core)`);
     console.log('on a machine shared with other work these figures are noisy: compare the per-round ratios and CPU figures, and re-measure on a quiet machine');
   } finally {
     await browser?.close();
