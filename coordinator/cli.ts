@@ -58,6 +58,7 @@ interface StartFlags extends CommonFlags {
   port: number;
   workers: number;
   spawnWorkers: number;
+  bindWorkers?: boolean;
   minWorkers?: number;
   model?: ModelName;
   epochs?: number;
@@ -172,6 +173,7 @@ async function runStart(flags: StartFlags): Promise<number> {
   if (flags.local && (flags.spawnWorkers > 0 || flags.workers > 1)) {
     throw new FlockError(ErrorCode.BAD_OPTION, '--local trains in this process: leave out --spawn-workers and --workers, or drop --local');
   }
+  if (flags.bindWorkers === true && flags.spawnWorkers === 0) throw new FlockError(ErrorCode.BAD_OPTION, '--bind-workers binds the workers this coordinator spawns: add --spawn-workers <n>, or leave it out');
   const monitor = new RunMonitor();
   const tty = process.stdout.isTTY === true;
   // The live status line only accompanies pretty lines on a terminal, never JSON.
@@ -249,7 +251,7 @@ async function runStart(flags: StartFlags): Promise<number> {
         // they no longer see the terminal: ask for the format they would have chosen on it.
         const relay = status ? { output: (line: string, stream: 'stdout' | 'stderr') => status.writeAbove(`${line}\n`, stream === 'stderr' ? process.stderr : process.stdout) } : {};
         const logFormat = status ? resolveLogFormat(flags.logFormat, tty) : flags.logFormat;
-        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat, ...relay }, log);
+        workers = new LocalWorkers({ count: flags.spawnWorkers, url: pool.url, token, backend: flags.backend, logLevel: flags.logLevel, logFormat, bindCpus: flags.bindWorkers === true, ...relay }, log);
         workers.start();
       }
       await pool.waitForWorkers(expected, signal);
@@ -394,6 +396,7 @@ function main(argv: string[]): void {
     .option('--port <port>', 'port to listen on (workers and dashboard; with --local the dashboard only); 0 picks a free one (logged as event=listening, or event=dashboard with --local)', intArg(0, 65535), 0)
     .option('--workers <n>', 'wait for this many workers before the first step', intArg(1), 1)
     .option('--spawn-workers <n>', 'single-machine mode: start n local worker processes (killed on exit)', intArg(0), 0)
+    .option('--bind-workers', 'with --spawn-workers on Linux: bind each local worker to its own CPU (taskset, util-linux); the coordinator stays unbound. Off by default: on a machine shared with other jobs a bound worker cannot move away from a busy core')
     .option('--min-workers <n>', 'pause training while fewer workers are connected (default 1)', intArg(1))
     .addOption(new Option('--model <name>', "the recipe's model (default net)").choices(MODEL_NAMES))
     .option('--epochs <n>', 'epochs to train (default 100)', intArg(1))

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { allowedCpus, bindToCpu } from './cpu-binding.js';
 
 export interface SpawnOptions {
   readonly count: number;
@@ -21,9 +22,11 @@ export interface SpawnOptions {
   readonly killAfterMs: number;
   /** Where the workers' output lines go; default: inherited stdout and stderr. */
   readonly output?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Bind worker i to the i-th CPU this process may use (Linux, taskset); see cpu-binding.ts. */
+  readonly bindCpus: boolean;
 }
 
-export const SPAWN_DEFAULTS = { maxRestarts: 3, killAfterMs: 5000, backend: 'auto', logLevel: 'info', logFormat: 'json' } as const;
+export const SPAWN_DEFAULTS = { maxRestarts: 3, killAfterMs: 5000, backend: 'auto', logLevel: 'info', logFormat: 'json', bindCpus: false } as const;
 
 const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
 
@@ -32,10 +35,15 @@ export class LocalWorkers {
   private readonly restarts: number[];
   private stopping = false;
   private readonly opts: SpawnOptions;
+  /** The CPUs workers are bound to, one per slot in turn; none: unbound. */
+  private readonly cpus: readonly number[] | undefined;
+  private readonly bindings: Promise<{ pid: number; cpu: number; failed?: string }>[] = [];
 
   constructor(opts: Partial<SpawnOptions> & Pick<SpawnOptions, 'count' | 'url'>, private readonly logger: Logger) {
     this.opts = { ...SPAWN_DEFAULTS, ...opts };
     this.restarts = new Array<number>(this.opts.count).fill(0);
+    this.cpus = this.opts.bindCpus ? allowedCpus() : undefined;
+    if (this.opts.bindCpus && !this.cpus) logger.warn({ event: 'bind_failed' }, 'cannot tell which CPUs this process may use (no /proc/self/status: not Linux?); workers run unbound');
   }
 
   start(): void {
@@ -51,6 +59,7 @@ export class LocalWorkers {
     const out = this.opts.output;
     const child = spawn(process.execPath, args, { stdio: ['ignore', out ? 'pipe' : 'inherit', out ? 'pipe' : 'inherit', 'ipc'], env });
     this.children.set(slot, child);
+    if (this.cpus && child.pid !== undefined) this.bind(slot, child.pid, this.cpus[slot % this.cpus.length]!);
     if (out) {
       for (const name of ['stdout', 'stderr'] as const) {
         const stream = child[name];
@@ -69,6 +78,24 @@ export class LocalWorkers {
       this.logger.warn({ event: 'spawn_restart', slot, code, signal, restart: n }, `local worker ${slot + 1} exited (${signal ?? code}); restarting`);
       this.launch(slot);
     });
+  }
+
+  /** Binding is best effort (a speed matter only): a failure is logged and the worker runs unbound. */
+  private bind(slot: number, pid: number, cpu: number): void {
+    const done = bindToCpu(pid, cpu).then((failed) => {
+      if (failed) {
+        this.logger.warn({ event: 'bind_failed', slot, pid, cpu, err: failed }, `could not bind local worker ${slot + 1} to CPU ${cpu} (${failed}); it runs unbound (install util-linux for taskset, or leave out --bind-workers)`);
+      } else {
+        this.logger.info({ event: 'worker_bound', slot, pid, cpu }, `local worker ${slot + 1} bound to CPU ${cpu}`);
+      }
+      return { pid, cpu, ...(failed ? { failed } : {}) };
+    });
+    this.bindings.push(done);
+  }
+
+  /** The bindings made so far (--bind-workers), once each has been tried. */
+  bound(): Promise<{ pid: number; cpu: number; failed?: string }[]> {
+    return Promise.all(this.bindings);
   }
 
   pids(): number[] {

@@ -11,6 +11,7 @@ import { batchNormLayers, cloneState, initialState, modelSpec, type ModelState }
 import { planEpoch, validationChunks, type EpochPlan } from '../shared/training/schedule.js';
 import { sgdStep, updateRunning, type SgdState } from '../shared/training/sgd.js';
 import { sumTallies } from '../shared/training/reduce.js';
+import { allFinite } from '../shared/tensor-codec.js';
 import type { Checkpoint, CheckpointStore, EpochProgress } from './checkpoint.js';
 import type { Executor, StepTiming } from './executor.js';
 import type { EpochMetrics } from './metrics.js';
@@ -113,7 +114,7 @@ export class Trainer {
     const { reduced, timing } = await this.deps.executor.gradients(work, { version: this.globalStep, state: this.state });
     if (this.rollBackIfAsked()) return undefined;
     // The update is computed on copies and applied only if everything stays finite.
-    const notFinite = (names: readonly string[], tensors: readonly Float32Array[]): string[] => names.filter((_, k) => tensors[k]!.some((v) => !Number.isFinite(v)));
+    const notFinite = (names: readonly string[], tensors: readonly Float32Array[]): string[] => names.filter((_, k) => !allFinite(tensors[k]!));
     const paramNames = this.model.params.map((p) => p.name);
     const badSum = notFinite(paramNames, reduced.grads);
     if (badSum.length > 0 || !Number.isFinite(reduced.lossSum)) this.diverged(`the step's summed gradient is not finite (${[...badSum, ...(Number.isFinite(reduced.lossSum) ? [] : ['loss'])].join(', ')})`);

@@ -59,6 +59,8 @@ export interface TrainRun {
   readonly backend?: ComputeBackend;
   /** Verify results (worker runs) at this audit rate; absent: results are taken on trust. */
   readonly auditRate?: number;
+  /** Bind each worker process to its own CPU (`--bind-workers`). */
+  readonly bindWorkers?: boolean;
 }
 
 /**
@@ -89,7 +91,7 @@ export async function trainEpochs(run: TrainRun): Promise<EpochMetrics> {
     ? { arbiter: new Arbiter(arbiterRuntime, data, config.seed, arbiterBackend.name), quarantine: new Quarantine(), auditRate: run.auditRate }
     : undefined;
   const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec(model), config, ...data, ...(verify ? { verify } : {}) });
-  const local = new LocalWorkers({ count: workers, url: pool.url, token, backend: 'wasm', logLevel: 'warn' }, logger);
+  const local = new LocalWorkers({ count: workers, url: pool.url, token, backend: 'wasm', logLevel: 'warn', bindCpus: run.bindWorkers === true }, logger);
   try {
     local.start();
     await pool.waitForWorkers(workers);

@@ -1,7 +1,8 @@
 // Benchmark section `peer` (used by scripts/bench.ts): Flock against PyTorch 1.13 on the same
 // machine, in the same run. Each round measures, each pair back to back in alternating order,
 //  - `net` and `net-batchnorm` in one Flock process (wasm) against PyTorch with 1 thread,
-//  - the same with 2 spawned Flock worker processes against PyTorch with 2 threads;
+//  - the same with 2 spawned Flock worker processes against PyTorch with 2 threads, and
+//    `net` once more with the 2 workers bound to their own CPUs (--bind-workers);
 // both sides run whole SGD steps at batch 64 (Flock: the Trainer of `coordinator start`,
 // gradients + reduction + SGD + new weights; PyTorch: zero_grad, forward, loss, backward, step).
 // The machine is noisy, so each comparison is repeated and reported as medians.
@@ -87,10 +88,13 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
   console.log(`machine: ${machine}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${date}; Node ${process.version}, ${backend.detail}; PyTorch ${found.version} (${found.python})`);
   console.log(`batch ${BATCH}, full SGD steps, ${options.steps} timed steps each (Flock: 2nd epoch, after a warm-up epoch; PyTorch: after ${options.steps} warm-up steps); data: ${data.label}; ${plural(options.rounds, 'round')}, order alternating`);
 
-  const pairings = [
-    { workers: 0, threads: 1, flockSetup: '1 process', torchSetup: '1 thread' },
-    { workers: 2, threads: 2, flockSetup: '2 workers', torchSetup: '2 threads' },
-  ] as const;
+  // The last pairing: the same 2 workers, each bound to its own CPU (--bind-workers), so
+  // the run says whether binding helps on this machine (net only: the open target).
+  const pairings: readonly { workers: number; threads: number; bind?: true; models: readonly ModelName[]; flockSetup: string; torchSetup: string }[] = [
+    { workers: 0, threads: 1, models: MODELS, flockSetup: '1 process', torchSetup: '1 thread' },
+    { workers: 2, threads: 2, models: MODELS, flockSetup: '2 workers', torchSetup: '2 threads' },
+    { workers: 2, threads: 2, bind: true, models: ['net'], flockSetup: '2 workers, bound', torchSetup: '2 threads' },
+  ];
   const torchOpts = { batch: BATCH, steps: options.steps, warmup: options.steps };
   const servers = new Map<number, TorchServer>();
   const rounds = new Map<string, RoundPair[]>();
@@ -99,16 +103,16 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
   /** CPU time / wall time of each 1-thread PyTorch measurement. */
   const torchShares: number[] = [];
   try {
-    for (const p of pairings) servers.set(p.threads, TorchServer.start(found.python, { ...torchOpts, threads: p.threads }));
+    for (const p of pairings) if (!servers.has(p.threads)) servers.set(p.threads, TorchServer.start(found.python, { ...torchOpts, threads: p.threads }));
     for (let round = 0; round < options.rounds; round++) {
       for (const p of pairings) {
-        for (const model of MODELS) {
+        for (const model of p.models) {
           let flock = NaN;
           let torch = NaN;
           const measureFlock = async (): Promise<void> => {
             const cpu0 = process.cpuUsage();
             const wall0 = performance.now();
-            flock = (await trainEpochs({ model, workers: p.workers, data, epochs: 2, backend })).imagesPerSec;
+            flock = (await trainEpochs({ model, workers: p.workers, data, epochs: 2, backend, ...(p.bind ? { bindWorkers: true } : {}) })).imagesPerSec;
             if (p.workers === 0) {
               const cpu = process.cpuUsage(cpu0);
               cpuMs += (cpu.user + cpu.system) / 1000;
@@ -122,7 +126,7 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
           };
           // Alternate who goes first, so neither side always gets the fresher machine.
           for (const measure of round % 2 === 0 ? [measureFlock, measureTorch] : [measureTorch, measureFlock]) await measure();
-          const key = `${p.workers}:${model}`;
+          const key = `${p.flockSetup}:${model}`;
           rounds.set(key, [...(rounds.get(key) ?? []), { flock, torch }]);
           console.log(`round ${round + 1}/${options.rounds}: ${model}, Flock ${p.flockSetup} ${flock.toFixed(0)} img/s, PyTorch ${p.torchSetup} ${torch.toFixed(0)} img/s: ${(flock / torch).toFixed(2)}×`);
         }
@@ -131,11 +135,11 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
   } finally {
     await Promise.all([...servers.values()].map((s) => s.stop()));
   }
-  const comparisons: Comparison[] = pairings.flatMap((p) => MODELS.map((model) => ({
+  const comparisons: Comparison[] = pairings.flatMap((p) => p.models.map((model) => ({
     model,
     flockSetup: p.flockSetup,
     torchSetup: p.torchSetup,
-    rounds: rounds.get(`${p.workers}:${model}`) ?? [],
+    rounds: rounds.get(`${p.flockSetup}:${model}`) ?? [],
   })));
   // A single-threaded process on a quiet machine gets a whole core: CPU time ≈ wall time.
   const flockShare = cpuMs / wallMs;

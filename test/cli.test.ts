@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { allowedCpus } from '../coordinator/cpu-binding.js';
 import { COORDINATOR_CLI, WORKER_CLI, reap, spawnNode, type Proc } from './child-procs.js';
 import { pidExists, signalDescendant } from './signal-child.js';
 
@@ -71,6 +72,7 @@ describe('coordinator CLI', () => {
       [['no-such-command'], /unknown command 'no-such-command'/],
       [[], /Usage: coordinator/], // no command
       [['start', '--local', '--spawn-workers', '2'], /--local trains in this process.*\[ERR_BAD_OPTION\]/], // Flock's own check
+      [['start', '--bind-workers'], /--bind-workers binds the workers this coordinator spawns.*\[ERR_BAD_OPTION\]/],
     ];
     const runs = await Promise.all(cases.map(([args]) => coordinator(args)));
     runs.forEach((r, i) => {
@@ -186,6 +188,16 @@ describe('coordinator CLI', () => {
     const p = await coordinator(['predict', '--checkpoint', checkpoint, '--index', '3', '--data-dir', dataDir, '--backend', 'wasm']);
     assert.equal(p.code, 0, p.stderr);
     assert.match(p.stdout, /^(airplane|bird) \(true class: (airplane|bird)\)\n {2}airplane +0\.\d{4}\n {2}bird +0\.\d{4}/);
+  });
+
+  it('--bind-workers binds each spawned worker to its own CPU (Linux, taskset) and trains as usual', { skip: process.platform !== 'linux' && 'CPU binding is Linux-only' }, async () => {
+    const cpus = allowedCpus()!;
+    const r = await coordinator(['start', '--spawn-workers', '2', '--bind-workers', '--epochs', '1', '--batch-size', '32', '--data-dir', dataDir, '--checkpoint-dir', join(root, 'ck-bind'), '--backend', 'wasm', '--no-http']);
+    assert.equal(r.code, 0, r.stderr);
+    const ev = events(r.stdout);
+    const bound = ev.filter((e) => e.event === 'worker_bound').map((e) => ({ slot: e.slot, cpu: e.cpu })).sort((a, b) => (a.slot as number) - (b.slot as number));
+    assert.deepEqual(bound, [{ slot: 0, cpu: cpus[0] }, { slot: 1, cpu: cpus[1 % cpus.length] }], r.stdout);
+    assert.ok(ev.some((e) => e.event === 'done'));
   });
 
   it('SIGTERM stops training gracefully: checkpoint written, workers gone, --resume finishes', async () => {

@@ -155,6 +155,32 @@ describe('SGD', () => {
     sgdStep(w, [Float32Array.of(1)], state, opts);
     assert.ok(Math.abs(w[0]![0] - (-1 - 1.9)) < 1e-6);
   });
+
+  it('gives the bits of the per-element rule d = fround(g + wd·w), buf = fround(μ·buf + d), w = fround(w − lr·buf), with and without momentum', () => {
+    const rng = new Rng(7);
+    const values = (n: number, scale: number): Float32Array => Float32Array.from({ length: n }, () => (rng.nextUint32() / 2 ** 32 - 0.5) * scale);
+    for (const opts of [{ lr: 0.01, momentum: 0, weightDecay: 0 }, { lr: 0.03, momentum: 0, weightDecay: 1e-3 }, { lr: 0.02, momentum: 0.9, weightDecay: 5e-4 }]) {
+      const sizes = [7, 300];
+      const w = sizes.map((n) => values(n, 2));
+      const ref = w.map((t) => t.slice());
+      const refBuf: Float32Array[] = [];
+      const state = { momentum: [] as Float32Array[] };
+      for (let step = 0; step < 4; step++) {
+        const g = sizes.map((n) => values(n, 0.1));
+        sgdStep(w, g, state, opts);
+        ref.forEach((t, k) => {
+          if (opts.momentum !== 0 && !refBuf[k]) refBuf[k] = new Float32Array(t.length);
+          for (let i = 0; i < t.length; i++) {
+            const d = Math.fround(g[k]![i]! + opts.weightDecay * t[i]!);
+            const buf = refBuf[k];
+            if (buf) buf[i] = step === 0 ? d : Math.fround(opts.momentum * buf[i]! + d);
+            t[i] = Math.fround(t[i]! - opts.lr * (buf ? buf[i]! : d));
+          }
+        });
+        ref.forEach((t, k) => assert.deepEqual(new Uint32Array(w[k]!.buffer), new Uint32Array(t.buffer), `step ${step}, tensor ${k}, ${JSON.stringify(opts)}`));
+      }
+    }
+  });
 });
 
 describe('options', () => {
