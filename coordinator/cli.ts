@@ -28,8 +28,10 @@ import { LocalWorkers } from './spawn-workers.js';
 import { start } from './start.js';
 import { WorkerPool } from './worker-pool.js';
 import { nodeSocketFactory } from '../worker/node-socket.js';
+import { REJOIN_DEFAULTS } from '../worker/rejoin.js';
+import { DEFAULT_MAX_DATA_BYTES } from '../worker/sample-cache.js';
 import { Relay } from './relay.js';
-import { resolvePoolOptions } from './pool-options.js';
+import { resolvePoolOptions, type PoolOptions } from './pool-options.js';
 import { loadDashboardAssets } from './dashboard/assets.js';
 import { joinAuth } from './join/join-auth.js';
 import { loadJoinAssets } from './join/join-assets.js';
@@ -52,10 +54,26 @@ interface CommonFlags {
   dataDir?: string;
 }
 
-interface StartFlags extends CommonFlags {
-  local?: boolean;
+/** The listener and pool flags `start` and `relay` share (poolFlags adds them). */
+interface PoolFlags {
   host: string;
   port: number;
+  token?: string;
+  insecure?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  heartbeatMs: number;
+  stepTimeout: number;
+  stepTimeoutFloor: number;
+  maxAttempts: number;
+  helloTimeoutMs: number;
+  headersTimeoutMs: number;
+  maxConnections: number;
+  maxPending: number;
+}
+
+interface StartFlags extends CommonFlags, PoolFlags {
+  local?: boolean;
   workers: number;
   spawnWorkers: number;
   bindWorkers?: boolean;
@@ -75,18 +93,6 @@ interface StartFlags extends CommonFlags {
   resume?: boolean;
   exportDir?: string;
   fetchMissing?: boolean;
-  token?: string;
-  insecure?: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  heartbeatMs: number;
-  stepTimeout: number;
-  stepTimeoutFloor: number;
-  maxAttempts: number;
-  helloTimeoutMs: number;
-  headersTimeoutMs: number;
-  maxConnections: number;
-  maxPending: number;
   http: boolean;
   auditRate: number;
   auditSeed: number;
@@ -98,6 +104,39 @@ const common = (cmd: Command): Command =>
     .option('--data-dir <dir>', 'CIFAR-10 binary folder (cifar-10-batches-bin); default $FLOCK_DATA_DIR, else ./data/cifar-10-batches-bin')
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise; json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('auto'));
+
+/**
+ * Adds the flags of a workers' listener and its pool, for `start` and `relay` alike; `port`
+ * and `maxAttempts` say what each command does with them.
+ */
+const poolFlags = (cmd: Command, texts: { readonly port: string; readonly maxAttempts: string; readonly token: string }): Command =>
+  cmd
+    .option('--host <host>', 'address to listen on (non-loopback requires --token or --insecure)', '127.0.0.1')
+    .option('--port <port>', texts.port, intArg(0, 65535), 0)
+    .option('--token <token>', texts.token)
+    .option('--insecure', 'allow listening on a non-loopback address without a token, or with a token but without TLS')
+    .option('--tls-cert <file>', 'PEM certificate: serve wss:// (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--heartbeat-ms <ms>', 'ping workers this often; one that answers none of 3 pings in a row is dropped', intArg(100), 5000)
+    .option('--step-timeout <ms>', 'ceiling of the wait for a worker\'s next result: one that returns nothing for this long is dropped and its work reassigned', intArg(100), 120000)
+    .option('--step-timeout-floor <ms>', 'the wait for a result is 10x the fleet\'s recent median time per result, but at least this (and at most --step-timeout)', intArg(100), 10000)
+    .option('--max-attempts <n>', texts.maxAttempts, intArg(1), 5)
+    .option('--hello-timeout-ms <ms>', 'close connections that do not say hello within this', intArg(100), 10000)
+    .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
+    .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
+    .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64);
+
+/** The pool's options from its flags: the TLS files read, the limits as given. */
+async function poolOptionsOf(flags: PoolFlags, token: string | undefined): Promise<Partial<PoolOptions>> {
+  if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
+  const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
+  return {
+    host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, ...(tls ? { tls } : {}),
+    heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
+    maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
+    maxConnections: flags.maxConnections, maxPending: flags.maxPending,
+  };
+}
 
 function logger(flags: CommonFlags): Logger {
   return createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'coordinator', isTTY: process.stdout.isTTY === true });
@@ -151,9 +190,9 @@ async function dashboardRoutes(monitor: RunMonitor, opts: HttpRoutesOptions, qua
 }
 
 /** `start --local`: the dashboard on a server of its own, under the rules a workers' port has. */
-async function serveLocal(monitor: RunMonitor, flags: StartFlags, token: string | undefined, tls: { cert: Buffer; key: Buffer } | undefined): Promise<{ url: string; close(): Promise<void> }> {
-  resolvePoolOptions({ host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls });
-  return serveDashboard(monitor, { host: flags.host, port: flags.port, token, tls, live: true, minWorkers: 0 });
+async function serveLocal(monitor: RunMonitor, listener: Partial<PoolOptions>): Promise<{ url: string; close(): Promise<void> }> {
+  const { host, port, token, tls } = resolvePoolOptions(listener);
+  return serveDashboard(monitor, { host, port, token, tls, live: true, minWorkers: 0 });
 }
 
 /** Logs where the page is; a generated token is shown only on a terminal (never in a log file). */
@@ -210,12 +249,11 @@ async function runStart(flags: StartFlags): Promise<number> {
       if (pool && monitor.liveWorkersDue(p)) monitor.liveWorkers(pool.workerStats(), microBatch);
     },
     executor: async ({ train, validation, resolve }) => {
-      if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
-      const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
+      const listener = await poolOptionsOf(flags, token);
       if (flags.local) {
         const config = resolve(1);
         // No workers' port, but the same page, /metrics and probes on --host:--port (same token rules).
-        const served = flags.http ? await serveLocal(monitor, flags, token, tls) : undefined;
+        const served = flags.http ? await serveLocal(monitor, listener) : undefined;
         if (served) announceDashboard(log, served.url, token, false);
         const runtime = new ModelRuntime(backend, modelSpec(config.model));
         return {
@@ -228,17 +266,11 @@ async function runStart(flags: StartFlags): Promise<number> {
       microBatch = config.microBatch;
       const quarantine = new Quarantine();
       // An authorized dashboard request (its event stream stays open) holds no --max-pending slot.
-      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine, (req) => pool?.httpAuthorized(req.socket)) : undefined;
+      const dashboard = flags.http ? await dashboardRoutes(monitor, { token, tls: listener.tls !== undefined, minWorkers: flags.minWorkers ?? 1 }, quarantine, (req) => pool?.httpAuthorized(req.socket)) : undefined;
       // The coordinator's own computations settle disagreements between workers (issue 12).
       const arbiterRuntime = new ModelRuntime(backend, modelSpec(config.model));
       const arbiter = new Arbiter(arbiterRuntime, { train, validation }, config.seed, backend.name);
-      pool = await WorkerPool.listen({
-        host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls,
-        heartbeatMs: flags.heartbeatMs, stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor,
-        maxAttempts: flags.maxAttempts, helloTimeoutMs: flags.helloTimeoutMs, headersTimeoutMs: flags.headersTimeoutMs,
-        maxConnections: flags.maxConnections, maxPending: flags.maxPending,
-        minWorkers: flags.minWorkers ?? 1,
-      }, {
+      pool = await WorkerPool.listen({ ...listener, minWorkers: flags.minWorkers ?? 1 }, {
         logger: log, clock: systemClock, model: modelSpec(config.model), config, train, validation, http: dashboard?.handle,
         verify: { arbiter, quarantine, auditRate: flags.auditRate, auditSeed: flags.auditSeed },
       });
@@ -338,43 +370,27 @@ async function runDashboard(flags: { log: string[]; host: string; port: number; 
   return 0;
 }
 
-interface RelayFlags {
+interface RelayFlags extends PoolFlags {
   connect: string;
-  token?: string;
   ca?: string;
   name?: string;
   dataDir?: string;
   maxDataMb: number;
-  host: string;
-  port: number;
-  insecure?: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  heartbeatMs: number;
-  stepTimeout: number;
-  stepTimeoutFloor: number;
-  maxAttempts: number;
-  maxConnections: number;
-  maxPending: number;
+  giveUpAfter: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
 }
 
 async function runRelay(flags: RelayFlags): Promise<number> {
   const log = createLogger({ level: flags.logLevel, format: flags.logFormat, name: 'relay', isTTY: process.stdout.isTTY === true });
-  if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new FlockError(ErrorCode.BAD_OPTION, '--tls-cert and --tls-key go together; give both');
   const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined);
-  const tls = flags.tlsCert && flags.tlsKey ? { cert: await readFile(flags.tlsCert), key: await readFile(flags.tlsKey) } : undefined;
+  // The same token guards the relay's own listener, under the coordinator's rules.
+  const pool = await poolOptionsOf(flags, token);
   const localData = flags.dataDir !== undefined ? await loadCifar(flags.dataDir) : undefined;
   const relay = new Relay({
     url: flags.connect, name: flags.name ?? `relay-${hostname()}-${process.pid}`,
-    localData, maxDataBytes: flags.maxDataMb * 2 ** 20,
-    // The same token guards the relay's own listener, under the coordinator's rules.
-    pool: {
-      host: flags.host, port: flags.port, token, insecure: flags.insecure ?? false, tls, heartbeatMs: flags.heartbeatMs,
-      stepTimeoutMs: flags.stepTimeout, stepTimeoutFloorMs: flags.stepTimeoutFloor, maxAttempts: flags.maxAttempts,
-      maxConnections: flags.maxConnections, maxPending: flags.maxPending,
-    },
+    localData, maxDataBytes: flags.maxDataMb * 2 ** 20, giveUpAfterMs: flags.giveUpAfter,
+    pool,
   }, { logger: log, clock: systemClock, socket: nodeSocketFactory({ token, ca: flags.ca !== undefined ? await readFile(flags.ca) : undefined, role: 'relay' }) });
   const stopping = shutdownSignal(log, 'telling this relay\'s workers to stop and leaving upstream');
   stopping.addEventListener('abort', () => void relay.close('relay shutting down'));
@@ -390,10 +406,12 @@ function main(argv: string[]): void {
     // Commander's own errors (unknown flag, bad value, missing argument) throw instead of
     // exiting 1, so that fail() maps them to exit 2; subcommands inherit this.
     .exitOverride();
-  common(program.command('start').description('train: wait for workers (or spawn local ones, or train in this process with --local)'))
+  poolFlags(common(program.command('start').description('train: wait for workers (or spawn local ones, or train in this process with --local)')), {
+    port: 'port to listen on (workers and dashboard; with --local the dashboard only); 0 picks a free one (logged as event=listening, or event=dashboard with --local)',
+    token: 'shared secret workers must present (default $FLOCK_TOKEN; a random one with --spawn-workers)',
+    maxAttempts: 'times one micro-batch may be handed out before the step fails; retries go to workers that have returned results',
+  })
     .option('--local', 'train in this process, no workers (the single-process reference)')
-    .option('--host <host>', 'address to listen on (non-loopback requires --token or --insecure)', '127.0.0.1')
-    .option('--port <port>', 'port to listen on (workers and dashboard; with --local the dashboard only); 0 picks a free one (logged as event=listening, or event=dashboard with --local)', intArg(0, 65535), 0)
     .option('--workers <n>', 'wait for this many workers before the first step', intArg(1), 1)
     .option('--spawn-workers <n>', 'single-machine mode: start n local worker processes (killed on exit)', intArg(0), 0)
     .option('--bind-workers', 'with --spawn-workers on Linux: bind each local worker to its own CPU (taskset, util-linux); the coordinator stays unbound. Off by default: on a machine shared with other jobs a bound worker cannot move away from a busy core')
@@ -413,40 +431,22 @@ function main(argv: string[]): void {
     .option('--resume', 'continue from the newest checkpoint in --checkpoint-dir')
     .option('--export-dir <dir>', 'where the final TensorFlow.js model goes (default <checkpoint-dir>/model)')
     .option('--fetch-missing', 'download CIFAR-10 first if the data folder is missing')
-    .option('--token <token>', 'shared secret workers must present (default $FLOCK_TOKEN; a random one with --spawn-workers)')
-    .option('--insecure', 'allow listening on a non-loopback address without a token, or with a token but without TLS')
-    .option('--tls-cert <file>', 'PEM certificate: serve wss:// (with --tls-key)')
-    .option('--tls-key <file>', 'PEM private key for --tls-cert')
-    .option('--heartbeat-ms <ms>', 'ping workers this often; one that answers none of 3 pings in a row is dropped', intArg(100), 5000)
-    .option('--step-timeout <ms>', 'ceiling of the wait for a worker\'s next result: one that returns nothing for this long is dropped and its work reassigned', intArg(100), 120000)
-    .option('--step-timeout-floor <ms>', 'the wait for a result is 10x the fleet\'s recent median time per result, but at least this (and at most --step-timeout)', intArg(100), 10000)
-    .option('--max-attempts <n>', 'times one micro-batch may be handed out before the step fails; retries go to workers that have returned results', intArg(1), 5)
-    .option('--hello-timeout-ms <ms>', 'close connections that do not say hello within this', intArg(100), 10000)
-    .option('--headers-timeout-ms <ms>', 'close connections whose HTTP upgrade request is not complete within this', intArg(100), 10000)
-    .option('--max-connections <n>', 'open connections at most, workers included; more are closed at once', intArg(2), 512)
-    .option('--max-pending <n>', 'connections that have not said hello yet, at most; more are closed at once', intArg(1), 64)
     .option('--audit-rate <r>', 'probability that a step has one micro-batch computed a second time by another worker, which cannot tell it is an audit (0 = never)', floatArg(0, 1), 0.05)
     .option('--audit-seed <n>', 'seed of the audit draws (which steps, which micro-batch)', intArg(0, 0xffffffff), 0)
     .option('--no-http', 'serve no dashboard, /metrics, /healthz or /readyz on the workers\' port (plain requests get 426); with --local, listen on no port at all')
     .action(async (flags: StartFlags) => finish(await runStart(flags)));
-  program.command('relay').description('relay for a worker site: workers connect here as to a coordinator; it takes whole reduce groups upstream and sends one sum per group')
+  const relay = program.command('relay').description('relay for a worker site: workers connect here as to a coordinator; it takes whole reduce groups upstream and sends one sum per group')
     .requiredOption('--connect <url>', 'upstream: the coordinator (or another relay), ws://host:port or wss://')
-    .option('--token <token>', 'shared secret for upstream and for this relay\'s workers (default $FLOCK_TOKEN)')
     .option('--ca <file>', 'PEM CA certificate to trust for an upstream wss://')
     .option('--name <name>', 'name shown in upstream\'s logs (default relay-<hostname>-<pid>)')
     .option('--data-dir <dir>', 'optional local CIFAR-10 copy; if identical to upstream\'s, images are not sent to this relay')
-    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), 512)
-    .option('--host <host>', 'address to listen on for workers (non-loopback requires --token or --insecure)', '127.0.0.1')
-    .option('--port <port>', 'port to listen on; 0 picks a free one (logged as event=relay_ready)', intArg(0, 65535), 0)
-    .option('--insecure', 'allow listening on a non-loopback address without a token, or with a token but without TLS')
-    .option('--tls-cert <file>', 'PEM certificate: serve wss:// to workers (with --tls-key)')
-    .option('--tls-key <file>', 'PEM private key for --tls-cert')
-    .option('--heartbeat-ms <ms>', 'ping workers this often', intArg(100), 5000)
-    .option('--step-timeout <ms>', 'ceiling of the wait for a worker\'s next result', intArg(100), 120000)
-    .option('--step-timeout-floor <ms>', 'floor of the measured wait for a result', intArg(100), 10000)
-    .option('--max-attempts <n>', 'times one micro-batch may be handed out before the relay gives its work back upstream', intArg(1), 5)
-    .option('--max-connections <n>', 'open connections at most', intArg(2), 512)
-    .option('--max-pending <n>', 'connections that have not said hello yet, at most', intArg(1), 64)
+    .option('--max-data-mb <mb>', 'memory the images sent by upstream may take at most', intArg(1, 1 << 20), DEFAULT_MAX_DATA_BYTES / 2 ** 20)
+    .option('--give-up-after <ms>', 'when the link to upstream is lost the relay rejoins (its workers stay connected); exit with an error after failing to for this long', intArg(1), REJOIN_DEFAULTS.giveUpAfterMs);
+  poolFlags(relay, {
+    port: 'port to listen on; 0 picks a free one (logged as event=relay_ready)',
+    token: 'shared secret for upstream and for this relay\'s workers (default $FLOCK_TOKEN)',
+    maxAttempts: 'times one micro-batch may be handed out before the relay gives its work back upstream',
+  })
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise').choices(LOG_FORMATS).default('auto'))
     .action(async (flags: RelayFlags) => finish(await runRelay(flags)));

@@ -3,16 +3,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { watch } from 'node:fs';
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { describe, it } from 'node:test';
 import { allowedCpus } from '../coordinator/cpu-binding.js';
 import { COORDINATOR_CLI, WORKER_CLI, reap, spawnNode, type Proc } from './child-procs.js';
 import { pidExists, signalDescendant } from './signal-child.js';
+import { useSyntheticCifar } from './helpers.js';
 
 const CLI = COORDINATOR_CLI;
 
@@ -44,14 +43,7 @@ const events = (stdout: string): Record<string, unknown>[] =>
   stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
 describe('coordinator CLI', () => {
-  let root: string;
-  let dataDir: string;
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), 'flock-cli-'));
-    dataDir = join(root, 'cifar-10-batches-bin');
-    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
-  });
-  after(() => rm(root, { recursive: true, force: true }));
+  const synth = useSyntheticCifar('flock-cli-', { trainPerFile: 100, testCount: 160, seed: 5 });
 
   it('--help explains the commands and flags', async () => {
     const top = await coordinator(['--help']);
@@ -115,7 +107,7 @@ describe('coordinator CLI', () => {
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    const parent = await mkdtemp(join(root, 'fetch-int-'));
+    const parent = await mkdtemp(join(synth.root, 'fetch-int-'));
     await writeFile(join(parent, 'keep.txt'), 'pre-existing');
     const watcher = watch(parent);
     let p: Proc | undefined;
@@ -151,16 +143,16 @@ describe('coordinator CLI', () => {
   });
 
   it('names fetch-data when the data folder is missing', async () => {
-    const r = await coordinator(['start', '--local', '--data-dir', join(root, 'nowhere')]);
+    const r = await coordinator(['start', '--local', '--data-dir', join(synth.root, 'nowhere')]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /fetch-data/);
     assert.match(r.stderr, /ERR_DATA_MISSING/);
   });
 
   it('trains with 2 spawned workers, checkpoints, exports, then evaluates and predicts', async () => {
-    const ck = join(root, 'ck-spawn');
+    const ck = join(synth.root, 'ck-spawn');
     const pids = new Set<number>();
-    const r = await coordinator(['start', '--spawn-workers', '2', '--epochs', '2', '--batch-size', '32', '--lr', '0.05', '--data-dir', dataDir, '--checkpoint-dir', ck, '--backend', 'wasm'], (line) => {
+    const r = await coordinator(['start', '--spawn-workers', '2', '--epochs', '2', '--batch-size', '32', '--lr', '0.05', '--data-dir', synth.dataDir, '--checkpoint-dir', ck, '--backend', 'wasm'], (line) => {
       if (line.includes('"name":"worker"')) pids.add((JSON.parse(line) as { pid: number }).pid);
     });
     assert.equal(r.code, 0, r.stderr);
@@ -178,21 +170,21 @@ describe('coordinator CLI', () => {
     assert.ok(files.includes('model'));
     const checkpoint = join(ck, files.filter((f) => f.endsWith('.flock')).sort().at(-1)!);
 
-    const e = await coordinator(['evaluate', '--checkpoint', checkpoint, '--data-dir', dataDir, '--backend', 'cpu']);
+    const e = await coordinator(['evaluate', '--checkpoint', checkpoint, '--data-dir', synth.dataDir, '--backend', 'cpu']);
     assert.equal(e.code, 0, e.stderr);
     const acc = /validation accuracy: +([0-9.]+) .*?(\d+) images/.exec(e.stdout);
     assert.ok(acc, e.stdout);
     assert.ok(Number(acc[1]) > 0.9);
     assert.equal(Number(acc[2]), 140);
 
-    const p = await coordinator(['predict', '--checkpoint', checkpoint, '--index', '3', '--data-dir', dataDir, '--backend', 'wasm']);
+    const p = await coordinator(['predict', '--checkpoint', checkpoint, '--index', '3', '--data-dir', synth.dataDir, '--backend', 'wasm']);
     assert.equal(p.code, 0, p.stderr);
     assert.match(p.stdout, /^(airplane|bird) \(true class: (airplane|bird)\)\n {2}airplane +0\.\d{4}\n {2}bird +0\.\d{4}/);
   });
 
   it('--bind-workers binds each spawned worker to its own CPU (Linux, taskset) and trains as usual', { skip: process.platform !== 'linux' && 'CPU binding is Linux-only' }, async () => {
     const cpus = allowedCpus()!;
-    const r = await coordinator(['start', '--spawn-workers', '2', '--bind-workers', '--epochs', '1', '--batch-size', '32', '--data-dir', dataDir, '--checkpoint-dir', join(root, 'ck-bind'), '--backend', 'wasm', '--no-http']);
+    const r = await coordinator(['start', '--spawn-workers', '2', '--bind-workers', '--epochs', '1', '--batch-size', '32', '--data-dir', synth.dataDir, '--checkpoint-dir', join(synth.root, 'ck-bind'), '--backend', 'wasm', '--no-http']);
     assert.equal(r.code, 0, r.stderr);
     const ev = events(r.stdout);
     const bound = ev.filter((e) => e.event === 'worker_bound').map((e) => ({ slot: e.slot, cpu: e.cpu })).sort((a, b) => (a.slot as number) - (b.slot as number));
@@ -201,10 +193,10 @@ describe('coordinator CLI', () => {
   });
 
   it('SIGTERM stops training gracefully: checkpoint written, workers gone, --resume finishes', async () => {
-    const ck = join(root, 'ck-term');
+    const ck = join(synth.root, 'ck-term');
     const pids = new Set<number>();
     let sent = false;
-    const args = ['start', '--spawn-workers', '2', '--epochs', '3', '--batch-size', '32', '--data-dir', dataDir, '--checkpoint-dir', ck, '--backend', 'wasm'];
+    const args = ['start', '--spawn-workers', '2', '--epochs', '3', '--batch-size', '32', '--data-dir', synth.dataDir, '--checkpoint-dir', ck, '--backend', 'wasm'];
     const r = await coordinator(args, (line, pid) => {
       if (line.includes('"name":"worker"')) pids.add((JSON.parse(line) as { pid: number }).pid);
       if (!sent && line.includes('"event":"epoch"') && line.includes('"name":"coordinator"')) {

@@ -2,12 +2,10 @@
 // hold no --max-pending slot (so pages never keep a worker out), updates reach a stream in
 // batches, and `start --local` serves the same page, /metrics and probes on --port.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { describe, it } from 'node:test';
 import { COORDINATOR_CLI, WORKER_CLI, parsePrometheus, runCli, sample, type Proc } from './dashboard-tools.js';
+import { useSyntheticCifar } from './helpers.js';
 
 const TOKEN = 'serving-test-token';
 const auth = { Authorization: `Bearer ${TOKEN}` };
@@ -50,18 +48,11 @@ const eventsNamed = (text: string, name: string): unknown[] =>
   text.split('\n\n').filter((b) => b.startsWith(`event: ${name}\n`)).map((b) => JSON.parse(b.slice(b.indexOf('data: ') + 6)) as unknown);
 
 describe('dashboard serving', () => {
-  let root: string;
-  let dataDir: string;
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), 'flock-serving-'));
-    dataDir = join(root, 'cifar-10-batches-bin');
-    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
-  });
-  after(() => rm(root, { recursive: true, force: true }));
+  const synth = useSyntheticCifar('flock-serving-', { trainPerFile: 100, testCount: 160, seed: 5 });
 
   it('open event streams hold no --max-pending slot: with --max-pending 2, four pages do not keep a worker out', { timeout: 180_000 }, async () => {
-    const coordinator = runCli(COORDINATOR_CLI, ['start', '--workers', '1', '--epochs', '2', '--batch-size', '32', '--data-dir', dataDir,
-      '--checkpoint-dir', join(root, 'ck-pending'), '--backend', 'wasm', '--token', TOKEN, '--log-format', 'json', '--max-pending', '2']);
+    const coordinator = runCli(COORDINATOR_CLI, ['start', '--workers', '1', '--epochs', '2', '--batch-size', '32', '--data-dir', synth.dataDir,
+      '--checkpoint-dir', join(synth.root, 'ck-pending'), '--backend', 'wasm', '--token', TOKEN, '--log-format', 'json', '--max-pending', '2']);
     let worker: Proc | undefined;
     const streams: Stream[] = [];
     try {
@@ -94,8 +85,8 @@ describe('dashboard serving', () => {
   });
 
   it('start --local serves /, /metrics, /healthz and /readyz on --port', async () => {
-    const coordinator = runCli(COORDINATOR_CLI, ['start', '--local', '--epochs', '50', '--batch-size', '32', '--data-dir', dataDir,
-      '--checkpoint-dir', join(root, 'ck-local'), '--backend', 'wasm', '--token', TOKEN, '--log-format', 'json']);
+    const coordinator = runCli(COORDINATOR_CLI, ['start', '--local', '--epochs', '50', '--batch-size', '32', '--data-dir', synth.dataDir,
+      '--checkpoint-dir', join(synth.root, 'ck-local'), '--backend', 'wasm', '--token', TOKEN, '--log-format', 'json']);
     try {
       const dashboard = await coordinator.waitFor((r) => r.event === 'dashboard');
       const url = dashboard.url as string;

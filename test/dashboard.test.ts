@@ -2,13 +2,13 @@
 // and headers, /metrics against the run's epoch log, and the dashboard page in headless
 // Debian chromium (puppeteer-core), read through its data attributes.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import puppeteer from 'puppeteer-core';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { COORDINATOR_CLI, WORKER_CLI, findChromium, parsePrometheus, runCli, sample, type Proc } from './dashboard-tools.js';
+import { useSyntheticCifar } from './helpers.js';
 
 const TOKEN = 'dashboard-test-token';
 const EPOCHS = 4;
@@ -39,17 +39,10 @@ async function startRun(root: string, dataDir: string, name: string): Promise<Ru
 const epochRecords = (p: Proc): Record<string, unknown>[] => p.records.filter((r) => r.event === 'epoch');
 
 describe('coordinator HTTP: dashboard, metrics, access', () => {
-  let root: string;
-  let dataDir: string;
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), 'flock-dashboard-'));
-    dataDir = join(root, 'cifar-10-batches-bin');
-    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
-  });
-  after(() => rm(root, { recursive: true, force: true }));
+  const synth = useSyntheticCifar('flock-dashboard-', { trainPerFile: 100, testCount: 160, seed: 5 });
 
   it('guards every path but /healthz, logs in by cookie, and serves /metrics that agree with the epoch log', async () => {
-    const run = await startRun(root, dataDir, 'ck-http');
+    const run = await startRun(synth.root, synth.dataDir, 'ck-http');
     let workers: Proc[] = [];
     try {
       for (const path of ['/', '/metrics', '/events', '/readyz', '/app.js']) {
@@ -127,7 +120,7 @@ describe('coordinator HTTP: dashboard, metrics, access', () => {
     skip: chromium === undefined && !inCi ? 'Debian chromium is not installed: apt-get install -y chromium (CI=true makes this a failure)' : false,
   }, async () => {
     assert.ok(chromium, 'CI=true needs Debian chromium: apt-get install -y chromium');
-    const run = await startRun(root, dataDir, 'ck-browser');
+    const run = await startRun(synth.root, synth.dataDir, 'ck-browser');
     const browser = await puppeteer.launch({ executablePath: chromium, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
     let workers: Proc[] = [];
     try {

@@ -3,27 +3,23 @@
 // worker, rejecting bad workers and tokens, and workers rejoining by themselves.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Logger } from 'pino';
 import { generate as selfSigned } from 'selfsigned';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Executor } from '../coordinator/executor.js';
 import { LocalExecutor } from '../coordinator/local-executor.js';
+import type { PoolOptions } from '../coordinator/pool-options.js';
 import { checkGradient } from '../coordinator/result-check.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
-import { Trainer, type TrainResult } from '../coordinator/trainer.js';
+import type { TrainResult } from '../coordinator/trainer.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
-import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
-import { loadCifar, subset, type Dataset } from '../shared/data/cifar.js';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { subset } from '../shared/data/cifar.js';
 import { ErrorCode, isFlockError } from '../shared/errors.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
-import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
-import { CloseCode, MessageType, decode, encode, type CoordinatorMessage, type GradientMessage } from '../shared/protocol.js';
+import { initialState, modelSpec, type ModelSpec } from '../shared/models/spec.js';
+import { CloseCode, MessageType, decode, encode, type AssignMessage, type CoordinatorMessage, type GradientMessage } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import { reduceStep } from '../shared/training/reduce.js';
 import { chunk, dropoutSeed, validationChunks } from '../shared/training/schedule.js';
@@ -31,44 +27,19 @@ import { findWebgpuAdapter } from '../shared/backends/webgpu.js';
 import { backoffDelay, BACKOFF_DEFAULTS } from '../worker/backoff.js';
 import { Worker } from '../worker/worker.js';
 import { reap, spawnWorker, type Proc } from './child-procs.js';
-import { silentLogger, trainingBackend } from './helpers.js';
+import { assertCloseState, sameState, trainInProcess, trainThenStop, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
+import { silentLogger } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 
-function sameState(a: ModelState, b: ModelState): boolean {
-  const bytes = (s: ModelState): Buffer => Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
-  return bytes(a).equals(bytes(b));
-}
-
 describe('distributed training over WebSockets', () => {
-  let backend: ComputeBackend;
-  let dataDir: string;
-  let train: Dataset;
-  let validation: Dataset;
-
-  before(async () => {
-    backend = await trainingBackend();
-    dataDir = await mkdtemp(join(tmpdir(), 'flock-dist-'));
-    await writeSyntheticCifar(dataDir, { trainPerFile: 120, testCount: 300, seed: 11 });
-    ({ train, validation } = await loadCifar(dataDir));
-  });
-  after(() => rm(dataDir, { recursive: true, force: true }));
+  const data = useTrainingData('flock-dist-', { trainPerFile: 120, testCount: 300, seed: 11 });
 
   function listen(config: TrainConfig, logger: Logger = silentLogger(), opts: Parameters<typeof WorkerPool.listen>[0] = {}): Promise<WorkerPool> {
-    return WorkerPool.listen({ port: 0, ...opts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train, validation });
+    return WorkerPool.listen({ port: 0, ...opts }, { logger, clock: systemClock, model: modelSpec(config.model), config, train: data.train, validation: data.validation });
   }
 
-  function runTrainer(config: TrainConfig, executor: Executor, trainCount: number, validationCount: number): Promise<TrainResult> {
-    return new Trainer(config, { executor, logger: silentLogger(), clock: systemClock }, { trainCount, validationCount, evalChunk: 50 }).run();
-  }
-
-  async function runLocal(config: TrainConfig, trainCount: number, validationCount: number): Promise<TrainResult> {
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
-    try {
-      return await runTrainer(config, new LocalExecutor(runtime, train, validation, config.seed, systemClock), trainCount, validationCount);
-    } finally {
-      runtime.dispose();
-    }
-  }
+  const sizes = (trainCount: number, validationCount: number): RunSizes => ({ trainCount, validationCount, evalChunk: 50 });
+  const runLocal = (config: TrainConfig, trainCount: number, validationCount: number): Promise<TrainResult> => trainInProcess(data, config, sizes(trainCount, validationCount));
 
   /**
    * Trains with `n` spawned workers (on `backends[i]`, default wasm); `wrap` may intercept
@@ -77,22 +48,15 @@ describe('distributed training over WebSockets', () => {
   async function runDistributed(config: TrainConfig, n: number, trainCount: number, validationCount: number, logger?: Logger, wrap?: (pool: WorkerPool, children: Proc[]) => Executor, backends: string[] = []): Promise<TrainResult> {
     const pool = await listen(config, logger);
     const children = Array.from({ length: n }, (_, i) => spawnWorker(pool.url, `w${i + 1}`, { backend: backends[i] ?? 'wasm' }));
-    try {
+    return trainThenStop(pool, children, async () => {
       await pool.waitForWorkers(n);
-      const result = await runTrainer(config, wrap ? wrap(pool, children) : pool, trainCount, validationCount);
-      await pool.close();
-      const exits = await Promise.all(children.filter((c) => c.proc.signalCode === null).map((c) => c.exited));
-      for (const e of exits) assert.equal(e.code, 0, 'workers exit 0 on stop');
-      return result;
-    } finally {
-      await pool.close();
-      await reap(children);
-    }
+      return trainWith(config, wrap ? wrap(pool, children) : pool, sizes(trainCount, validationCount));
+    });
   }
 
   it('(a) two worker processes train two epochs to over 90 % validation accuracy', async () => {
     const config = resolveTrainConfig({ epochs: 2, batchSize: 32, microBatch: 16, lr: 0.05, seed: 1 }, 2);
-    const result = await runDistributed(config, 2, train.count, validation.count);
+    const result = await runDistributed(config, 2, data.train.count, data.validation.count);
     assert.equal(result.completed, true);
     assert.equal(result.history.length, 2);
     assert.equal(result.history[1]!.workers, 2);
@@ -121,18 +85,7 @@ describe('distributed training over WebSockets', () => {
     const reference = await runLocal(config, steps * 16, 16);
     const result = await runDistributed(config, 2, steps * 16, 16, undefined, undefined, ['wasm', other]);
     assert.equal(result.globalStep, steps);
-    const tensors = (s: ModelState): Float32Array[] => [...s.params, ...s.buffers];
-    const want = tensors(reference.state);
-    tensors(result.state).forEach((got, k) => {
-      const w = want[k]!;
-      let scale = 0;
-      let worst = 0;
-      for (let i = 0; i < w.length; i++) {
-        scale = Math.max(scale, Math.abs(w[i]!));
-        worst = Math.max(worst, Math.abs(got[i]! - w[i]!));
-      }
-      assert.ok(worst <= 1e-4 * scale + 1e-7, `tensor ${k}: max |diff| ${worst} > 1e-4 x ${scale}`);
-    });
+    assertCloseState(result.state, reference.state, 1e-4, 1e-7);
     assert.ok(Math.abs(result.history[0]!.trainLoss - reference.history[0]!.trainLoss) <= 1e-4 * reference.history[0]!.trainLoss);
   });
 
@@ -143,17 +96,7 @@ describe('distributed training over WebSockets', () => {
     const result = await runDistributed(resolveTrainConfig({ ...base, wirePrecision: 'float16' }, 2), 2, steps * 16, 16);
     assert.equal(result.globalStep, steps);
     assert.ok(!sameState(result.state, reference.state), 'float16 on the wire rounds: the weights are not bit-identical');
-    const want = [...reference.state.params, ...reference.state.buffers];
-    [...result.state.params, ...result.state.buffers].forEach((got, k) => {
-      const w = want[k]!;
-      let scale = 0;
-      let worst = 0;
-      for (let i = 0; i < w.length; i++) {
-        scale = Math.max(scale, Math.abs(w[i]!));
-        worst = Math.max(worst, Math.abs(got[i]! - w[i]!));
-      }
-      assert.ok(worst <= 5e-3 * scale + 1e-5, `tensor ${k}: max |diff| ${worst} > 5e-3 x ${scale}`);
-    });
+    assertCloseState(result.state, reference.state, 5e-3, 1e-5);
     // A float16 gradient is refused in a float32 run, whatever its values.
     const model = modelSpec('net');
     const half: GradientMessage = { type: MessageType.GRADIENT, step: 0, microBatch: 0, grads: model.params.map((p) => new Uint8Array(p.size * 2)), half: true, lossSum: 1, correct: 0, count: 4, batchStats: [], computeMs: 1 };
@@ -163,14 +106,14 @@ describe('distributed training over WebSockets', () => {
 
   it('(c) the averaged gradient of micro-batches equals the gradient of their union', async () => {
     const model = modelSpec('net');
-    const runtime = new ModelRuntime(backend, model);
+    const runtime = new ModelRuntime(data.backend, model);
     try {
       runtime.setState(initialState(model, 9));
-      const indices = Uint32Array.from({ length: 48 }, (_, i) => (i * 7) % train.count);
+      const indices = Uint32Array.from({ length: 48 }, (_, i) => (i * 7) % data.train.count);
       const parts = [];
-      for (const mb of chunk(indices, 12)) parts.push(await runtime.gradients(subset(train, mb.indices), dropoutSeed(9, 0, mb.id)));
+      for (const mb of chunk(indices, 12)) parts.push(await runtime.gradients(subset(data.train, mb.indices), dropoutSeed(9, 0, mb.id)));
       const reduced = reduceStep(parts);
-      const whole = await runtime.gradients(subset(train, indices), 0);
+      const whole = await runtime.gradients(subset(data.train, indices), 0);
       whole.grads.forEach((g, k) => {
         const mean = g.map((v) => v / indices.length);
         let diff = 0;
@@ -193,21 +136,21 @@ describe('distributed training over WebSockets', () => {
     const pool = await listen(config, logger);
     // In-process workers: one ships images, one has an identical local copy (none shipped).
     const workers = [
-      new Worker({ url: pool.url, name: 'remote-data' }, { logger: silentLogger(), backend }),
-      new Worker({ url: pool.url, name: 'local-data', localData: { train, validation } }, { logger: silentLogger(), backend }),
+      new Worker({ url: pool.url, name: 'remote-data' }, { logger: silentLogger(), backend: data.backend }),
+      new Worker({ url: pool.url, name: 'local-data', localData: { train: data.train, validation: data.validation } }, { logger: silentLogger(), backend: data.backend }),
     ];
     const runs = workers.map((w) => w.run());
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(2);
       const joined = await rec.next((e) => e.event === 'worker_joined' && e.workerName === 'local-data');
       assert.deepEqual(joined.localData, { train: true, validation: true });
       const weights = { version: 0, state: initialState(modelSpec(config.model), 2) };
-      const chunks = validationChunks(validation.count, 37);
+      const chunks = validationChunks(data.validation.count, 37);
       const results = await pool.evaluate('validation', chunks, weights);
       assert.equal(results.length, chunks.length);
-      assert.equal(results.reduce((n, r) => n + r.count, 0), validation.count);
-      const local = await new LocalExecutor(runtime, train, validation, 2, systemClock).evaluate('validation', chunks, weights);
+      assert.equal(results.reduce((n, r) => n + r.count, 0), data.validation.count);
+      const local = await new LocalExecutor(runtime, data.train, data.validation, 2, systemClock).evaluate('validation', chunks, weights);
       assert.deepEqual(results, local);
       // Every chunk went to exactly one worker, both workers took part.
       const assigned = rec.events.filter((e) => e.event === 'assigned' && e.kind === 'evaluate');
@@ -282,66 +225,45 @@ describe('distributed training over WebSockets', () => {
   });
 
   it('closes a worker that sends a bad gradient (4003) and gives its micro-batch to another', async () => {
-    const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed: 4 }, 2);
-    const rec = new LogRecorder();
-    const logger = rec.logger();
-    const pool = await listen(config, logger);
-    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend });
-    const honestRun = honest.run();
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
-    try {
-      await pool.waitForWorkers(1);
-      const liar = new WebSocket(pool.url);
-      const closed = once(liar, 'close');
-      liar.on('message', (data: Buffer) => {
-        const msg: CoordinatorMessage = decode(data, 'coordinator');
-        if (msg.type !== MessageType.ASSIGN) return;
-        const params = modelSpec(config.model).params;
+    // It answers every assignment with NaN gradients.
+    const { code, left } = await stepWithBadClient(4, {}, 'liar', {
+      autoPong: true,
+      onAssign: (ws, msg, model) => {
         for (const mb of msg.microBatches) {
-          liar.send(encode({
-            type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id, grads: params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN))),
+          ws.send(encode({
+            type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id, grads: model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(Number.NaN))),
             lossSum: 1, correct: 0, count: mb.indices.byteLength / 4, batchStats: [], computeMs: 1,
           }));
         }
-      });
-      await once(liar, 'open');
-      liar.send(encode({ type: MessageType.HELLO, name: 'liar', backend: 'cpu', adapter: 'CPU: test' }));
-      await pool.waitForWorkers(2);
-      const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 32 }, (_, i) => i), 8) };
-      const weights = { version: 0, state: initialState(modelSpec(config.model), 4) };
-      const { results } = await pool.gradients(work, weights);
-      const [code] = (await closed) as [number];
-      assert.equal(code, CloseCode.BAD_GRADIENT);
-      const left = await rec.next((e) => e.event === 'worker_left' && e.workerName === 'liar');
-      assert.match(String(left.reason), /NaN/);
-      assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0);
-      const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
-      assert.equal(results.length, 4);
-      results.forEach((r, i) => r.grads.forEach((g, k) => assert.ok(float32ToBytes(g).every((b, j) => b === float32ToBytes(local.results[i]!.grads[k]!)[j]))));
-    } finally {
-      await pool.close();
-      await honestRun;
-      runtime.dispose();
-    }
+      },
+    });
+    assert.equal(code, CloseCode.BAD_GRADIENT);
+    assert.match(String(left.reason), /NaN/);
   });
 
   /**
-   * One honest in-process worker and one bad client (`misbehave` says how) on a pool with
-   * `opts`; runs one step of 4 micro-batches and checks the results against in-process ones.
-   * Returns the bad client's close code and the coordinator's worker_left record for it.
+   * One honest in-process worker and one bad client on a pool with `opts`: the client says
+   * hello, answers pings only with `autoPong`, and answers assignments only through
+   * `onAssign`. Runs one step of 4 micro-batches and checks the results against in-process
+   * ones. Returns the bad client's close code and the coordinator's worker_left record for it.
    */
-  async function stepWithBadClient(seed: number, opts: { stepTimeoutMs: number; heartbeatMs: number }, name: string, client: { autoPong: boolean }): Promise<{ code: number; left: Record<string, unknown> }> {
+  async function stepWithBadClient(
+    seed: number, opts: Partial<PoolOptions>, name: string, client: { autoPong: boolean; onAssign?: (ws: WebSocket, msg: AssignMessage, model: ModelSpec) => void },
+  ): Promise<{ code: number; left: Record<string, unknown> }> {
     const config = resolveTrainConfig({ epochs: 1, batchSize: 32, microBatch: 8, seed }, 2);
     const rec = new LogRecorder();
     const pool = await listen(config, rec.logger(), opts);
-    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend });
+    const honest = new Worker({ url: pool.url, name: 'honest' }, { logger: silentLogger(), backend: data.backend });
     const honestRun = honest.run();
-    const runtime = new ModelRuntime(backend, modelSpec(config.model));
+    const runtime = new ModelRuntime(data.backend, modelSpec(config.model));
     try {
       await pool.waitForWorkers(1);
-      // It says hello and then never returns its work.
       const bad = new WebSocket(pool.url, { autoPong: client.autoPong });
       const closed = once(bad, 'close');
+      bad.on('message', (frame: Buffer) => {
+        const msg: CoordinatorMessage = decode(frame, 'coordinator');
+        if (msg.type === MessageType.ASSIGN) client.onAssign?.(bad, msg, modelSpec(config.model));
+      });
       await once(bad, 'open');
       bad.send(encode({ type: MessageType.HELLO, name, backend: 'cpu', adapter: 'CPU: test' }));
       await pool.waitForWorkers(2);
@@ -351,7 +273,7 @@ describe('distributed training over WebSockets', () => {
       const [code] = (await closed) as [number];
       const left = await rec.next((e) => e.event === 'worker_left' && e.workerName === name);
       assert.ok(Array.isArray(left.reassigned) && left.reassigned.length > 0, `reassigned ${JSON.stringify(left.reassigned)}`);
-      const local = await new LocalExecutor(runtime, train, validation, config.seed, systemClock).gradients(work, weights);
+      const local = await new LocalExecutor(runtime, data.train, data.validation, config.seed, systemClock).gradients(work, weights);
       assert.ok(results.every((r, i) => sameState({ params: r.grads, buffers: [] }, { params: local.results[i]!.grads, buffers: [] })));
       return { code, left };
     } finally {
@@ -382,14 +304,14 @@ describe('distributed training over WebSockets', () => {
     const rec = new LogRecorder();
     const logger = rec.logger();
     const pool = await listen(config, logger, { minWorkers: 2, waitLogMs: 50 });
-    const workers = [new Worker({ url: pool.url, name: 'first' }, { logger: silentLogger(), backend })];
+    const workers = [new Worker({ url: pool.url, name: 'first' }, { logger: silentLogger(), backend: data.backend })];
     const runs = [workers[0]!.run()];
     try {
       await pool.waitForWorkers(1);
       const work = { epoch: 0, globalStep: 0, microBatches: chunk(Uint32Array.from({ length: 16 }, (_, i) => i), 8) };
       const pending = pool.gradients(work, { version: 0, state: initialState(modelSpec(config.model), 8) });
       await rec.next((e) => e.event === 'waiting' && e.have === 1 && e.need === 2);
-      workers.push(new Worker({ url: pool.url, name: 'second' }, { logger: silentLogger(), backend }));
+      workers.push(new Worker({ url: pool.url, name: 'second' }, { logger: silentLogger(), backend: data.backend }));
       runs.push(workers[1]!.run());
       const { results, timing } = await pending;
       assert.equal(results.length, 2);
@@ -445,13 +367,13 @@ describe('distributed training over WebSockets', () => {
         if (n === 1) return ws.terminate();
         ws.send(encode({
           type: MessageType.WELCOME, workerId: 1, config, heartbeatMs: 30, hashes: { train: 'a'.repeat(64), validation: 'a'.repeat(64) },
-          counts: { train: train.count, validation: validation.count }, localData: { train: false, validation: false },
+          counts: { train: data.train.count, validation: data.validation.count }, localData: { train: false, validation: false },
         }));
       });
     });
     const rec = new LogRecorder();
     const logger = rec.logger();
-    const worker = new Worker({ url: `ws://127.0.0.1:${port}`, name: 'phoenix', backoff: { initialMs: 20, factor: 2, maxMs: 100, jitter: 0.2 } }, { logger, backend });
+    const worker = new Worker({ url: `ws://127.0.0.1:${port}`, name: 'phoenix', backoff: { initialMs: 20, factor: 2, maxMs: 100, jitter: 0.2 } }, { logger, backend: data.backend });
     const run = worker.run();
     await rec.next((e) => e.event === 'reconnecting' && /1006/.test(String(e.reason)));
     await rec.next((e) => e.event === 'reconnecting' && /no heartbeat/.test(String(e.reason)));
@@ -478,9 +400,9 @@ describe('distributed training over WebSockets', () => {
     const pool = await listen(config, silentLogger(), { tls: { cert, key }, token: 'tls-token' });
     try {
       assert.match(pool.url, /^wss:\/\/127\.0\.0\.1:\d+$/);
-      const untrusting = new Worker({ url: pool.url, name: 'no-ca', token: 'tls-token' }, { logger: silentLogger(), backend });
+      const untrusting = new Worker({ url: pool.url, name: 'no-ca', token: 'tls-token' }, { logger: silentLogger(), backend: data.backend });
       await assert.rejects(untrusting.run(), (err: unknown) => isFlockError(err, ErrorCode.UNAUTHORIZED) && /--ca/.test(err.message));
-      const trusting = new Worker({ url: pool.url, name: 'ca', token: 'tls-token', ca: cert }, { logger: silentLogger(), backend });
+      const trusting = new Worker({ url: pool.url, name: 'ca', token: 'tls-token', ca: cert }, { logger: silentLogger(), backend: data.backend });
       const run = trusting.run();
       await pool.waitForWorkers(1);
       await pool.close();

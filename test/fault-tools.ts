@@ -275,6 +275,33 @@ function carriesNonFinite(grads: readonly Uint8Array[], half: boolean): boolean 
   return false;
 }
 
+export interface FuzzResult {
+  readonly i: number;
+  readonly kind: string;
+  readonly code: number;
+  readonly expected: number[];
+}
+
+/**
+ * Sends each frame on a fresh authenticated connection to `url` right after its welcome, four
+ * connections at a time; connection i says hello as `${prefix}${i}`. Resolves with the close
+ * code each got and the codes its frame calls for.
+ */
+export async function fuzzListener(url: string, token: string, frames: readonly FuzzFrame[], prefix: string): Promise<FuzzResult[]> {
+  const results: FuzzResult[] = [];
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    for (let i = next++; i < frames.length; i = next++) {
+      const frame = frames[i]!;
+      const c = scriptedClient(url, { token, hello: `${prefix}${i}`, onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }) });
+      const o = await c.outcome;
+      results.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
+    }
+  };
+  await Promise.all([lane(), lane(), lane(), lane()]);
+  return results;
+}
+
 export function expectedCloseCodes(frame: FuzzFrame): number[] {
   if (typeof frame.data === 'string') return [CloseCode.PROTOCOL];
   switch (frame.kind) {

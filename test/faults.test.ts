@@ -8,7 +8,7 @@
 // bit-identical to the undisturbed run (micro-batch gradients are reduced in id order, so
 // who computed what cannot matter).
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -16,28 +16,21 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { readCheckpointFile, type Checkpoint } from '../coordinator/checkpoint.js';
 import type { Executor } from '../coordinator/executor.js';
-import { LocalExecutor } from '../coordinator/local-executor.js';
 import type { PoolOptions } from '../coordinator/pool-options.js';
-import { Trainer, type TrainResult } from '../coordinator/trainer.js';
+import type { TrainResult } from '../coordinator/trainer.js';
 import { WorkerPool, maxPayload } from '../coordinator/worker-pool.js';
-import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
-import { loadCifar, type Dataset } from '../shared/data/cifar.js';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
-import type { EpochMetrics } from '../coordinator/metrics.js';
-import { ModelRuntime } from '../shared/models/runtime.js';
-import { modelSpec, type ModelSpec, type ModelState } from '../shared/models/spec.js';
+import { modelSpec, type ModelSpec } from '../shared/models/spec.js';
 import { CloseCode, MessageType, PROTOCOL_VERSION, encode, type AssignMessage } from '../shared/protocol.js';
 import { Rng, mixSeed } from '../shared/random.js';
-import { float32ToBytes } from '../shared/tensor-codec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { COORDINATOR_CLI, freePort, reap, spawnNode, spawnWorker, startRelay, type Proc } from './child-procs.js';
 import {
-  GRADIENT_MUTATIONS, MESSAGE_TOO_BIG, WS_INVALID_DATA, WS_PROTOCOL_ERROR, expectedCloseCodes, fuzzFrames, gradientFrame, helloFrame,
-  mutateGradient, rawFrame, rawUpgrade, scriptedClient, unitCount, wellFormedGradient, wsFrame, type ClientOutcome,
+  GRADIENT_MUTATIONS, MESSAGE_TOO_BIG, WS_INVALID_DATA, WS_PROTOCOL_ERROR, fuzzFrames, fuzzListener, gradientFrame, helloFrame,
+  mutateGradient, rawFrame, rawUpgrade, scriptedClient, unitCount, wellFormedGradient, wsFrame, type ClientOutcome, type FuzzResult,
 } from './fault-tools.js';
 import { LogRecorder, type LogEvent } from './log-recorder.js';
-import { silentLogger, trainingBackend } from './helpers.js';
+import { assertFinalCheckpoint, checkpointFile, epochMetrics, sameState, trainInProcess, trainWith, useTrainingData, type RunSizes } from './reference-run.js';
 import { signalDescendant } from './signal-child.js';
 
 /** Every random choice of the suite (kill steps, victims, fuzz frames) derives from this. */
@@ -80,59 +73,37 @@ function instrument(pool: WorkerPool, hooks: { before?: (step: number) => Promis
   return { executor, steps };
 }
 
-const stateBytes = (s: ModelState): Buffer => Buffer.concat([...s.params, ...s.buffers].map((t) => Buffer.from(float32ToBytes(t))));
-const metrics = (h: readonly EpochMetrics[]): number[][] => h.map((m) => [m.epoch, m.steps, m.trainLoss, m.trainAccuracy, m.valLoss, m.valAccuracy]);
-
 const named = (name: string) => (e: LogEvent): boolean => e.workerName === name;
 const left = (name: string) => (e: LogEvent): boolean => e.event === 'worker_left' && e.workerName === name;
 
 describe('fault injection on real processes', { timeout: 240_000 }, () => {
-  let dataDir: string;
-  let train: Dataset;
-  let validation: Dataset;
+  // 42 kept images per file: 210 training images = 6 steps of 32 per epoch; 42 validation.
+  const data = useTrainingData('flock-faults-', { trainPerFile: 48, testCount: 48, seed: 13 });
   let config: TrainConfig;
   let model: ModelSpec;
   let reference: TrainResult;
   let stepsPerEpoch: number;
   let totalSteps: number;
-  let backend: ComputeBackend;
   const procs = new Set<Proc>();
 
   before(async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'flock-faults-'));
-    // 42 kept images per file: 210 training images = 6 steps of 32 per epoch; 42 validation.
-    await writeSyntheticCifar(dataDir, { trainPerFile: 48, testCount: 48, seed: 13 });
-    ({ train, validation } = await loadCifar(dataDir));
     config = resolveTrainConfig(TRAIN, 1);
     model = modelSpec(config.model);
-    stepsPerEpoch = Math.floor(train.count / config.batchSize);
+    stepsPerEpoch = Math.floor(data.train.count / config.batchSize);
     totalSteps = stepsPerEpoch * config.epochs;
-    backend = await trainingBackend();
-    reference = await runLocal(config);
+    reference = await trainInProcess(data, config, sizes());
     assert.equal(reference.globalStep, totalSteps);
   });
 
-  after(async () => {
-    await reap(procs);
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => reap(procs));
 
-  function runTrainer(executor: Executor, cfg: TrainConfig = config): Promise<TrainResult> {
-    return new Trainer(cfg, { executor, logger: silentLogger(), clock: systemClock }, { trainCount: train.count, validationCount: validation.count, evalChunk: EVAL_CHUNK }).run();
-  }
-
+  const sizes = (): RunSizes => ({ trainCount: data.train.count, validationCount: data.validation.count, evalChunk: EVAL_CHUNK });
+  const runTrainer = (executor: Executor, cfg: TrainConfig = config): Promise<TrainResult> => trainWith(cfg, executor, sizes());
   /** The undisturbed in-process run of `cfg`. */
-  async function runLocal(cfg: TrainConfig): Promise<TrainResult> {
-    const runtime = new ModelRuntime(backend, model);
-    try {
-      return await runTrainer(new LocalExecutor(runtime, train, validation, cfg.seed, systemClock), cfg);
-    } finally {
-      runtime.dispose();
-    }
-  }
+  const runLocal = (cfg: TrainConfig): Promise<TrainResult> => trainInProcess(data, cfg, sizes());
 
   function listen(logger: Logger, opts: Partial<PoolOptions> = {}, cfg: TrainConfig = config): Promise<WorkerPool> {
-    return WorkerPool.listen({ port: 0, stepTimeoutMs: 60_000, heartbeatMs: 5_000, ...opts }, { logger, clock: systemClock, model, config: cfg, train, validation });
+    return WorkerPool.listen({ port: 0, stepTimeoutMs: 60_000, heartbeatMs: 5_000, ...opts }, { logger, clock: systemClock, model, config: cfg, train: data.train, validation: data.validation });
   }
 
   function worker(url: string, name: string, opts: { token?: string; logLevel?: string } = {}): Proc {
@@ -157,8 +128,8 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
     }
     assert.deepEqual(result.state.params, ref.state.params);
     assert.deepEqual(result.state.buffers, ref.state.buffers);
-    assert.ok(stateBytes(result.state).equals(stateBytes(ref.state)), 'weights are bit-identical to the undisturbed run');
-    assert.deepEqual(metrics(result.history), metrics(ref.history));
+    assert.ok(sameState(result.state, ref.state), 'weights are bit-identical to the undisturbed run');
+    assert.deepEqual(epochMetrics(result.history), epochMetrics(ref.history));
   }
 
   it('worker processes SIGKILLed at random steps (on assignment, mid-step, mid-validation) and restarted', async (t: TestContext) => {
@@ -387,21 +358,9 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
 
       // The idle fuzzer: each frame on a fresh, authenticated connection right after WELCOME, holding no work.
       const frames = fuzzFrames(mixSeed(FAULT_SEED, 3), FUZZ_FRAMES, model);
-      const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
+      let fuzzResults: FuzzResult[] = [];
       const fuzz = async (): Promise<void> => {
-        let next = 0;
-        const lane = async (): Promise<void> => {
-          for (let i = next++; i < frames.length; i = next++) {
-            const frame = frames[i]!;
-            const c = scriptedClient(url, {
-              token: TOKEN, hello: `fuzz-${i}`,
-              onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }),
-            });
-            const o = await c.outcome;
-            fuzzResults.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
-          }
-        };
-        await Promise.all([lane(), lane(), lane(), lane()]);
+        fuzzResults = await fuzzListener(url, TOKEN, frames, 'fuzz-');
       };
 
       let earlyDone: Promise<void> = Promise.resolve();
@@ -479,18 +438,9 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
       const relay = await startRelay(pool.url, 'relay-under-fuzz', procs, { token: TOKEN });
       const honest = [worker(relay.url, 'behind-relay-1', { token: TOKEN }), worker(relay.url, 'behind-relay-2', { token: TOKEN })];
       const frames = fuzzFrames(mixSeed(FAULT_SEED, 9), FUZZ_FRAMES / 2, model);
-      const fuzzResults: { i: number; kind: string; code: number; expected: number[] }[] = [];
+      let fuzzResults: FuzzResult[] = [];
       const fuzz = async (): Promise<void> => {
-        let next = 0;
-        const lane = async (): Promise<void> => {
-          for (let i = next++; i < frames.length; i = next++) {
-            const frame = frames[i]!;
-            const c = scriptedClient(relay.url, { token: TOKEN, hello: `relay-fuzz-${i}`, onWelcome: (ws) => ws.send(frame.data, { binary: typeof frame.data !== 'string' }) });
-            const o = await c.outcome;
-            fuzzResults.push({ i, kind: frame.kind, code: o.code, expected: expectedCloseCodes(frame) });
-          }
-        };
-        await Promise.all([lane(), lane(), lane(), lane()]);
+        fuzzResults = await fuzzListener(relay.url, TOKEN, frames, 'relay-fuzz-');
       };
       let fuzzDone: Promise<void> = Promise.resolve();
       const { executor, steps } = instrument(pool, {
@@ -588,43 +538,32 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
 
   // ---- the coordinator CLI ----------------------------------------------------------------
 
-  const cliArgs = (): string[] => ['--data-dir', dataDir, '--epochs', String(TRAIN.epochs), '--batch-size', String(TRAIN.batchSize), '--micro-batch', String(TRAIN.microBatch),
+  const cliArgs = (): string[] => ['--data-dir', data.dir, '--epochs', String(TRAIN.epochs), '--batch-size', String(TRAIN.batchSize), '--micro-batch', String(TRAIN.microBatch),
     '--model', TRAIN.model, '--lr', String(TRAIN.lr), '--seed', String(TRAIN.seed), '--backend', 'wasm'];
-  const finalCheckpoint = (): string => `checkpoint-${String(totalSteps).padStart(9, '0')}.flock`;
   let undisturbedCli: Promise<Checkpoint> | undefined;
 
   /** The final checkpoint of an undisturbed CLI run (in one process: worker count never changes the weights). */
   function cliReference(): Promise<Checkpoint> {
     undisturbedCli ??= (async () => {
-      const dir = join(dataDir, 'cli-reference');
+      const dir = join(data.dir, 'cli-reference');
       const ref = spawnNode('reference', COORDINATOR_CLI, ['start', '--local', ...cliArgs(), '--checkpoint-dir', dir]);
       procs.add(ref);
       assert.equal((await ref.exited).code, 0, ref.output());
-      const checkpoint = await readCheckpointFile(join(dir, finalCheckpoint()));
-      assert.ok(stateBytes(checkpoint.state).equals(stateBytes(reference.state)), 'the CLI reference equals the in-process reference');
+      const checkpoint = await readCheckpointFile(join(dir, checkpointFile(totalSteps)));
+      assert.ok(sameState(checkpoint.state, reference.state), 'the CLI reference equals the in-process reference');
       return checkpoint;
     })();
     return undisturbedCli;
   }
 
   /** The run's final checkpoint holds the undisturbed run's weights, optimiser state, position and metrics. */
-  async function assertFinalCheckpoint(dir: string): Promise<void> {
-    const undisturbed = await cliReference();
-    const files = (await readdir(dir)).filter((f) => f.endsWith('.flock')).sort();
-    assert.equal(files.at(-1), finalCheckpoint());
-    const final = await readCheckpointFile(join(dir, finalCheckpoint()));
-    assert.equal(final.globalStep, totalSteps);
+  async function finalCheckpointIsUndisturbed(dir: string): Promise<void> {
+    const final = await assertFinalCheckpoint(dir, totalSteps, await cliReference());
     assert.equal(final.epoch, config.epochs);
-    assert.deepEqual(final.state.params, undisturbed.state.params);
-    assert.deepEqual(final.state.buffers, undisturbed.state.buffers);
-    assert.ok(stateBytes(final.state).equals(stateBytes(undisturbed.state)), 'final weights are bit-identical to the undisturbed CLI run');
-    assert.deepEqual(final.momentum, undisturbed.momentum);
-    // Metrics are sums over the steps of each epoch: a lost or repeated step would change them.
-    assert.deepEqual(metrics(final.history), metrics(undisturbed.history));
   }
 
   it('coordinator CLI with --spawn-workers: its workers SIGKILLed at random steps are restarted by it; final checkpoint is the undisturbed run\'s', async (t: TestContext) => {
-    const ck = join(dataDir, 'cli-spawned');
+    const ck = join(data.dir, 'cli-spawned');
     const rng = new Rng(mixSeed(FAULT_SEED, 5));
     const candidates = Array.from({ length: totalSteps - 2 }, (_, i) => i + 1);
     const killSteps = new Set<number>();
@@ -662,7 +601,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
     // Every step ran once: one checkpoint per step, in order (epoch ends included).
     const written = c.log.filter((e) => e.event === 'checkpoint').map((e) => e.globalStep as number);
     assert.deepEqual(written, Array.from({ length: totalSteps }, (_, i) => i + 1));
-    await assertFinalCheckpoint(ck);
+    await finalCheckpointIsUndisturbed(ck);
     t.diagnostic(`spawned workers killed after steps ${killed.map((k) => `${k.step} (${k.slot})`).join(', ')}; restarted by the coordinator`);
   });
 
@@ -726,7 +665,7 @@ describe('fault injection on real processes', { timeout: 240_000 }, () => {
         assert.deepEqual([...joined].sort(), ['ext-1', 'ext-2'], 'both external workers rejoined');
       }
 
-      await assertFinalCheckpoint(ck);
+      await finalCheckpointIsUndisturbed(ck);
       t.diagnostic(`coordinator killed after checkpoints at steps ${killAt.join(' and ')}; resumed ${coordinators.length - 1} times on port ${port}`);
     } finally {
       await rm(root, { recursive: true, force: true });

@@ -7,15 +7,12 @@
 // every step checkpointed exactly once, and nothing of the harness left behind.
 // Needs root (CI runs as root); elsewhere it skips with the reason, except under CI=true.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { readCheckpointFile, type Checkpoint } from '../coordinator/checkpoint.js';
-import type { EpochMetrics } from '../coordinator/metrics.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
-import type { ModelState } from '../shared/models/spec.js';
-import { float32ToBytes } from '../shared/tensor-codec.js';
 import { writeSelfSignedCert } from '../scripts/netsim/certs.js';
 import { canCreateNamespaces } from '../scripts/netsim/ip.js';
 import { listNamespaces } from '../scripts/netsim/ip.js';
@@ -23,6 +20,7 @@ import { NetSim, sweepStale, type Host } from '../scripts/netsim/topology.js';
 import { fileURLToPath } from 'node:url';
 import { COORDINATOR_CLI, WORKER_CLI, reap, spawnNode, type Proc } from './child-procs.js';
 import type { LogEvent } from './log-recorder.js';
+import { assertCheckpointedOnce, assertFinalCheckpoint, checkpointFile } from './reference-run.js';
 
 const TRAIN = { model: 'net', epochs: 2, batchSize: 32, microBatch: 8, lr: 0.05, seed: 11 } as const;
 /** 210 training images: 6 steps of 32 per epoch. */
@@ -33,9 +31,6 @@ const TOKEN = 'netsim-token';
 const HEARTBEAT_MS = 500;
 const inCi = process.env.CI === 'true';
 
-const stateBytes = (s: ModelState): Buffer => Buffer.concat([...s.params, ...s.buffers].map((t) => Buffer.from(float32ToBytes(t))));
-const metrics = (h: readonly EpochMetrics[]): number[][] => h.map((m) => [m.epoch, m.steps, m.trainLoss, m.trainAccuracy, m.valLoss, m.valAccuracy]);
-const finalName = `checkpoint-${String(TOTAL_STEPS).padStart(9, '0')}.flock`;
 
 interface Run {
   readonly sim: NetSim;
@@ -79,7 +74,7 @@ describe('multi-host: network namespaces', { timeout: 300_000 }, () => {
     const ref = spawnNode('reference', COORDINATOR_CLI, ['start', '--local', ...common(), '--checkpoint-dir', join(root, 'reference')]);
     procs.add(ref);
     assert.equal((await ref.exited).code, 0, ref.output());
-    reference = await readCheckpointFile(join(root, 'reference', finalName));
+    reference = await readCheckpointFile(join(root, 'reference', checkpointFile(TOTAL_STEPS)));
   });
 
   after(async () => {
@@ -141,16 +136,8 @@ describe('multi-host: network namespaces', { timeout: 300_000 }, () => {
 
   /** Every step checkpointed exactly once and in order; the final checkpoint is the undisturbed run's. */
   async function checkOutcome(run: Run): Promise<void> {
-    const written = run.coordinator.log.filter((e) => e.event === 'checkpoint').map((e) => e.globalStep as number);
-    assert.deepEqual(written, Array.from({ length: TOTAL_STEPS }, (_, i) => i + 1), 'each step ran and was checkpointed exactly once');
-    const files = (await readdir(run.checkpointDir)).filter((f) => f.endsWith('.flock')).sort();
-    assert.equal(files.at(-1), finalName);
-    const final = await readCheckpointFile(join(run.checkpointDir, finalName));
-    assert.equal(final.globalStep, TOTAL_STEPS);
-    assert.ok(stateBytes(final.state).equals(stateBytes(reference.state)), 'final weights are bit-identical to the undisturbed run');
-    assert.deepEqual(final.momentum, reference.momentum);
-    // Epoch metrics are sums over steps: a lost or doubled step would change them.
-    assert.deepEqual(metrics(final.history), metrics(reference.history));
+    assertCheckpointedOnce(run.coordinator.log.events, TOTAL_STEPS);
+    await assertFinalCheckpoint(run.checkpointDir, TOTAL_STEPS, reference);
   }
 
   const joinedAs = (name: string) => (e: LogEvent): boolean => e.event === 'worker_joined' && e.workerName === name;

@@ -2,26 +2,17 @@
 // `script`): pretty lines and the live status line; piped: JSON lines only.
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { describe, it } from 'node:test';
 import { COORDINATOR_CLI, runCli } from './dashboard-tools.js';
+import { useSyntheticCifar } from './helpers.js';
 
 const hasScript = spawnSync('script', ['--version']).status === 0;
 
 describe('coordinator terminal output', () => {
-  let root: string;
-  let dataDir: string;
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), 'flock-terminal-'));
-    dataDir = join(root, 'cifar-10-batches-bin');
-    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 160, seed: 5 });
-  });
-  after(() => rm(root, { recursive: true, force: true }));
+  const synth = useSyntheticCifar('flock-terminal-', { trainPerFile: 100, testCount: 160, seed: 5 });
 
-  const args = (ck: string): string[] => ['start', '--spawn-workers', '2', '--epochs', '2', '--batch-size', '32', '--lr', '0.05', '--data-dir', dataDir, '--checkpoint-dir', join(root, ck), '--backend', 'wasm'];
+  const args = (ck: string): string[] => ['start', '--spawn-workers', '2', '--epochs', '2', '--batch-size', '32', '--lr', '0.05', '--data-dir', synth.dataDir, '--checkpoint-dir', join(synth.root, ck), '--backend', 'wasm'];
 
   it('on a terminal: pretty lines and a status line redrawn in place', { skip: hasScript ? false : 'needs `script` from util-linux' }, async () => {
     const command = [process.execPath, COORDINATOR_CLI, ...args('ck-tty')].join(' ');

@@ -18,18 +18,16 @@ import { systemClock } from '../shared/clock.js';
 import { loadCifar, type Dataset } from '../shared/data/cifar.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
-import { initialState, modelSpec, type ModelState } from '../shared/models/spec.js';
-import { float32ToBytes } from '../shared/tensor-codec.js';
+import { initialState, modelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { planEpoch, validationChunks } from '../shared/training/schedule.js';
 import { reap, spawnNode, spawnWorker, type Proc } from './child-procs.js';
 import { trainingBackend } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 import type { Lie } from './lying-worker.js';
+import { sameState } from './reference-run.js';
 
 const LYING_WORKER = fileURLToPath(new URL('./lying-worker.js', import.meta.url));
-
-const bytes = (s: ModelState): Buffer => Buffer.concat([...s.params, ...s.buffers].map((t) => float32ToBytes(t)));
 
 describe('verified steps: audits, guards, quarantine and exact recovery', () => {
   let backend: ComputeBackend;
@@ -112,7 +110,7 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
       const exit = await liar.exited;
       assert.notEqual(exit.code, 0, 'the quarantined worker leaves with an error');
       assert.match(liar.output(), /quarantined|ERR_QUARANTINED/);
-      assert.ok(bytes(result.state).equals(bytes(reference.state)), 'final weights equal the run without the liar');
+      assert.ok(sameState(result.state, reference.state), 'final weights equal the run without the liar');
       assert.deepEqual(result.history.map((h) => h.valAccuracy), reference.history.map((h) => h.valAccuracy));
       const done = rec.filter((e) => e.event === 'done')[0]!;
       const v = done.verification as Record<string, number>;
@@ -125,7 +123,7 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
     const { result, rec } = await withLiar('fake-validation');
     assert.equal(rec.filter((e) => e.event === 'quarantined' && e.workerName === 'liar').length, 1);
     assert.deepEqual(result.history.map((h) => [h.valAccuracy, h.valLoss]), reference.history.map((h) => [h.valAccuracy, h.valLoss]));
-    assert.ok(bytes(result.state).equals(bytes(reference.state)));
+    assert.ok(sameState(result.state, reference.state));
   });
 
   it('a quarantined name is refused at hello (4009, the worker exits 1); once lifted it joins', async () => {

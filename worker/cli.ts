@@ -11,6 +11,8 @@ import { loadCifar } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
 import { intArg, reportFailure } from '../shared/cli-options.js';
+import { REJOIN_DEFAULTS } from './rejoin.js';
+import { DEFAULT_MAX_DATA_BYTES } from './sample-cache.js';
 import { Worker } from './worker.js';
 
 interface WorkerFlags {
@@ -93,8 +95,8 @@ function main(argv: string[]): void {
     .addOption(new Option('--backend <name>', 'compute backend: auto picks tensorflow (tfjs-node-gpu/tfjs-node) if installed, else webgpu on a hardware GPU adapter, else wasm, else cpu').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data-dir <dir>', 'optional local CIFAR-10 copy (cifar-10-batches-bin); if it is identical to the coordinator\'s, images are not sent over the network')
     .option('--ca <file>', 'PEM CA certificate to trust for wss:// (e.g. the coordinator\'s self-signed certificate)')
-    .option('--max-data-mb <mb>', 'memory the images sent by the coordinator may take at most; a coordinator announcing more is refused [ERR_DATA_TOO_LARGE]', intArg(1, 1 << 20), 512)
-    .option('--give-up-after <ms>', 'exit with an error after failing to reach the coordinator for this long', intArg(1), 300_000)
+    .option('--max-data-mb <mb>', 'memory the images sent by the coordinator may take at most; a coordinator announcing more is refused [ERR_DATA_TOO_LARGE]', intArg(1, 1 << 20), DEFAULT_MAX_DATA_BYTES / 2 ** 20)
+    .option('--give-up-after <ms>', 'exit with an error after failing to reach the coordinator for this long', intArg(1), REJOIN_DEFAULTS.giveUpAfterMs)
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'auto: pretty on a terminal, JSON lines otherwise; json: one JSON object per line (for machines); pretty: for people').choices(LOG_FORMATS).default('auto'))
     .showHelpAfterError()

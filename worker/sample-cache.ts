@@ -7,6 +7,9 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import { flagsToBits, type HeldSamples, type WelcomeMessage } from '../shared/protocol.js';
 import { SampleStore, storeBytes } from './sample-store.js';
 
+/** What the images a coordinator sends may take by default (--max-data-mb 512). */
+export const DEFAULT_MAX_DATA_BYTES = 512 * 2 ** 20;
+
 export type SplitStores = { readonly train: SampleStore; readonly validation: SampleStore };
 
 export class SampleCache {

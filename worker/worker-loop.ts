@@ -12,8 +12,9 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec, type ModelSpec } from '../shared/models/spec.js';
-import { BACKOFF_DEFAULTS, backoffDelay, type BackoffOptions } from './backoff.js';
-import { SampleCache } from './sample-cache.js';
+import { BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js';
+import { REJOIN_DEFAULTS, Rejoin } from './rejoin.js';
+import { DEFAULT_MAX_DATA_BYTES, SampleCache } from './sample-cache.js';
 import { Session, type SessionOptions } from './session.js';
 import type { SocketFactory } from './socket.js';
 import type { DatasetInfo } from '../shared/protocol.js';
@@ -33,7 +34,7 @@ export interface WorkerLoopOptions {
   readonly giveUpAfterMs: number;
 }
 
-export const WORKER_DEFAULTS: Pick<WorkerLoopOptions, 'backoff' | 'giveUpAfterMs' | 'maxDataBytes'> = { backoff: BACKOFF_DEFAULTS, giveUpAfterMs: 5 * 60_000, maxDataBytes: 512 * 2 ** 20 };
+export const WORKER_DEFAULTS: Pick<WorkerLoopOptions, 'backoff' | 'giveUpAfterMs' | 'maxDataBytes'> = { ...REJOIN_DEFAULTS, maxDataBytes: DEFAULT_MAX_DATA_BYTES };
 
 export interface WorkerLoopDeps {
   readonly logger: Logger;
@@ -57,43 +58,30 @@ export class WorkerLoop {
   private readonly runtimes = new Map<ModelName, ModelRuntime>();
   private readonly samples: SampleCache;
   private session: Session | undefined;
-  private closed = false;
-  private wake: (() => void) | undefined;
+  private readonly rejoin: Rejoin;
+  private readonly clock: Clock;
 
   constructor(opts: Partial<WorkerLoopOptions> & Pick<WorkerLoopOptions, 'url' | 'name'>, private readonly deps: WorkerLoopDeps) {
     this.opts = { ...WORKER_DEFAULTS, ...definedOnly(opts), url: opts.url, name: opts.name, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
     if (!Number.isSafeInteger(this.opts.maxDataBytes) || this.opts.maxDataBytes < 0) throw new FlockError(ErrorCode.BAD_OPTION, `maxDataBytes must be a non-negative integer (got ${this.opts.maxDataBytes})`);
     this.samples = new SampleCache(this.opts.maxDataBytes);
+    this.clock = deps.clock ?? systemClock;
+    this.rejoin = new Rejoin({ url: this.opts.url, peer: 'the coordinator', backoff: this.opts.backoff, giveUpAfterMs: this.opts.giveUpAfterMs },
+      { logger: deps.logger, clock: this.clock, random: deps.random ?? Math.random });
     this.sessionOpts = { url: this.opts.url, name: this.opts.name, backendName: this.opts.backendLabel ?? deps.backend.name, adapter: deps.backend.adapter, ...(this.opts.localData ? { localData: this.opts.localData } : {}) };
   }
 
   async run(): Promise<WorkerOutcome> {
-    const clock = this.deps.clock ?? systemClock;
-    const random = this.deps.random ?? Math.random;
-    const log = this.deps.logger;
-    let attempt = 0;
-    let lostSince = clock.now();
     try {
-      for (;;) {
-        if (this.closed) return { reason: 'worker shutting down' };
-        this.session = new Session(this.sessionOpts, { logger: log, clock, socket: this.deps.socket, runtime: (m) => this.runtime(m), samples: this.samples });
-        const end = await this.session.start();
-        this.session = undefined;
-        if (end.kind === 'stopped') return { reason: end.reason };
-        if (this.closed) return { reason: 'worker shutting down' };
-        if (end.welcomed) {
-          attempt = 0;
-          lostSince = clock.now();
+      const reason = await this.rejoin.run(async () => {
+        this.session = new Session(this.sessionOpts, { logger: this.deps.logger, clock: this.clock, socket: this.deps.socket, runtime: (m) => this.runtime(m), samples: this.samples });
+        try {
+          return await this.session.start();
+        } finally {
+          this.session = undefined;
         }
-        const lostFor = clock.now() - lostSince;
-        if (lostFor > this.opts.giveUpAfterMs) {
-          throw new FlockError(ErrorCode.TIMEOUT, `could not reach the coordinator at ${this.opts.url} for ${Math.round(lostFor / 1000)} s (last: ${end.reason}); giving up`);
-        }
-        const delayMs = backoffDelay(attempt++, this.opts.backoff, random);
-        const what = end.welcomed ? 'connection to the coordinator lost' : 'cannot reach the coordinator';
-        log.warn({ event: 'reconnecting', attempt, delayMs, reason: end.reason }, `${what} (${end.reason}); retrying in ${delayMs} ms`);
-        await this.sleep(delayMs);
-      }
+      }, 'worker shutting down');
+      return { reason };
     } finally {
       for (const r of this.runtimes.values()) r.dispose();
       this.runtimes.clear();
@@ -102,9 +90,8 @@ export class WorkerLoop {
 
   /** Leaves gracefully: closes the connection normally; `run()` then resolves. */
   close(): void {
-    this.closed = true;
+    this.rejoin.close();
     this.session?.close();
-    this.wake?.();
   }
 
   private runtime(model: ModelName): ModelRuntime {
@@ -114,16 +101,5 @@ export class WorkerLoop {
       this.runtimes.set(model, r);
     }
     return r;
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = done;
-    });
   }
 }

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { JoinHandler } from '../join/join-routes.js';
-import { tokenMatches } from '../upgrade-auth.js';
+import { readCookie, secretEquals, tokenMatches } from '../upgrade-auth.js';
 import type { DashboardAssets } from './assets.js';
 import type { RunMonitor } from './run-monitor.js';
 import type { Eta, RunUpdate, StepPoint } from './run-state.js';
@@ -53,14 +53,6 @@ const SECURITY_HEADERS = {
 
 /** The cookie holds a digest of the token, not the token itself. */
 const sessionValue = (token: string): string => createHash('sha256').update(`flock-dashboard\0${token}`, 'utf8').digest('hex');
-
-function cookie(req: IncomingMessage, name: string): string | undefined {
-  for (const part of (req.headers.cookie ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -145,7 +137,7 @@ export function createHttpRoutes(opts: HttpRoutesOptions, deps: HttpRoutesDeps):
   const authorized = (req: IncomingMessage): boolean => {
     if (opts.token === undefined || session === undefined) return true;
     const bearer = tokenMatches(opts.token, req.headers.authorization);
-    const fromCookie = tokenMatches(session, `Bearer ${cookie(req, COOKIE) ?? ''}`);
+    const fromCookie = secretEquals(session, readCookie(req, COOKIE) ?? '');
     return bearer || fromCookie;
   };
 

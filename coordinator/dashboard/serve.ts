@@ -8,12 +8,13 @@ import { loadDashboardAssets } from './assets.js';
 import { createHttpRoutes } from './http-routes.js';
 import { createRunMetrics } from './prometheus.js';
 import type { RunMonitor } from './run-monitor.js';
+import type { TlsOptions } from '../pool-options.js';
 
 export interface ServeOptions {
   readonly host: string;
   readonly port: number;
   readonly token?: string;
-  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
+  readonly tls?: TlsOptions;
   /** A live run: /metrics has the process metrics too (replayed counters would mean nothing to a scraper). */
   readonly live?: boolean;
   /** Ready workers /readyz asks for (0 for a run in this process). */

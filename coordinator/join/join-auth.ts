@@ -4,25 +4,11 @@
 // sets (HttpOnly, SameSite=Strict) in exchange for the secret before redirecting to a clean
 // address. The upgrade from a browser is authenticated by that cookie, compared in constant
 // time, and its Origin must be the coordinator's own.
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { readCookie, secretEquals } from '../upgrade-auth.js';
 
 export const JOIN_COOKIE = 'flock_join';
-
-const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
-
-/** Constant-time equality of two strings (both hashed first, so lengths do not leak). */
-export function secretEquals(expected: string, given: string): boolean {
-  return timingSafeEqual(sha256(expected), sha256(given));
-}
-
-export function readCookie(req: IncomingMessage, name: string): string | undefined {
-  for (const part of (req.headers.cookie ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
 
 export interface JoinAuth {
   /** What the join link carries (`/join?k=…`); undefined without a token. */

@@ -165,6 +165,14 @@ export class DelayRelay {
     target.on('close', (hadError) => hadError && teardown());
   }
 
+  /**
+   * Resets every open connection (both sides) but keeps listening: a link that breaks and
+   * comes back.
+   */
+  cut(): void {
+    for (const s of [...this.sockets]) s.resetAndDestroy();
+  }
+
   /** Stops listening and drops every connection; idempotent. */
   close(): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
