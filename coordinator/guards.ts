@@ -4,6 +4,7 @@
 // ln 2 with two classes); batch-norm statistics in a generous range; and a gradient norm
 // not far from the recent norms of the model (median and MAD of log norms, after a warm-up).
 import type { EvalResult, GradientResult } from '../shared/models/runtime.js';
+import { allFinite } from '../shared/tensor-codec.js';
 
 /** Per-sample gradient norm, in float64. */
 export function gradientNorm(r: GradientResult): number {
@@ -15,9 +16,7 @@ export function gradientNorm(r: GradientResult): number {
 /** A result whose values are all finite. */
 export function gradientFinite(r: GradientResult): boolean {
   if (!Number.isFinite(r.lossSum)) return false;
-  for (const g of r.grads) for (let i = 0; i < g.length; i++) if (!Number.isFinite(g[i]!)) return false;
-  for (const s of r.batchStats) for (const t of [s.mean, s.variance]) for (let i = 0; i < t.length; i++) if (!Number.isFinite(t[i]!)) return false;
-  return true;
+  return r.grads.every(allFinite) && r.batchStats.every((s) => allFinite(s.mean) && allFinite(s.variance));
 }
 
 /** With two classes a sample counted wrong has p(true) ≤ 0.5, so it adds at least ln 2 to the loss. */
@@ -43,6 +42,8 @@ export const GUARD_DEFAULTS: GuardOptions = { window: 64, warmup: 16, minFactor:
 
 export class Guards {
   private readonly logNorms: number[] = [];
+  /** Median and limit of the recent norms, computed once per change (a step's results are all judged before any is recorded). */
+  private band: { median: number; limit: number } | undefined;
 
   constructor(private readonly opts: GuardOptions = GUARD_DEFAULTS) {}
 
@@ -52,13 +53,17 @@ export class Guards {
     if (why !== undefined) return why;
     const n = gradientNorm(r);
     if (this.logNorms.length < this.opts.warmup || n === 0) return undefined;
+    const { median, limit } = this.band ??= this.recentBand();
+    const off = Math.log(n) - median;
+    return Math.abs(off) > limit ? `gradient norm ${n.toExponential(3)} is ${Math.exp(Math.abs(off)).toFixed(1)}x ${off > 0 ? 'above' : 'below'} the recent median ${Math.exp(median).toExponential(3)}` : undefined;
+  }
+
+  private recentBand(): { median: number; limit: number } {
     const sorted = [...this.logNorms].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1]!;
     const deviations = sorted.map((v) => Math.abs(v - median)).sort((a, b) => a - b);
     const mad = deviations[deviations.length >> 1]!;
-    const limit = Math.max(Math.log(this.opts.minFactor), this.opts.madFactor * 1.4826 * mad);
-    const off = Math.log(n) - median;
-    return Math.abs(off) > limit ? `gradient norm ${n.toExponential(3)} is ${Math.exp(Math.abs(off)).toFixed(1)}x ${off > 0 ? 'above' : 'below'} the recent median ${Math.exp(median).toExponential(3)}` : undefined;
+    return { median, limit: Math.max(Math.log(this.opts.minFactor), this.opts.madFactor * 1.4826 * mad) };
   }
 
   /**
@@ -80,6 +85,7 @@ export class Guards {
     const n = gradientNorm(r);
     if (!(n > 0) || !Number.isFinite(n)) return;
     this.logNorms.push(Math.log(n));
+    this.band = undefined;
     if (this.logNorms.length > this.opts.window) this.logNorms.shift();
   }
 

@@ -43,7 +43,9 @@ export class ConnectionRegistry {
   }
 
   readyCount(): number {
-    return this.ready().length;
+    let n = 0;
+    for (const c of this.conns.values()) if (c.state === 'ready') n++;
+    return n;
   }
 
   accept(ws: WebSocket, req: IncomingMessage): WorkerConn {

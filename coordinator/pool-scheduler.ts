@@ -85,7 +85,7 @@ export class Scheduler {
 
   /** Whether a round has units that no worker holds (it waits for workers). */
   blocked(): boolean {
-    return this.open !== undefined && this.open.round.unassigned().length > 0;
+    return this.open !== undefined && this.open.round.hasUnassigned();
   }
 
   async gradients(work: StepWork, weights: VersionedState): Promise<GradientsOutcome> {
@@ -434,7 +434,8 @@ export class Scheduler {
       open.round.assign(u.id, conn.id);
       conn.outstanding.add(u.id);
     }
-    conn.log.debug({
+    // Guarded: the record is built per worker per step, and debug is usually off.
+    if (conn.log.isLevelEnabled('debug')) conn.log.debug({
       event: 'assigned', kind: open.kind, key: open.round.key, units: units.map((u) => u.id),
       attempts: units.map((u) => open.round.attemptsOf(u.id)), imagesSent: samples.labels.byteLength,
     }, 'work assigned');
@@ -480,9 +481,10 @@ export class Scheduler {
     this.watch(conn, kind);
     // A second computation (an audit, or a unit computed again) is marked: it is not the step's result.
     const second = this.open!.kind === 'gradients' && this.open!.plain === true;
+    const debug = conn.log.isLevelEnabled('debug');
     done.forEach(([id, result], i) => {
       const ms = i === 0 ? computeMs : 0;
-      conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs: ms, ...(second ? { second: true } : {}) }, 'result accepted');
+      if (debug) conn.log.debug({ event: 'result', kind, key: round.key, unit: id, computeMs: ms, ...(second ? { second: true } : {}) }, 'result accepted');
       round.complete(id, conn.id, result, ms);
     });
   }

@@ -15,22 +15,23 @@ export interface PaceOptions {
 }
 
 export class ResultPace {
-  private readonly intervals = new Map<string, number[]>();
+  /** Per kind: the recent intervals in arrival order, and the same values sorted (read on every result and assignment). */
+  private readonly intervals = new Map<string, { recent: number[]; sorted: number[] }>();
 
   constructor(private readonly opts: PaceOptions) {}
 
   record(kind: string, ms: number): void {
-    const list = this.intervals.get(kind) ?? [];
-    list.push(ms);
-    if (list.length > WINDOW) list.shift();
-    this.intervals.set(kind, list);
+    let w = this.intervals.get(kind);
+    if (!w) this.intervals.set(kind, w = { recent: [], sorted: [] });
+    w.recent.push(ms);
+    w.sorted.splice(sortedIndex(w.sorted, ms), 0, ms);
+    if (w.recent.length > WINDOW) w.sorted.splice(sortedIndex(w.sorted, w.recent.shift()!), 1);
   }
 
   /** Median of the recent intervals of `kind`, once there are enough. */
   median(kind: string): number | undefined {
-    const list = this.intervals.get(kind);
-    if (!list || list.length < MIN_SAMPLES) return undefined;
-    const sorted = [...list].sort((a, b) => a - b);
+    const sorted = this.intervals.get(kind)?.sorted;
+    if (!sorted || sorted.length < MIN_SAMPLES) return undefined;
     const mid = sorted.length >> 1;
     return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
   }
@@ -42,4 +43,16 @@ export class ResultPace {
     if (median === undefined) return stepTimeoutMs;
     return Math.round(Math.min(stepTimeoutMs, Math.max(stepTimeoutFloorMs, deadlineFactor * median)));
   }
+}
+
+/** The first index of `sorted` whose value is not below `x`. */
+function sortedIndex(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

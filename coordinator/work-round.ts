@@ -41,6 +41,12 @@ export class WorkRound<R> {
     return [...this.units.values()].filter((u) => !this.results.has(u.id) && !this.owners.has(u.id)).sort((a, b) => a.id - b.id);
   }
 
+  /** Whether some unit has neither a result nor a worker (unassigned() without building the list). */
+  hasUnassigned(): boolean {
+    for (const id of this.units.keys()) if (!this.results.has(id) && !this.owners.has(id)) return true;
+    return false;
+  }
+
   /** Whether `workerId` may compute unit `unitId`. */
   eligible(unitId: number, workerId: number): boolean {
     return !(this.exclude.get(unitId)?.has(workerId) ?? false);

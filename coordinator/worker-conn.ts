@@ -40,6 +40,9 @@ export class WorkerConn {
   private helloTimer: NodeJS.Timeout | undefined;
   private lastBacklog: number | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
+  /** The no-progress timer's duration and what it calls (the latest watchProgress's). */
+  private progressMs = 0;
+  private onStall: (() => void) | undefined;
 
   /** @param transport the underlying TCP (or TLS) socket, as the server saw it connect */
   constructor(
@@ -63,10 +66,28 @@ export class WorkerConn {
     this.helloTimer = setTimeout(onTimeout, ms);
   }
 
-  /** (Re)starts the no-progress timer while the worker owes work; stops it when it owes none. */
+  /**
+   * (Re)starts the no-progress timer while the worker owes work; stops it when it owes none.
+   * Called on every assignment and result: a running timer of the same duration is pushed
+   * back (refresh) rather than replaced.
+   */
   watchProgress(ms: number, onTimeout: () => void): void {
+    this.onStall = onTimeout;
+    if (this.outstanding.size === 0) {
+      clearTimeout(this.progressTimer);
+      this.progressTimer = undefined;
+      return;
+    }
+    if (this.progressTimer && this.progressMs === ms) {
+      this.progressTimer.refresh();
+      return;
+    }
     clearTimeout(this.progressTimer);
-    this.progressTimer = this.outstanding.size > 0 ? setTimeout(onTimeout, ms) : undefined;
+    this.progressMs = ms;
+    this.progressTimer = setTimeout(() => {
+      this.progressTimer = undefined;
+      this.onStall?.();
+    }, ms);
   }
 
   /** Bytes queued for the socket beyond what it took, when over the limit (the worker is not reading). */
@@ -99,12 +120,18 @@ export class WorkerConn {
       return;
     }
     const parts = frame instanceof Uint8Array ? [frame] : frame;
-    parts.forEach((part, i) => {
-      const fin = i === parts.length - 1;
-      this.socket.send(part, { binary: true, fin }, fin ? (err) => {
-        if (err) onError(err);
-      } : undefined);
-    });
+    // Corked: the fragments of a message leave in one write (one system call) instead of one each.
+    this.transport.cork();
+    try {
+      parts.forEach((part, i) => {
+        const fin = i === parts.length - 1;
+        this.socket.send(part, { binary: true, fin }, fin ? (err) => {
+          if (err) onError(err);
+        } : undefined);
+      });
+    } finally {
+      this.transport.uncork();
+    }
   }
 
   /** Stops the timers and closes the socket (with a close frame when `code` is given). */
@@ -112,6 +139,7 @@ export class WorkerConn {
     this.state = 'gone';
     clearTimeout(this.helloTimer);
     clearTimeout(this.progressTimer);
+    this.progressTimer = undefined;
     this.outstanding.clear();
     const s = this.socket;
     if (s.readyState === s.CLOSED) return;

@@ -5,11 +5,11 @@
 //    answer instantly (scripts/load-generator.ts in a separate process);
 //  - audits: images/s with 2 workers without verification, and with it at audit rates 0
 //    and 0.05 (the default), interleaved over rounds (issue 12's overhead budget).
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
@@ -30,9 +30,23 @@ import type { ComputeBackend } from '../shared/backend.js';
 import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
+import { cpuSeconds } from './proc-cpu.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
+
+/** CPU seconds (user + system) of a child process so far (Linux: /proc). */
+export const childCpuSeconds = cpuSeconds;
+
+/**
+ * The load generator (scripts/load-generator.ts) with `count` simulated workers (relays with
+ * `relays`), under this process's node flags (so `node --cpu-prof dist/scripts/bench.js`
+ * profiles both sides).
+ */
+export function loadGenerator(url: string, count: number, dir: string, token: string, relays = false): ChildProcess {
+  const args = [...process.execArgv, LOAD_GENERATOR, '--url', url, '--count', String(count), '--data-dir', dir, '--token', token, ...(relays ? ['--relay'] : [])];
+  return spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+}
 
 /** The real bird/airplane data folder (FLOCK_DATA_DIR, ../shared/data, ./data), if one is reachable. */
 export function realDataDir(): string | undefined {
@@ -159,35 +173,41 @@ export async function benchCoordinator(): Promise<void> {
     const data = await loadCifar(dir);
     console.log(`coordinator alone: Net gradients (${modelSpec('net').parameterCount} parameters), global batch 64, simulated workers answer instantly; steps/s of the 2nd epoch (${Math.floor(data.train.count / 64)} steps)`);
     const rows: string[][] = [];
-    for (const n of [1, 4, 16, 64]) {
+    const counts = process.env.FLOCK_BENCH_COORD_WORKERS?.split(',').map(Number) ?? [1, 4, 16, 64];
+    for (const n of counts) {
       const config = resolveTrainConfig({ model: 'net', epochs: 2 }, n);
       const token = 'bench';
       const pool = await WorkerPool.listen({ token }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
-      const gen = spawn(process.execPath, [LOAD_GENERATOR, '--url', pool.url, '--count', String(n), '--data-dir', dir, '--token', token], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const gen = loadGenerator(pool.url, n, dir, token);
       try {
         await pool.waitForWorkers(n);
         // CPU time of this process over the 2nd epoch's steps: less disturbed by other jobs than steps/s.
-        const cpu = { start: undefined as NodeJS.CpuUsage | undefined, used: 0, steps: 0 };
+        // The load generator's CPU over the same steps: it shares the machine's cores.
+        const cpu = { start: undefined as NodeJS.CpuUsage | undefined, genStart: 0, used: 0, genUsed: 0, steps: 0 };
         const onStep = (p: StepProgress): void => {
           if (p.epoch !== 2) return;
           if (!cpu.start) {
             cpu.start = process.cpuUsage();
+            cpu.genStart = childCpuSeconds(gen.pid!);
             return;
           }
           const d = process.cpuUsage(cpu.start);
           cpu.used = (d.user + d.system) / 1000;
+          cpu.genUsed = (childCpuSeconds(gen.pid!) - cpu.genStart) * 1000;
           cpu.steps = p.step - 1;
         };
         const result = await new Trainer(config, { executor: pool, logger, clock: systemClock, onStep }, { trainCount: data.train.count, validationCount: data.validation.count }).run();
         const m = result.history.at(-1)!;
         const steps = m.imagesPerSec / config.batchSize;
-        rows.push([String(n), String(config.microBatch), steps.toFixed(1), (1000 / steps).toFixed(2), (cpu.used / Math.max(1, cpu.steps)).toFixed(2), (m.imagesPerSec).toFixed(0)]);
+        const perStep = (ms: number): string => (ms / Math.max(1, cpu.steps)).toFixed(2);
+        rows.push([String(n), String(config.microBatch), steps.toFixed(1), (1000 / steps).toFixed(2), perStep(cpu.used), perStep(cpu.genUsed), (m.imagesPerSec).toFixed(0)]);
       } finally {
         await pool.close();
         if (gen.exitCode === null) await once(gen, 'exit');
       }
     }
-    printTable(['workers', 'micro-batch', 'steps/s', 'ms/step', 'coordinator CPU ms/step', 'images/s ceiling'], rows);
+    printTable(['workers', 'micro-batch', 'steps/s', 'ms/step', 'coordinator CPU ms/step', 'load generator CPU ms/step', 'images/s ceiling'], rows);
+    console.log(`machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end, ${new Date().toISOString()}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

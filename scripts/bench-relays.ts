@@ -19,11 +19,9 @@ import { loadCifar } from '../shared/data/cifar.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig } from '../shared/training/config.js';
-import { printTable } from './bench-distributed.js';
-import { cpuSeconds } from './proc-cpu.js';
+import { childCpuSeconds, loadGenerator, printTable } from './bench-distributed.js';
 
 const logger = pino({ level: 'silent' });
-const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
 const TOKEN = 'bench';
 
@@ -40,14 +38,9 @@ interface Case {
   /** Simulated relays (the load generator answers with group sums; no relay processes). */
   readonly simulatedRelays?: number;
 }
-
-function generator(url: string, count: number, dir: string, relays = false): ChildProcess {
-  return spawn(process.execPath, [LOAD_GENERATOR, '--url', url, '--count', String(count), '--data-dir', dir, '--token', TOKEN, ...(relays ? ['--relay'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
-}
-
 /** A relay process with the data folder (same hashes: no images travel); resolves with its workers' URL. */
 async function relay(url: string, dir: string, name: string, children: ChildProcess[]): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, [COORDINATOR_CLI, 'relay', '--connect', url, '--data-dir', dir, '--name', name, '--log-format', 'json', '--log-level', 'info', '--max-connections', '1024', '--max-pending', '256'],
+  const proc = spawn(process.execPath, [...process.execArgv, COORDINATOR_CLI, 'relay', '--connect', url, '--data-dir', dir, '--name', name, '--log-format', 'json', '--log-level', 'info', '--max-connections', '1024', '--max-pending', '256'],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FLOCK_TOKEN: TOKEN } });
   children.push(proc);
   const lines = createInterface({ input: proc.stdout });
@@ -67,18 +60,18 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
   const children: ChildProcess[] = [];
   const relays: ChildProcess[] = [];
   try {
-    if (c.direct > 0) children.push(generator(pool.url, c.direct, dir));
-    if (c.simulatedRelays) children.push(generator(pool.url, c.simulatedRelays, dir, true));
+    if (c.direct > 0) children.push(loadGenerator(pool.url, c.direct, dir, TOKEN));
+    if (c.simulatedRelays) children.push(loadGenerator(pool.url, c.simulatedRelays, dir, TOKEN, true));
     for (let r = 0; r < c.relays; r++) {
       const { proc, url } = await relay(pool.url, dir, `relay-${r}`, children);
       relays.push(proc);
-      children.push(generator(url, c.perRelay, dir));
+      children.push(loadGenerator(url, c.perRelay, dir, TOKEN));
     }
     await pool.waitForWorkers(c.direct + c.relays + (c.simulatedRelays ?? 0));
     const steps = Math.floor(data.train.count / c.batchSize);
     let mark: { cpu: NodeJS.CpuUsage; wall: number; relayCpu: number } | undefined;
     let timed: { cpuMs: number; wallMs: number; relayCpuMs: number; steps: number } | undefined;
-    const relayCpu = (): number => relays.reduce((s, p) => s + cpuSeconds(p.pid!), 0);
+    const relayCpu = (): number => relays.reduce((s, p) => s + childCpuSeconds(p.pid!), 0);
     await new Trainer(config, {
       executor: pool, logger, clock: systemClock,
       onStep: (p) => {
@@ -103,7 +96,7 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
 export async function benchRelays(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'flock-bench-relays-'));
   try {
-    await writeSyntheticCifar(dir, { trainPerFile: 1200, testCount: 256, seed: 3 });
+    await writeSyntheticCifar(dir, { trainPerFile: 2400, testCount: 256, seed: 3 });
     const data = await loadCifar(dir);
     const model = modelSpec('net');
     console.log(`coordinator cost per step with relays: Net (${model.parameterCount} parameters, ${(model.parameterCount * 4 / 1024).toFixed(0)} KiB a gradient), simulated workers answer instantly, ` +
@@ -120,11 +113,20 @@ export async function benchRelays(): Promise<void> {
     ];
     const only = process.env.FLOCK_BENCH_RELAY_CASES?.split(',').map(Number);
     const rows: string[][] = [];
+    const cpu = new Map<string, number>();
     for (const [i, c] of cases.entries()) {
       if (only && !only.includes(i)) continue;
-      rows.push(await runCase(c, dir, data));
+      const row = await runCase(c, dir, data);
+      cpu.set(c.label, Number(row[3]));
+      rows.push(row);
     }
     printTable(['set-up', 'workers', 'batch/mb/group', 'coord CPU ms/step', 'wall ms/step', 'steps/s', 'relay CPU ms/step'], rows);
+    // Issue 11's acceptance: 256 workers behind 4 relays cost the coordinator at most twice 4 direct workers.
+    const behind = cpu.get('4 relays x 64');
+    for (const direct of ['4 direct (batch 64)', '4 direct (batch 256)']) {
+      const base = cpu.get(direct);
+      if (behind !== undefined && base !== undefined) console.log(`coordinator CPU, 4 relays x 64 / ${direct}: ${(behind / base).toFixed(2)}x (issue 11: at most 2x)`);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

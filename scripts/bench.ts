@@ -11,6 +11,7 @@ import { errorMessage } from '../shared/errors.js';
 import { benchBrowser } from './bench-browser.js';
 import { benchAudits, benchCoordinator, benchWorkers } from './bench-distributed.js';
 import { benchRelays } from './bench-relays.js';
+import { benchPool } from './bench-pool.js';
 import { benchDashboard } from './bench-dashboard.js';
 import { benchPeer } from './bench-peer.js';
 import { IMAGE_BYTES, MODEL_NAMES } from '../shared/models/layers.js';
@@ -113,6 +114,7 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
   workers: () => benchWorkers(),
   audits: (o) => benchAudits(o.rounds),
   coordinator: () => benchCoordinator(),
+  pool: () => benchPool(),
   relays: () => benchRelays(),
   peer: (options) => benchPeer(options),
   browser: () => benchBrowser(),

@@ -2,7 +2,10 @@
 // the real protocol but answer every micro-batch at once with a precomputed gradient.
 // They present the dataset's hashes, so no images travel. With --relay each one says hello as
 // a relay and answers grouped work at once with one group sum per reduce group: the upstream
-// sees exactly what relays send, without their cost on this machine. Started by the benchmark:
+// sees exactly what relays send, without their cost on this machine. Gradient frames are
+// encoded once per sample count and copied with the step and micro-batch written in, so the
+// generator's own cost (it shares the machine with the coordinator) stays small; they are
+// valid msgpack of the same message (the ids as 32-bit integers). Started by the benchmark:
 //   node dist/scripts/load-generator.js --url ws://127.0.0.1:PORT --count 16 --model net --data-dir D [--relay]
 import { Command } from 'commander';
 import WebSocket from 'ws';
@@ -13,6 +16,59 @@ import { modelSpec } from '../shared/models/spec.js';
 import { MessageType, decode, encode, type CoordinatorMessage, type WorkerMessage } from '../shared/protocol.js';
 import { reduceGroupOf } from '../shared/training/reduce.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
+
+/** Placeholder ids that msgpack writes as uint32 (0xce, then 4 bytes big-endian): found once in a template, patched per answer. */
+const STEP_MARK = 0xfffffff0;
+const MICRO_BATCH_MARK = 0xfffffff1;
+
+function markAt(frame: Uint8Array, mark: number): number {
+  const pattern = Buffer.from([0xce, mark >>> 24, (mark >>> 16) & 255, (mark >>> 8) & 255, mark & 255]);
+  const at = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).indexOf(pattern);
+  if (at < 0) throw new Error(`gradient template lacks the placeholder ${mark}`);
+  return at + 1;
+}
+
+/**
+ * Gradient frames, one template per sample count. A frame is a copy of its template with the
+ * ids written in; copies go back to a free list once ws has written them, so answers allocate
+ * nothing in steady state.
+ */
+class GradientFrames {
+  private readonly templates = new Map<number, { bytes: Buffer; step: number; microBatch: number }>();
+  private readonly free = new Map<number, Buffer[]>();
+
+  constructor(private readonly grads: readonly Uint8Array[]) {}
+
+  /** The frame of the gradient of `microBatch` (`samples` images) at `step`, and its release. */
+  frame(step: number, microBatch: number, samples: number): { bytes: Buffer; release: () => void } {
+    const t = this.template(samples);
+    const list = this.free.get(t.bytes.length) ?? [];
+    this.free.set(t.bytes.length, list);
+    const bytes = list.pop() ?? Buffer.allocUnsafe(t.bytes.length);
+    t.bytes.copy(bytes);
+    bytes.writeUInt32BE(step, t.step);
+    bytes.writeUInt32BE(microBatch, t.microBatch);
+    return { bytes, release: () => list.push(bytes) };
+  }
+
+  private template(samples: number): { bytes: Buffer; step: number; microBatch: number } {
+    let t = this.templates.get(samples);
+    if (t) return t;
+    const message = (step: number, microBatch: number): WorkerMessage => ({
+      type: MessageType.GRADIENT, step, microBatch, grads: [...this.grads], lossSum: 0.69 * samples, correct: samples >> 1, count: samples, batchStats: [], computeMs: 0,
+    });
+    const encoded = encode(message(STEP_MARK, MICRO_BATCH_MARK));
+    const bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+    t = { bytes: Buffer.from(bytes), step: markAt(bytes, STEP_MARK), microBatch: markAt(bytes, MICRO_BATCH_MARK) };
+    this.templates.set(samples, t);
+    // A patched frame must decode as the message it stands for.
+    const probe = this.frame(7, 3, samples);
+    const back = decode(probe.bytes, 'worker');
+    if (back.type !== MessageType.GRADIENT || back.step !== 7 || back.microBatch !== 3 || back.count !== samples) throw new Error('gradient template does not decode as patched');
+    probe.release();
+    return t;
+  }
+}
 
 interface Flags { url: string; count: string; model: string; dataDir: string; token?: string; relay?: boolean }
 
@@ -29,6 +85,7 @@ async function main(): Promise<void> {
   if (!isModelName(flags.model)) throw new Error(`unknown model ${flags.model}`);
   const model = modelSpec(flags.model);
   const grads = model.params.map((p) => float32ToBytes(new Float32Array(p.size).fill(1e-4)));
+  const frames = new GradientFrames(grads);
   const data = await loadCifar(flags.dataDir);
   const dataHashes = { train: datasetHash(data.train), validation: datasetHash(data.validation) };
   const token = flags.token ?? process.env.FLOCK_TOKEN;
@@ -56,14 +113,18 @@ async function main(): Promise<void> {
             for (const mb of [...msg.microBatches].sort((a, b) => a.id - b.id)) {
               const n = mb.indices.byteLength / 4;
               const g = reduceGroupOf(mb.id, reduceGroup);
-              groups.set(g, [...(groups.get(g) ?? []), { microBatch: mb.id, lossSum: 0.69 * n, correct: n >> 1, count: n, batchStats: [] }]);
+              const part = { microBatch: mb.id, lossSum: 0.69 * n, correct: n >> 1, count: n, batchStats: [] as [] };
+              const list = groups.get(g);
+              if (list) list.push(part);
+              else groups.set(g, [part]);
             }
             for (const [group, parts] of groups) send({ type: MessageType.GROUP_SUM, step: msg.step, group, grads, parts, computeMs: 0 });
             break;
           }
           for (const mb of msg.microBatches) {
             const n = mb.indices.byteLength / 4;
-            send({ type: MessageType.GRADIENT, step: msg.step, microBatch: mb.id, grads, lossSum: 0.69 * n, correct: n >> 1, count: n, batchStats: [], computeMs: 0 });
+            const frame = frames.frame(msg.step, mb.id, n);
+            ws.send(frame.bytes, frame.release);
           }
           break;
         case MessageType.EVALUATE:

@@ -1,6 +1,7 @@
 // Reduction of micro-batch results into one step, always in micro-batch order so the sum
 // (and therefore the weights) do not depend on which worker computed what or when.
 import type { BatchStats, GradientResult } from '../models/runtime.js';
+import { allFinite, finiteInto } from '../tensor-codec.js';
 
 export interface StepResult {
   /** Mean gradient over the step's samples (without weight decay). */
@@ -38,21 +39,9 @@ export function reduceGroupOf(id: number, groupSize: number): number {
   return groupSize > 0 ? Math.floor(id / groupSize) : 0;
 }
 
-/** acc += g, element by element in float32; returns false if g held NaN or Infinity (v·0 is NaN only for those). */
+/** acc += g in float32; false if g held NaN or Infinity (the sum is then partly updated: see rebuild). */
 function addChecked(acc: Float32Array, g: Float32Array): boolean {
-  let z = 0;
-  for (let i = 0; i < acc.length; i++) {
-    const v = g[i]!;
-    acc[i]! += v;
-    z += v * 0;
-  }
-  return z === 0;
-}
-
-function finite(g: Float32Array): boolean {
-  let z = 0;
-  for (let i = 0; i < g.length; i++) z += g[i]! * 0;
-  return z === 0;
+  return finiteInto(g, acc);
 }
 
 /** One reduce group of a step: its members (positions, in id order) and their running sum. */
@@ -137,7 +126,7 @@ export class StepSum {
       g.added++;
       this.catchUp(g);
     } else {
-      const bad = this.checked ? r.grads.findIndex((t) => !finite(t)) : -1;
+      const bad = this.checked ? r.grads.findIndex((t) => !allFinite(t)) : -1;
       if (bad >= 0) throw new NotFiniteError(id, bad);
       this.results[at] = r;
     }
@@ -153,7 +142,7 @@ export class StepSum {
     if (parts.size !== g.members.length || g.members.some((at) => !parts.has(this.ids[at]!))) throw new RangeError(`StepSum: group ${group} needs results for exactly [${g.members.map((at) => this.ids[at]).join(', ')}]`);
     if (g.members.some((at) => this.results[at] !== undefined)) throw new RangeError(`StepSum: group ${group} already has results`);
     this.checkSizes(sums, `group ${group}`);
-    const bad = this.checked ? sums.findIndex((t) => !finite(t)) : -1;
+    const bad = this.checked ? sums.findIndex((t) => !allFinite(t)) : -1;
     if (bad >= 0) throw new NotFiniteError(this.ids[g.members[0]!]!, bad);
     for (const at of g.members) this.results[at] = parts.get(this.ids[at]!)!;
     g.acc = sums;
