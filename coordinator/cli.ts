@@ -246,7 +246,7 @@ async function runStart(flags: StartFlags): Promise<number> {
     backend,
     onStep: (p) => {
       monitor.step(p);
-      if (pool) monitor.liveWorkers(pool.workerStats(), microBatch);
+      if (pool && monitor.liveWorkersDue(p)) monitor.liveWorkers(pool.workerStats(), microBatch);
     },
     executor: async ({ train, validation, resolve, quarantined }) => {
       const listener = await poolOptionsOf(flags, token);

@@ -7,7 +7,7 @@
 //    and 0.05 (the default), interleaved over rounds (issue 12's overhead budget).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -30,19 +30,13 @@ import type { ComputeBackend } from '../shared/backend.js';
 import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
+import { cpuSeconds } from './proc-cpu.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
 
-/** Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks. */
-const TICKS_PER_S = 100;
-
 /** CPU seconds (user + system) of a child process so far (Linux: /proc). */
-export function childCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S;
-}
+export const childCpuSeconds = cpuSeconds;
 
 /**
  * The load generator (scripts/load-generator.ts) with `count` simulated workers (relays with

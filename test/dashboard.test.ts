@@ -136,14 +136,23 @@ describe('coordinator HTTP: dashboard, metrics, access', () => {
       const bothWorkers = page.waitForFunction(() => (document.getElementById('app')?.dataset.workerNames ?? '').split(',').sort().join() === 'w1,w2', { timeout: 120_000 });
       workers = run.workers();
       await bothWorkers;
-      // During the run: as many points as finished epochs (the page redraws at most once a second).
+      // During the run: as many points as finished epochs (the page redraws at most every 2 s).
       await page.waitForFunction(() => Number(document.getElementById('app')?.dataset.epochs) >= 1, { timeout: 120_000 });
       const during = await page.$eval('#app', (el) => ({ ...(el as HTMLElement).dataset }));
       const seen = Number(during.epochs);
       assert.ok(seen <= epochRecords(run.coordinator).length);
       assert.equal(during.validationAccuracy, epochRecords(run.coordinator).slice(0, seen).map((e) => e.valAccuracy).join(','));
-      await page.waitForSelector('#app[data-final-accuracy]', { timeout: 120_000 });
+      // Hidden behind another tab, the page draws nothing however much arrives (the rest of
+      // the run, and its end); shown again, it draws what it missed.
+      const other = await browser.newPage();
+      await other.bringToFront();
+      const hidden = await page.$eval('#app', (el) => ({ draws: (el as HTMLElement).dataset.draws, visibility: document.visibilityState }));
+      assert.equal(hidden.visibility, 'hidden');
       assert.equal(await run.coordinator.exited, 0, run.coordinator.stderr);
+      assert.equal(await page.$eval('#app', (el) => (el as HTMLElement).dataset.draws), hidden.draws, 'no draws while hidden');
+      await page.bringToFront();
+      await page.waitForSelector('#app[data-final-accuracy]', { timeout: 120_000 });
+      await other.close();
       const data = await page.$eval('#app', (el) => ({ ...(el as HTMLElement).dataset }));
       const epochs = epochRecords(run.coordinator);
       const done = run.coordinator.records.find((r) => r.event === 'done')!;

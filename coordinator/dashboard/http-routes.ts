@@ -38,7 +38,8 @@ export interface HttpRoutesDeps {
   readonly authorized?: (req: IncomingMessage) => void;
 }
 
-const FLUSH_MS = 500;
+/** As often as the page redraws at most (dashboard/app.ts): one wake-up per draw for the browser. */
+const FLUSH_MS = 2000;
 const MAX_STREAM_BACKLOG = 4 << 20;
 
 const COOKIE = 'flock_session';
