@@ -244,7 +244,10 @@ describe('worker pool limits', () => {
     const big = await loadCifar(bigDir);
     const rec = new LogRecorder();
     const maxBufferedBytes = 2 ** 20;
-    const pool = await WorkerPool.listen({ port: 0, heartbeatMs: 100, maxBufferedBytes }, { logger: rec.logger('info'), clock: systemClock, model, config, train: big.train, validation: big.validation });
+    // Beats of 500 ms: the reader's event loop, blocked while it evaluates a 500-image
+    // chunk, must answer pings in time even on a loaded machine (with 100 ms beats it could
+    // miss three in a row there and be dropped).
+    const pool = await WorkerPool.listen({ port: 0, heartbeatMs: 500, maxBufferedBytes }, { logger: rec.logger('info'), clock: systemClock, model, config, train: big.train, validation: big.validation });
     const { hostname, port } = new URL(pool.url);
     // A client that upgrades, says hello and then never reads another byte.
     const deaf = connect(Number(port), hostname);
