@@ -4,14 +4,13 @@
 // chromium tab on /join with single-threaded wasm (`?backend=wasm-st`, the build Node runs)
 // or multi-threaded wasm (`?backend=wasm`, threads as tfjs picks them). Figures are the 2nd
 // epoch's: end-to-end training images/s, and images per second of the worker's compute.
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchChromium, openJoin, startCoordinator, type CoordinatorRun } from '../test/browser-tools.js';
 import { findChromium, type Proc } from '../test/dashboard-tools.js';
 import { benchData, printTable } from './bench-distributed.js';
-import { machineName } from './peer-report.js';
+import { thisMachine } from './this-machine.js';
 
 const BATCH = 64;
 
@@ -19,16 +18,6 @@ interface Setup {
   readonly label: string;
   /** Starts the run's one worker; returns what to stop afterwards. */
   start(run: CoordinatorRun): Promise<{ stop(): Promise<void> }>;
-}
-
-function machine(): string {
-  let cpuinfo = '';
-  try {
-    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    // Not Linux: os.cpus() names the model.
-  }
-  return machineName(cpuinfo, cpus()[0]?.model ?? '', availableParallelism());
 }
 
 export async function benchBrowser(): Promise<void> {
@@ -58,7 +47,7 @@ export async function benchBrowser(): Promise<void> {
     tab('chromium tab, wasm threaded', 'wasm'),
   ];
   try {
-    console.log(`machine: ${machine()}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${new Date().toISOString()}; Node ${process.version}; ${await chrome.browser.version()}`);
+    console.log(`machine: ${thisMachine()}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${new Date().toISOString()}; Node ${process.version}; ${await chrome.browser.version()}`);
     console.log(`net, batch 64, one worker, coordinator in its own process; data: ${data.label}; figures of the 2nd epoch`);
     const rows: string[][] = [];
     for (const [i, setup] of setups.entries()) {

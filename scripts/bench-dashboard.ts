@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -24,7 +24,7 @@ import { createRunMetrics } from '../coordinator/dashboard/prometheus.js';
 import { RunMonitor, type LiveWorker } from '../coordinator/dashboard/run-monitor.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { printTable } from './bench-distributed.js';
-import { machineName } from './peer-report.js';
+import { thisMachine } from './this-machine.js';
 import { cpuBetween, cpuSeconds, treeCpuSeconds } from './proc-cpu.js';
 
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
@@ -288,13 +288,7 @@ export async function benchDashboard(options: { rounds: number }): Promise<void>
           ((100 * r.cpu.chromium) / (r.seconds * cores)).toFixed(2), r.updates === undefined ? '-' : String(r.updates), r.load]);
       }
     }
-    let cpuinfo = '';
-    try {
-      cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-    } catch {
-      // Not Linux: os.cpus() names the model.
-    }
-    console.log(`machine: ${machineName(cpuinfo, cpus()[0]?.model ?? '', cores)}; ${new Date().toISOString()}`);
+    console.log(`machine: ${thisMachine()}; ${new Date().toISOString()}`);
     console.log(`2 spawned wasm workers, model net, batch 64, ${EPOCHS} epochs of 6000 synthetic images; images/s = mean of epochs 2-${EPOCHS}.`);
     console.log(`CPU read from /proc over the window (end of epoch 1 to end of epoch ${EPOCHS}): coordinator and workers in CPU ms per 1000 training images,`);
     console.log('chromium (all its processes; open all through, on the dashboard only in "page open" rounds) in CPU ms per second and in % of all CPUs.');

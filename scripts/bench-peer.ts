@@ -6,8 +6,7 @@
 // both sides run whole SGD steps at batch 64 (Flock: the Trainer of `coordinator start`,
 // gradients + reduction + SGD + new weights; PyTorch: zero_grad, forward, loss, backward, step).
 // The machine is noisy, so each comparison is repeated and reported as medians.
-import { readFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import pino from 'pino';
 import { loadBackend } from '../shared/backends/load.js';
 import { loadCifar, subset, type Dataset } from '../shared/data/cifar.js';
@@ -15,7 +14,8 @@ import { IMAGE_BYTES, type ModelName } from '../shared/models/layers.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { Rng } from '../shared/random.js';
 import { printTable, realDataDir, trainEpochs } from './bench-distributed.js';
-import { PEER_HEADER, machineName, median, peerMarkdown, peerRows, type Comparison, type RoundPair, type TorchResult } from './peer-report.js';
+import { PEER_HEADER, median, peerMarkdown, peerRows, type Comparison, type RoundPair, type TorchResult } from './peer-report.js';
+import { thisMachine } from './this-machine.js';
 import { TorchServer, findTorchPython } from './torch-peer.js';
 
 const logger = pino({ level: 'silent' });
@@ -51,16 +51,6 @@ async function peerData(steps: number): Promise<{ train: Dataset; validation: Da
   return { train: random(trainCount, 1), validation: random(VALIDATION_IMAGES, 2), label: `${trainCount} random images (real data not found)` };
 }
 
-function cpuModel(): string {
-  let cpuinfo = '';
-  try {
-    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    // Not Linux: os.cpus() names the model.
-  }
-  return machineName(cpuinfo, cpus()[0]?.model ?? '', availableParallelism());
-}
-
 /** PyTorch's result for `model`, after checking it trained the same network at the same batch. */
 async function torchResult(server: TorchServer, model: ModelName, threads: number): Promise<TorchResult> {
   const r = await server.measure(model);
@@ -81,7 +71,7 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
     console.log("To run it, install Debian's PyTorch (`sudo apt-get install python3-torch`), or set FLOCK_TORCH_PYTHON to a Python that can `import torch`.");
     return;
   }
-  const machine = cpuModel();
+  const machine = thisMachine();
   const date = new Date().toISOString();
   const backend = await loadBackend('wasm', logger);
   const data = await peerData(options.steps);
