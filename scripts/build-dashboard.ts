@@ -7,27 +7,21 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
-await build({
-  entryPoints: [`${root}dashboard/app.ts`],
-  bundle: true,
-  format: 'esm',
-  target: 'es2022',
-  minify: true,
-  outdir: `${root}dist/dashboard`,
-  entryNames: 'app',
-  logLevel: 'warning',
-  tsconfig: `${root}dashboard/tsconfig.json`,
-});
+/** One browser page: `<dir>/app.ts` and what it imports, minified into dist/<dir>/<name>.js. */
+async function bundlePage(dir: string, name: string): Promise<void> {
+  await build({
+    entryPoints: [`${root}${dir}/app.ts`],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    outdir: `${root}dist/${dir}`,
+    entryNames: name,
+    logLevel: 'warning',
+    tsconfig: `${root}${dir}/tsconfig.json`,
+  });
+}
 
-await build({
-  entryPoints: [`${root}join/app.ts`],
-  bundle: true,
-  format: 'esm',
-  platform: 'browser',
-  target: 'es2022',
-  minify: true,
-  outdir: `${root}dist/join`,
-  entryNames: 'join',
-  logLevel: 'warning',
-  tsconfig: `${root}join/tsconfig.json`,
-});
+await bundlePage('dashboard', 'app');
+await bundlePage('join', 'join');
