@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 // The `coordinator` command line: parses flags and environment, builds the objects,
 // prints results, and maps failures to exit codes. No training logic lives here.
 import { randomBytes } from 'node:crypto';
@@ -20,6 +20,7 @@ import { modelSpec } from '../shared/models/spec.js';
 import { WIRE_PRECISIONS, type WirePrecision } from '../shared/training/config.js';
 import { readCheckpointFile } from './checkpoint.js';
 import { floatArg, intArg, reportFailure } from '../shared/cli-options.js';
+import { nodeFlagsHint } from '../shared/node-flags.js';
 import { evaluateCheckpoint, predictImages } from './evaluate.js';
 import { fetchCifar } from './fetch-data.js';
 import { createProgressBar } from './progress-bar.js';
@@ -224,6 +225,8 @@ async function runStart(flags: StartFlags): Promise<number> {
   let workers: LocalWorkers | undefined;
   const signal = shutdownSignal(log, 'stopping: a download is removed, training finishes the current step and writes a checkpoint', () => workers?.killNow());
   process.on('exit', () => workers?.killNow());
+  const hint = nodeFlagsHint(process.execArgv, 'coordinator');
+  if (hint) log.info({ event: 'node_flags', execArgv: process.execArgv }, hint);
   if (flags.fetchMissing && !(await fetchWithProgress(dataDir, log, signal))) return 130;
   const backend = await loadBackend(flags.backend, log);
   const token = flags.token ?? (process.env.FLOCK_TOKEN || undefined) ?? (flags.spawnWorkers > 0 ? randomBytes(24).toString('hex') : undefined);

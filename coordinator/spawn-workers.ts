@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { NODE_FLAGS } from '../shared/node-flags.js';
 import { allowedCpus, bindToCpu } from './cpu-binding.js';
 
 export interface SpawnOptions {
@@ -52,7 +53,7 @@ export class LocalWorkers {
 
   private launch(slot: number): void {
     const { url, token, backend, logLevel, logFormat } = this.opts;
-    const args = [WORKER_CLI, '--connect', url, '--name', `local-${slot + 1}`, '--backend', backend, '--log-level', logLevel, '--log-format', logFormat];
+    const args = [...NODE_FLAGS, WORKER_CLI, '--connect', url, '--name', `local-${slot + 1}`, '--backend', backend, '--log-level', logLevel, '--log-format', logFormat];
     // The token goes through the environment, not argv, so `ps` does not show it.
     const env = { ...process.env, ...(token ? { FLOCK_TOKEN: token } : {}) };
     // The IPC channel is the worker's lifeline: it leaves when this process dies, however.

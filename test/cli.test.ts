@@ -164,6 +164,10 @@ describe('coordinator CLI', () => {
     assert.ok((epochs[1]!.valAccuracy as number) > 0.9);
     assert.equal(ev.filter((e) => e.event === 'worker_joined').length, 2);
     assert.ok(ev.some((e) => e.event === 'done'));
+    // This test starts the coordinator with plain `node`: it says which V8 flags it lacks;
+    // the workers it spawns get them (shared/node-flags.ts), so they say nothing.
+    assert.ok(ev.some((e) => e.event === 'node_flags' && e.name === 'coordinator'), 'the coordinator says it runs without the node flags');
+    assert.equal(ev.filter((e) => e.event === 'node_flags' && e.name === 'worker').length, 0, 'spawned workers run with the node flags');
     assert.equal(pids.size, 2);
     for (const pid of pids) assert.equal(pidExists(pid), false, `worker ${pid} was left running`);
     const files = await readdir(ck);

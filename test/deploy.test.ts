@@ -14,6 +14,7 @@ import { describe, it } from 'node:test';
 import { DockerfileParser, type Dockerfile } from 'dockerfile-ast';
 import { validate as lintDockerfile } from 'dockerfile-utils';
 import { parseAllDocuments } from 'yaml';
+import { NODE_FLAGS } from '../shared/node-flags.js';
 import { COORDINATOR_CLI, WORKER_CLI } from './child-procs.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -61,8 +62,11 @@ interface Invocation {
 
 /** Checks one `node dist/<cli> …` command line; returns its flags with their values. */
 function checkInvocation(inv: Invocation): Map<string, string> {
-  const [node, script, ...rest] = inv.argv;
+  const [node, ...afterNode] = inv.argv;
   assert.equal(node, 'node', `${inv.where}: runs node`);
+  // The V8 flags every Flock process runs with (shared/node-flags.ts), before the script.
+  assert.deepEqual(afterNode.slice(0, NODE_FLAGS.length), [...NODE_FLAGS], `${inv.where}: node runs with ${NODE_FLAGS.join(' ')}`);
+  const [script, ...rest] = afterNode.slice(NODE_FLAGS.length);
   assert.ok(script === 'dist/coordinator/cli.js' || script === 'dist/worker/cli.js', `${inv.where}: unknown script ${String(script)}`);
   assert.ok(existsSync(join(ROOT, script)), `${inv.where}: ${script} exists after the build`);
   const kind = script === 'dist/coordinator/cli.js' ? 'coordinator' : 'worker';
@@ -117,6 +121,14 @@ function importGraph(entry: string): { files: Set<string>; packages: Set<string>
 }
 
 describe('deploy recipes', () => {
+  it('the CLIs\' shebangs and the npm scripts that train run node with the V8 flags of shared/node-flags.ts', () => {
+    for (const cli of [COORDINATOR_CLI, WORKER_CLI]) {
+      assert.equal(readFileSync(cli, 'utf8').split('\n')[0], `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`, cli);
+    }
+    const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    for (const name of ['start', 'bench']) assert.match(scripts[name]!, new RegExp(`&& node ${NODE_FLAGS.join(' ')} dist/`), `npm run ${name}`);
+  });
+
   it('Dockerfile: lints clean, multi-stage, npm ci --omit=dev, non-root, init process, data volume; its CMD is a valid coordinator command', () => {
     const text = read('Dockerfile');
     assert.deepEqual(lintDockerfile(text).map((d) => `${d.range.start.line + 1}: ${typeof d.message === 'string' ? d.message : d.message.value}`), []);
@@ -263,8 +275,8 @@ describe('deploy recipes', () => {
       const words = [...l.split(/\s+>\s+|\s+&\s*$/)[0]!.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]!);
       return { srun: words.slice(0, words.indexOf('node')), argv: words.slice(words.indexOf('node')) };
     });
-    const coordinator = invocations.find((i) => i.argv[1] === 'dist/coordinator/cli.js');
-    const worker = invocations.find((i) => i.argv[1] === 'dist/worker/cli.js');
+    const coordinator = invocations.find((i) => i.argv.includes('dist/coordinator/cli.js'));
+    const worker = invocations.find((i) => i.argv.includes('dist/worker/cli.js'));
     assert.ok(coordinator && worker);
     assert.ok(coordinator.srun.includes('--nodes=1') && coordinator.srun.includes('--ntasks=1'), 'one coordinator');
     assert.ok(worker.srun.includes('--ntasks-per-node=1') && worker.srun.some((w) => w.startsWith('--nodes=')), 'one worker per allocated node');

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 // The `worker` command line: reads flags and environment, builds the logger and backend,
 // runs a Worker until the coordinator says stop, and maps failures to exit codes.
 import { readFile } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { loadCifar } from '../shared/data/cifar.js';
 import { ErrorCode, FlockError, errorMessage } from '../shared/errors.js';
 import { LOG_FORMATS, LOG_LEVELS, createLogger, type LogFormat, type LogLevel } from '../shared/logger.js';
 import { intArg, reportFailure } from '../shared/cli-options.js';
+import { nodeFlagsHint } from '../shared/node-flags.js';
 import { REJOIN_DEFAULTS } from './rejoin.js';
 import { DEFAULT_MAX_DATA_BYTES } from './sample-cache.js';
 import { Worker } from './worker.js';
@@ -77,6 +78,8 @@ async function run(flags: WorkerFlags): Promise<number> {
     throw new FlockError(ErrorCode.BAD_OPTION, `cannot read --ca ${flags.ca} (${errorMessage(err)})`);
   });
   const localData = flags.dataDir === undefined ? undefined : await loadCifar(flags.dataDir);
+  const hint = nodeFlagsHint(process.execArgv, 'worker');
+  if (hint) log.info({ event: 'node_flags', execArgv: process.execArgv }, hint);
   const backend = await loadBackend(flags.backend, log);
   const worker = new Worker({ url: flags.connect, name, token, ca, localData, giveUpAfterMs: flags.giveUpAfter, maxDataBytes: flags.maxDataMb * 2 ** 20 }, { logger: log, backend });
   onShutdown(log, worker);
