@@ -1,5 +1,10 @@
 // Benchmark section `peer` (used by scripts/bench.ts): Flock against PyTorch 1.13 on the same
-// machine, in the same run. Each round measures, each pair back to back in alternating order,
+// machine, in the same run. Both sides are timed at steady state, after WARMUP_STEPS untimed
+// steps: a Flock worker is a fresh process each measurement, and its JIT and WebAssembly
+// tier-up take over 100 steps to settle (the median gradient of 32 images, one process: 9.0 ms
+// in its first 20 steps, 7.5 in steps 61-80, 6.8 from step 121 on), while a training run
+// lasts thousands of steps.
+// Each round measures, each pair back to back in alternating order,
 //  - `net` and `net-batchnorm` in one Flock process (wasm) against PyTorch with 1 thread,
 //  - the same with 2 spawned Flock worker processes against PyTorch with 2 threads, and
 //    `net` once more with the 2 workers bound to their own CPUs (--bind-workers);
@@ -22,9 +27,11 @@ const logger = pino({ level: 'silent' });
 const MODELS: readonly ModelName[] = ['net', 'net-batchnorm'];
 const BATCH = 64;
 const VALIDATION_IMAGES = 250;
+/** Untimed steps before each timed window, at least, on both sides: about one real epoch (10,000 images at batch 64 is 156 steps). */
+const WARMUP_STEPS = 150;
 
 export interface PeerOptions {
-  /** Timed steps per measurement (Flock: one epoch of this many steps after a warm-up epoch). */
+  /** Timed steps per measurement (Flock: the last epoch of this many steps, after warm-up epochs of WARMUP_STEPS in all). */
   readonly steps: number;
   readonly rounds: number;
   /** FLOCK_TORCH_PYTHON, tried before python3 and /usr/bin/python3. */
@@ -76,7 +83,10 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
   const backend = await loadBackend('wasm', logger);
   const data = await peerData(options.steps);
   console.log(`machine: ${machine}; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ${date}; Node ${process.version}, ${backend.detail}; PyTorch ${found.version} (${found.python})`);
-  console.log(`batch ${BATCH}, full SGD steps, ${options.steps} timed steps each (Flock: 2nd epoch, after a warm-up epoch; PyTorch: after ${options.steps} warm-up steps); data: ${data.label}; ${plural(options.rounds, 'round')}, order alternating`);
+  // Flock's epochs are `steps` steps long (the data is that many batches): warm-up epochs, then the timed one.
+  const warmupEpochs = Math.ceil(WARMUP_STEPS / options.steps);
+  const epochs = warmupEpochs + 1;
+  console.log(`batch ${BATCH}, full SGD steps, ${options.steps} timed steps each after ${warmupEpochs * options.steps} untimed ones (Flock: epoch ${epochs} of ${options.steps}-step epochs, every measurement in fresh worker processes; PyTorch: after as many warm-up steps); data: ${data.label}; ${plural(options.rounds, 'round')}, order alternating`);
 
   // The last pairing: the same 2 workers, each bound to its own CPU (--bind-workers), so
   // the run says whether binding helps on this machine (net only: the open target).
@@ -85,7 +95,7 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
     { workers: 2, threads: 2, models: MODELS, flockSetup: '2 workers', torchSetup: '2 threads' },
     { workers: 2, threads: 2, bind: true, models: ['net'], flockSetup: '2 workers, bound', torchSetup: '2 threads' },
   ];
-  const torchOpts = { batch: BATCH, steps: options.steps, warmup: options.steps };
+  const torchOpts = { batch: BATCH, steps: options.steps, warmup: warmupEpochs * options.steps };
   const servers = new Map<number, TorchServer>();
   const rounds = new Map<string, RoundPair[]>();
   let cpuMs = 0;
@@ -102,7 +112,7 @@ export async function benchPeer(options: PeerOptions): Promise<void> {
           const measureFlock = async (): Promise<void> => {
             const cpu0 = process.cpuUsage();
             const wall0 = performance.now();
-            flock = (await trainEpochs({ model, workers: p.workers, data, epochs: 2, backend, ...(p.bind ? { bindWorkers: true } : {}) })).imagesPerSec;
+            flock = (await trainEpochs({ model, workers: p.workers, data, epochs, backend, ...(p.bind ? { bindWorkers: true } : {}) })).imagesPerSec;
             if (p.workers === 0) {
               const cpu = process.cpuUsage(cpu0);
               cpuMs += (cpu.user + cpu.system) / 1000;

@@ -1,6 +1,7 @@
 // Benchmarks, as named sections: `npm run bench` runs them all, `node dist/scripts/bench.js
 // train` only the named ones. Flags: --include-cpu (the cpu backend trains at a few images/s,
-// so it is skipped unless asked for), --steps N (timed training steps, default 30),
+// so it is skipped unless asked for), --steps N (timed training steps; default 30, and 100 for
+// `peer`, whose windows of 30 steps varied by ±20 % from round to round on PyTorch's side too),
 // --rounds N (rounds of the `peer` and `dashboard` comparisons, default 3). Environment: FLOCK_TORCH_PYTHON
 // (the Python with PyTorch for `peer`), FLOCK_DATA_DIR (real data for `workers` and `peer`).
 // Each section is one async function in `sections`; add new ones there.
@@ -21,7 +22,8 @@ import { Rng } from '../shared/random.js';
 
 interface Options {
   readonly includeCpu: boolean;
-  readonly steps: number;
+  /** --steps; undefined: each section's own default. */
+  readonly steps: number | undefined;
   readonly rounds: number;
   readonly torchPython: string | undefined;
 }
@@ -64,6 +66,7 @@ function table(header: string[], rows: string[][]): string {
 async function train(options: Options): Promise<void> {
   const BATCH = 64;
   const WARMUP = 5;
+  const timedSteps = options.steps ?? 30;
   const EVAL_IMAGES = 2000;
   const { loaded, missing } = await availableBackends();
   for (const m of missing) console.log(`backend ${m}: not available, skipped`);
@@ -83,7 +86,7 @@ async function train(options: Options): Promise<void> {
       let cpuRate = NaN;
       let stepMs = NaN;
       if (!skipTraining) {
-        const steps = backend.name === 'cpu' ? Math.min(options.steps, 3) : options.steps;
+        const steps = backend.name === 'cpu' ? Math.min(timedSteps, 3) : timedSteps;
         for (let i = 0; i < (backend.name === 'cpu' ? 1 : WARMUP); i++) await runtime.gradients(batch, i);
         const t0 = performance.now();
         const c0 = process.cpuUsage();
@@ -104,7 +107,7 @@ async function train(options: Options): Promise<void> {
       rows.push([backend.name, name, fmt(trainRate), fmt(cpuRate), fmt(stepMs, 1), fmt(evalRate)]);
     }
   }
-  console.log(`\ntraining: batch ${BATCH}, ${options.steps} timed steps after warm-up; evaluation: ${EVAL_IMAGES} images (500 on cpu); one process, one thread`);
+  console.log(`\ntraining: batch ${BATCH}, ${timedSteps} timed steps after warm-up; evaluation: ${EVAL_IMAGES} images (500 on cpu); one process, one thread`);
   console.log(table(['backend', 'model', 'train img/s', 'per CPU-s', 'ms/step', 'eval img/s'], rows));
   console.log("'per CPU-s': images per second of this process's CPU time (all its threads), a steadier figure on a busy machine");
 }
@@ -116,7 +119,7 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
   coordinator: () => benchCoordinator(),
   pool: () => benchPool(),
   relays: () => benchRelays(),
-  peer: (options) => benchPeer(options),
+  peer: (options) => benchPeer({ ...options, steps: options.steps ?? 100 }),
   browser: () => benchBrowser(),
   dashboard: (options) => benchDashboard(options),
 };
@@ -124,7 +127,7 @@ const sections: Record<string, (options: Options) => Promise<void>> = {
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { names: string[]; options: Options } {
   const names: string[] = [];
   let includeCpu = false;
-  let steps = 30;
+  let steps: number | undefined;
   let rounds = 3;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -134,7 +137,7 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { names: string[]; o
     else if (arg.startsWith('--')) throw new Error(`unknown flag ${arg}`);
     else names.push(arg);
   }
-  if (!Number.isInteger(steps) || steps < 1) throw new Error('--steps needs a positive integer');
+  if (steps !== undefined && (!Number.isInteger(steps) || steps < 1)) throw new Error('--steps needs a positive integer');
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds needs a positive integer');
   return { names, options: { includeCpu, steps, rounds, torchPython: env.FLOCK_TORCH_PYTHON } };
 }
