@@ -81,7 +81,8 @@ export class Guards {
    * whose recent distribution is of single micro-batches.
    */
   sum(r: GradientResult): string | undefined {
-    return gradientFinite(r) ? this.checks(r) : 'non-finite values';
+    // checks() tests the loss and statistics for finiteness: only the gradients are left here.
+    return r.grads.every(allFinite) ? this.checks(r) : 'non-finite values';
   }
 
   /** The guards of sum() other than the gradients' finiteness. */

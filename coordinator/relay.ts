@@ -17,7 +17,7 @@ import { ErrorCode, FlockError } from '../shared/errors.js';
 import { modelSpec } from '../shared/models/spec.js';
 import {
   MessageType, bytesToIndices, encode,
-  type AssignMessage, type EvaluateMessage, type VersionedWire, type WelcomeMessage,
+  type AssignMessage, type DatasetInfo, type EvaluateMessage, type VersionedWire, type WelcomeMessage,
 } from '../shared/protocol.js';
 import { float32ToBytes } from '../shared/tensor-codec.js';
 import type { TrainConfig } from '../shared/training/config.js';
@@ -69,6 +69,8 @@ interface Joined {
 export class Relay {
   private readonly opts: RelayOptions;
   private readonly samples: SampleCache;
+  /** The local data's hashes, sent in every hello (hashed once: a relay rejoins). */
+  private readonly dataHashes: DatasetInfo | undefined;
   private readonly rejoin: Rejoin;
   private link: UpstreamLink | undefined;
   /** Set once by the first welcome; later welcomes (rejoins) wait for it and must match it. */
@@ -84,10 +86,11 @@ export class Relay {
 
   constructor(opts: Partial<RelayOptions> & Pick<RelayOptions, 'url' | 'name' | 'pool'>, private readonly deps: RelayDeps) {
     this.opts = { ...RELAY_DEFAULTS, ...opts, backoff: { ...BACKOFF_DEFAULTS, ...opts.backoff } };
-    if (!Number.isSafeInteger(this.opts.giveUpAfterMs) || this.opts.giveUpAfterMs < 0) throw new FlockError(ErrorCode.BAD_OPTION, `giveUpAfterMs must be a non-negative integer (got ${this.opts.giveUpAfterMs})`);
     this.samples = new SampleCache(this.opts.maxDataBytes);
     this.rejoin = new Rejoin({ url: this.opts.url, peer: 'upstream', backoff: this.opts.backoff, giveUpAfterMs: this.opts.giveUpAfterMs },
       { logger: deps.logger, clock: deps.clock, random: deps.random ?? Math.random });
+    const local = this.opts.localData;
+    this.dataHashes = local ? { train: datasetHash(local.train), validation: datasetHash(local.validation) } : undefined;
     this.listening = new Promise((resolve) => {
       this.onListening = resolve;
     });
@@ -140,8 +143,7 @@ export class Relay {
   }
 
   private hello(): Uint8Array {
-    const local = this.opts.localData;
-    const dataHashes = local ? { train: datasetHash(local.train), validation: datasetHash(local.validation) } : undefined;
+    const { dataHashes } = this;
     const held = this.samples.held();
     return encode({ type: MessageType.HELLO, name: this.opts.name, backend: 'relay', adapter: 'relay (sums whole groups)', relay: true, ...(dataHashes ? { dataHashes } : {}), ...(held ? { held } : {}) });
   }

@@ -24,13 +24,11 @@ function tensor(bytes: Uint8Array, size: number, what: string, finiteOnly: boole
   return values;
 }
 
-/** `what` names the result in a refusal: a string, or a function that builds it (only on refusal: it runs per relay part). */
-function counts(m: { lossSum: number; correct: number; count: number }, expected: number, what: string | (() => string), finiteOnly: boolean): void {
-  const name = (): string => (typeof what === 'string' ? what : what());
-  if (m.count !== expected) throw rejected(`${name()} covers ${m.count} samples, but ${expected} were assigned`);
-  if (!(m.correct >= 0 && m.correct <= m.count)) throw rejected(`${name()} claims ${m.correct} correct of ${m.count}`);
-  if (m.lossSum < 0) throw rejected(`${name()} has negative loss ${m.lossSum}`);
-  if (finiteOnly && !Number.isFinite(m.lossSum)) throw rejected(`${name()} has a non-finite loss ${m.lossSum}`);
+function counts(m: { lossSum: number; correct: number; count: number }, expected: number, what: string, finiteOnly: boolean): void {
+  if (m.count !== expected) throw rejected(`${what} covers ${m.count} samples, but ${expected} were assigned`);
+  if (!(m.correct >= 0 && m.correct <= m.count)) throw rejected(`${what} claims ${m.correct} correct of ${m.count}`);
+  if (m.lossSum < 0) throw rejected(`${what} has negative loss ${m.lossSum}`);
+  if (finiteOnly && !Number.isFinite(m.lossSum)) throw rejected(`${what} has a non-finite loss ${m.lossSum}`);
 }
 
 /**
@@ -96,9 +94,9 @@ export function checkGroupSum(m: GroupSumMessage, model: ModelSpec, expected: re
   const parts = new Map<number, GradientResult>();
   const bn = batchNormLayers(model);
   m.parts.forEach((p, i) => {
-    const at = (): string => `${what}, micro-batch ${p.microBatch}`;
+    const at = `${what}, micro-batch ${p.microBatch}`;
     counts(p, expected[i]!, at, finiteOnly);
-    parts.set(p.microBatch, { grads: [], lossSum: p.lossSum, correct: p.correct, count: p.count, batchStats: p.batchStats.length === 0 && bn.length === 0 ? [] : statsOf(p.batchStats, bn, at(), finiteOnly) });
+    parts.set(p.microBatch, { grads: [], lossSum: p.lossSum, correct: p.correct, count: p.count, batchStats: statsOf(p.batchStats, bn, at, finiteOnly) });
   });
   return { sums, parts };
 }

@@ -38,7 +38,6 @@ export class LocalWorkers {
   private readonly opts: SpawnOptions;
   /** The CPUs workers are bound to, one per slot in turn; none: unbound. */
   private readonly cpus: readonly number[] | undefined;
-  private readonly bindings: Promise<{ pid: number; cpu: number; failed?: string }>[] = [];
 
   constructor(opts: Partial<SpawnOptions> & Pick<SpawnOptions, 'count' | 'url'>, private readonly logger: Logger) {
     this.opts = { ...SPAWN_DEFAULTS, ...opts };
@@ -83,20 +82,13 @@ export class LocalWorkers {
 
   /** Binding is best effort (a speed matter only): a failure is logged and the worker runs unbound. */
   private bind(slot: number, pid: number, cpu: number): void {
-    const done = bindToCpu(pid, cpu).then((failed) => {
+    void bindToCpu(pid, cpu).then((failed) => {
       if (failed) {
         this.logger.warn({ event: 'bind_failed', slot, pid, cpu, err: failed }, `could not bind local worker ${slot + 1} to CPU ${cpu} (${failed}); it runs unbound (install util-linux for taskset, or leave out --bind-workers)`);
       } else {
         this.logger.info({ event: 'worker_bound', slot, pid, cpu }, `local worker ${slot + 1} bound to CPU ${cpu}`);
       }
-      return { pid, cpu, ...(failed ? { failed } : {}) };
     });
-    this.bindings.push(done);
-  }
-
-  /** The bindings made so far (--bind-workers), once each has been tried. */
-  bound(): Promise<{ pid: number; cpu: number; failed?: string }[]> {
-    return Promise.all(this.bindings);
   }
 
   pids(): number[] {

@@ -90,9 +90,9 @@ export class Trainer {
     return cloneState(this.state);
   }
 
+  /** What a checkpoint file holds now (sharing the position's arrays, which no step writes: see position()). */
   checkpoint(): Checkpoint {
-    const at = this.position();
-    return { ...at, state: cloneState(at.state), momentum: at.momentum.map((m) => m.slice()), quarantined: this.deps.executor.quarantined?.() ?? [] };
+    return { ...this.position(), quarantined: this.deps.executor.quarantined?.() ?? [] };
   }
 
   /**

@@ -141,15 +141,17 @@ export class WorkerPool implements Executor {
     return this.scheduler.evaluate(split, chunks, weights);
   }
 
-  /** A rollback the trainer must do (a worker was quarantined); cleared by reading. */
+  /** Workers quarantined so far (the trainer keeps them in checkpoints). */
   quarantined(): readonly Evidence[] {
     return this.deps.verify?.quarantine.list() ?? [];
   }
 
+  /** Whether results are verified, so that a rollback may be asked for. */
   rollsBack(): boolean {
     return this.verifier !== undefined;
   }
 
+  /** A rollback the trainer must do (a worker was quarantined); cleared by reading. */
   takeRollback(): { step: number; reason: string } | undefined {
     return this.verifier?.takeRollback();
   }

@@ -1,11 +1,10 @@
-// The Node (V8) flags Flock's processes run with. Measured (README, "Garbage collection"):
-// TensorFlow.js leaves about 0.6 MB of short-lived engine objects per training step. With
-// V8's default heap sizing the old generation's limit stays about 24 MB above its 22 MB of
-// live data, less than the young generation's capacity, so V8 starts a full mark-compact
-// every ~10 steps (2-10 ms each, on the critical path of a synchronous step, plus marking
-// threads that compete for the cores). A 128 MB initial old generation leaves room for the
-// young generation: 3 mark-compacts a run instead of ~40 a worker, at the cost of letting
-// the heap grow to about 128 MB before the first one.
+// The Node (V8) flags Flock's processes run with. Measured (README, "Node's heap flag" and the
+// `peer` benchmark): TensorFlow.js leaves about 0.6 MB of short-lived engine objects per
+// training step, and with V8's default heap sizing (a limit of ~46 MB against ~22 MB of live
+// data) a worker ran a full mark-compact every ~10 steps: 2-10 ms each, on the critical path
+// of a synchronous step, plus marking threads that compete for the cores. With a 128 MB
+// initial old generation: 3 mark-compacts a run instead of ~40 a worker, for about 12 MB
+// more resident memory at peak.
 //
 // The flag is a V8 option Node does not accept in NODE_OPTIONS, so it must be on the command
 // line: the CLIs' shebangs (`npx worker`, `npx coordinator`), the npm scripts, the deploy
@@ -13,7 +12,7 @@
 export const NODE_FLAGS = ['--initial-old-space-size=128'] as const;
 
 /** Whether this process runs with NODE_FLAGS (the caller passes process.execArgv). */
-export function hasNodeFlags(execArgv: readonly string[]): boolean {
+function hasNodeFlags(execArgv: readonly string[]): boolean {
   return NODE_FLAGS.every((flag) => execArgv.includes(flag));
 }
 

@@ -31,7 +31,9 @@ export class Rejoin {
   private closed = false;
   private wake: (() => void) | undefined;
 
-  constructor(private readonly opts: RejoinOptions, private readonly deps: RejoinDeps) {}
+  constructor(private readonly opts: RejoinOptions, private readonly deps: RejoinDeps) {
+    if (!Number.isSafeInteger(opts.giveUpAfterMs) || opts.giveUpAfterMs < 0) throw new FlockError(ErrorCode.BAD_OPTION, `giveUpAfterMs must be a non-negative integer (got ${opts.giveUpAfterMs})`);
+  }
 
   /**
    * Runs `connect` until a connection ends as stopped (resolves with its reason) or `close()`

@@ -205,11 +205,6 @@ export class StepSum {
   }
 }
 
-/**
- * Pooled mean and variance of the union of the micro-batches, as one process would compute
- * them over the whole batch: mean = Σnᵢmᵢ/N, var = Σnᵢ(vᵢ + (mᵢ − mean)²)/N, then the
- * unbiased N/(N−1) correction that BatchNorm's running variance uses.
- */
 /** Loss sum, correct and sample counts added over results (of a step, or of a validation pass). */
 export function sumTallies(results: readonly { lossSum: number; correct: number; count: number }[]): { lossSum: number; correct: number; count: number } {
   let lossSum = 0;
@@ -223,6 +218,11 @@ export function sumTallies(results: readonly { lossSum: number; correct: number;
   return { lossSum, correct, count };
 }
 
+/**
+ * Pooled mean and variance of the union of the micro-batches, as one process would compute
+ * them over the whole batch: mean = Σnᵢmᵢ/N, var = Σnᵢ(vᵢ + (mᵢ − mean)²)/N, then the
+ * unbiased N/(N−1) correction that BatchNorm's running variance uses.
+ */
 export function poolBatchStats(parts: readonly { stats: readonly BatchStats[]; count: number }[], total: number): StepResult['batchStats'] {
   const layers = parts[0]?.stats.length ?? 0;
   const out: StepResult['batchStats'] = [];
