@@ -1,16 +1,18 @@
 // Benchmark section `dashboard` (used by scripts/bench.ts): what watching a run costs it.
-// `coordinator start --spawn-workers 2` on synthetic data, in alternating rounds: with
-// --no-http, then with HTTP on and the dashboard open in headless Debian chromium
-// (puppeteer-core) with its event stream live. Throughput is the mean training images/s of
+// First, in process, the server's own work per step (the run monitor and the workers table,
+// with nobody watching and with an open event stream). Then `coordinator start
+// --spawn-workers 2` on synthetic data, in alternating rounds: with --no-http, with HTTP on
+// and only the event stream read (no browser), and with the dashboard open in headless
+// Debian chromium (puppeteer-core) with its event stream live. Throughput is the mean training images/s of
 // the epochs after the first (the first ships the samples to the workers). Over the same
 // window (from the first epoch's log line to the last's) it reads from /proc the CPU time
 // of the coordinator, of its two workers and of every chromium process, so that the cost
 // splits into the server's part (the coordinator's CPU, page open minus --no-http) and the
 // browser's own (chromium's CPU). Prints every round, the medians and the ratios.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -23,9 +25,11 @@ import { createHttpRoutes } from '../coordinator/dashboard/http-routes.js';
 import { createRunMetrics } from '../coordinator/dashboard/prometheus.js';
 import { RunMonitor, type LiveWorker } from '../coordinator/dashboard/run-monitor.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
+import { NODE_FLAGS } from '../shared/node-flags.js';
 import { printTable } from './bench-distributed.js';
 import { thisMachine } from './this-machine.js';
-import { cpuBetween, cpuSeconds, treeCpuSeconds } from './proc-cpu.js';
+import { median } from './peer-report.js';
+import { cpuBetween, treeCpuSeconds } from './proc-cpu.js';
 
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
 const TOKEN = 'bench-dashboard';
@@ -67,14 +71,6 @@ interface Sample {
   readonly tree: Map<number, number>;
   readonly chromium: Map<number, number>;
 }
-
-const loadAverage = (): string => {
-  try {
-    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  } catch {
-    return '?';
-  }
-};
 
 /** Who watches the run: nobody (--no-http), a bare event-stream reader, or the page in chromium. */
 interface Watcher {
@@ -139,7 +135,8 @@ async function pageWatcher(browser: Browser): Promise<Watcher> {
 async function run(dataDir: string, checkpointDir: string, browserPid: number, watcher: Watcher): Promise<Round> {
   const args = [COORDINATOR_CLI, 'start', '--spawn-workers', '2', '--epochs', String(EPOCHS), '--batch-size', '64', '--lr', '0.05',
     '--data-dir', dataDir, '--checkpoint-dir', checkpointDir, '--backend', 'wasm', '--token', TOKEN, '--log-format', 'json', ...(watcher.http ? [] : ['--no-http'])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOCK_DATA_DIR: '', FLOCK_TOKEN: '' } });
+  // Run as deployed: with the node flags every Flock process gets (npx, npm start, deploy/).
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOCK_DATA_DIR: '', FLOCK_TOKEN: '' } });
   const pid = child.pid!;
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
@@ -147,7 +144,10 @@ async function run(dataDir: string, checkpointDir: string, browserPid: number, w
   let opened: Promise<void> = Promise.resolve();
   const seen: Promise<number>[] = [];
   const samples: Sample[] = [];
-  const sample = (): Sample => ({ at: performance.now(), coordinator: cpuSeconds(pid), tree: treeCpuSeconds(pid), chromium: treeCpuSeconds(browserPid) });
+  const sample = (): Sample => {
+    const tree = treeCpuSeconds(pid);
+    return { at: performance.now(), coordinator: tree.get(pid) ?? 0, tree, chromium: treeCpuSeconds(browserPid) };
+  };
   // Awaited below; handled at once too, so that a failed run does not also leave a rejection.
   const later = <T>(p: Promise<T>): Promise<T> => {
     p.catch(() => undefined);
@@ -182,7 +182,7 @@ async function run(dataDir: string, checkpointDir: string, browserPid: number, w
     seconds: (end.at - start.at) / 1000,
     cpu: { coordinator: end.coordinator - start.coordinator, workers, chromium: cpuBetween(start.chromium, end.chromium) },
     updates: watcher.http ? seenAtEnd! - seenAtStart! : undefined,
-    load: loadAverage(),
+    load: loadavg().map((l) => l.toFixed(2)).join(' '),
   };
 }
 
@@ -233,11 +233,6 @@ async function serverMicroseconds(watched: boolean, steps: number): Promise<numb
   }
 }
 
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** CPU milliseconds per 1000 training images: the work done per step, comparable across rounds of different speed. */
 const perKImages = (cpu: number, r: Round): number => (1e6 * cpu) / r.images;

@@ -2,14 +2,16 @@
 //  - workers: end-to-end images/s with the in-process trainer and with 1 and 2 local
 //    worker processes, and where the step time goes (compute, communication, waiting);
 //  - coordinator: steps/s of the coordinator alone against N simulated workers that
-//    answer instantly (scripts/load-generator.ts in a separate process);
-//  - audits: images/s with 2 workers without verification, and with it at audit rates 0
-//    and 0.05 (the default), interleaved over rounds (issue 12's overhead budget).
+//    answer instantly (scripts/load-generator.ts in a separate process), and the CPU per
+//    step of the coordinator and of the load generator;
+//  - audits: 2 workers without verification, and with it at audit rates 0, 0.05 (the
+//    default) and 1, interleaved over rounds: images/s, wall and CPU time per step, each
+//    round's cost paired with its own run without verification (issue 12's overhead budget).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
@@ -30,13 +32,12 @@ import type { ComputeBackend } from '../shared/backend.js';
 import type { ModelName } from '../shared/models/layers.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
+import { median } from './peer-report.js';
 import { cpuSeconds } from './proc-cpu.js';
+import { thisMachine } from './this-machine.js';
 
 const logger = pino({ level: 'silent' });
 const LOAD_GENERATOR = fileURLToPath(new URL('./load-generator.js', import.meta.url));
-
-/** CPU seconds (user + system) of a child process so far (Linux: /proc). */
-export const childCpuSeconds = cpuSeconds;
 
 /**
  * The load generator (scripts/load-generator.ts) with `count` simulated workers (relays with
@@ -95,7 +96,7 @@ function windowTimer(epochs: number, workerPids: () => number[]): { onStep: (p: 
   let done: TrainWindow | undefined;
   const cpu = (): number => {
     const own = process.cpuUsage();
-    return (own.user + own.system) / 1e6 + workerPids().reduce((sum, pid) => sum + childCpuSeconds(pid), 0);
+    return (own.user + own.system) / 1e6 + workerPids().reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   };
   return {
     onStep: (p) => {
@@ -157,7 +158,6 @@ export async function trainEpochs(run: TrainRun): Promise<EpochMetrics & { reado
   }
 }
 
-const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const percent = (x: number): string => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)} %`;
 
 /**
@@ -262,18 +262,20 @@ export async function benchCoordinator(): Promise<void> {
       try {
         await pool.waitForWorkers(n);
         // CPU time of this process over the 2nd epoch's steps: less disturbed by other jobs than steps/s.
-        // The load generator's CPU over the same steps: it shares the machine's cores.
+        // The load generator's CPU over the same steps: it shares the machine's cores. /proc is
+        // read at the window's ends only: a read per step would add to the coordinator's figure.
         const cpu = { start: undefined as NodeJS.CpuUsage | undefined, genStart: 0, used: 0, genUsed: 0, steps: 0 };
         const onStep = (p: StepProgress): void => {
           if (p.epoch !== 2) return;
           if (!cpu.start) {
             cpu.start = process.cpuUsage();
-            cpu.genStart = childCpuSeconds(gen.pid!);
+            cpu.genStart = cpuSeconds(gen.pid!);
             return;
           }
+          if (p.step !== p.stepsPerEpoch) return;
           const d = process.cpuUsage(cpu.start);
           cpu.used = (d.user + d.system) / 1000;
-          cpu.genUsed = (childCpuSeconds(gen.pid!) - cpu.genStart) * 1000;
+          cpu.genUsed = (cpuSeconds(gen.pid!) - cpu.genStart) * 1000;
           cpu.steps = p.step - 1;
         };
         const result = await new Trainer(config, { executor: pool, logger, clock: systemClock, onStep }, { trainCount: data.train.count, validationCount: data.validation.count }).run();
@@ -287,7 +289,7 @@ export async function benchCoordinator(): Promise<void> {
       }
     }
     printTable(['workers', 'micro-batch', 'steps/s', 'ms/step', 'coordinator CPU ms/step', 'load generator CPU ms/step', 'images/s ceiling'], rows);
-    console.log(`machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end, ${new Date().toISOString()}`);
+    console.log(`machine: ${thisMachine()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end, ${new Date().toISOString()}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

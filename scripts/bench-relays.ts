@@ -19,7 +19,8 @@ import { loadCifar } from '../shared/data/cifar.js';
 import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig } from '../shared/training/config.js';
-import { childCpuSeconds, loadGenerator, printTable } from './bench-distributed.js';
+import { loadGenerator, printTable } from './bench-distributed.js';
+import { cpuSeconds } from './proc-cpu.js';
 
 const logger = pino({ level: 'silent' });
 const COORDINATOR_CLI = fileURLToPath(new URL('../coordinator/cli.js', import.meta.url));
@@ -54,7 +55,8 @@ async function relay(url: string, dir: string, name: string, children: ChildProc
   throw new Error(`relay ${name} ended before it listened`);
 }
 
-async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loadCifar>>): Promise<string[]> {
+/** The case's table row, and the coordinator's CPU ms per step (unrounded, for the issue-11 ratio). */
+async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loadCifar>>): Promise<{ row: string[]; coordCpuMs: number }> {
   const config = resolveTrainConfig({ model: 'net', epochs: 2, batchSize: c.batchSize, microBatch: c.microBatch, reduceGroup: c.reduceGroup }, 1);
   const pool = await WorkerPool.listen({ token: TOKEN, maxConnections: 2048, maxPending: 512 }, { logger, clock: systemClock, model: modelSpec('net'), config, ...data });
   const children: ChildProcess[] = [];
@@ -71,7 +73,7 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
     const steps = Math.floor(data.train.count / c.batchSize);
     let mark: { cpu: NodeJS.CpuUsage; wall: number; relayCpu: number } | undefined;
     let timed: { cpuMs: number; wallMs: number; relayCpuMs: number; steps: number } | undefined;
-    const relayCpu = (): number => relays.reduce((s, p) => s + childCpuSeconds(p.pid!), 0);
+    const relayCpu = (): number => relays.reduce((s, p) => s + cpuSeconds(p.pid!), 0);
     await new Trainer(config, {
       executor: pool, logger, clock: systemClock,
       onStep: (p) => {
@@ -85,8 +87,9 @@ async function runCase(c: Case, dir: string, data: Awaited<ReturnType<typeof loa
     if (!timed) throw new Error('the timed window did not close');
     const n = timed.steps;
     const workers = c.direct + (c.relays + (c.simulatedRelays ?? 0)) * c.perRelay;
-    return [c.label, String(workers), `${c.batchSize}/${c.microBatch}/${c.reduceGroup}`, (timed.cpuMs / n).toFixed(2), (timed.wallMs / n).toFixed(2), (1000 * n / timed.wallMs).toFixed(1),
+    const row = [c.label, String(workers), `${c.batchSize}/${c.microBatch}/${c.reduceGroup}`, (timed.cpuMs / n).toFixed(2), (timed.wallMs / n).toFixed(2), (1000 * n / timed.wallMs).toFixed(1),
       c.relays > 0 ? (timed.relayCpuMs / n / c.relays).toFixed(2) : '-'];
+    return { row, coordCpuMs: timed.cpuMs / n };
   } finally {
     await pool.close();
     await Promise.all(children.filter((p) => p.exitCode === null && p.signalCode === null).map((p) => once(p, 'exit')));
@@ -116,8 +119,8 @@ export async function benchRelays(): Promise<void> {
     const cpu = new Map<string, number>();
     for (const [i, c] of cases.entries()) {
       if (only && !only.includes(i)) continue;
-      const row = await runCase(c, dir, data);
-      cpu.set(c.label, Number(row[3]));
+      const { row, coordCpuMs } = await runCase(c, dir, data);
+      cpu.set(c.label, coordCpuMs);
       rows.push(row);
     }
     printTable(['set-up', 'workers', 'batch/mb/group', 'coord CPU ms/step', 'wall ms/step', 'steps/s', 'relay CPU ms/step'], rows);
