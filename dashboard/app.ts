@@ -260,7 +260,7 @@ function main(): void {
       return;
     }
     if (u.type === 'event') eventsReceived++;
-    state = applyUpdate(state, u, 0, MAX_EVENTS);
+    state = applyUpdate(state, u, MAX_EVENTS);
   };
 
   let source: EventSource | undefined;

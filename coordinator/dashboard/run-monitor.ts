@@ -232,13 +232,14 @@ export class RunMonitor extends EventEmitter<{ update: [RunUpdate] }> {
     return { epochSeconds, runSeconds: epochSeconds + Math.max(0, epochs - p.epoch) * p.stepsPerEpoch * mean };
   }
 
-  private apply(u: RunUpdate): void {
+  /** The monitor makes every update but 'steps' (the batches the HTTP stream sends pages). */
+  private apply(u: Exclude<RunUpdate, { readonly type: 'steps' }>): void {
     if (u.type === 'step') {
       this.steps.push(u.step);
       if (this.steps.length >= 2 * this.opts.maxSteps) this.steps = this.steps.slice(-this.opts.maxSteps);
       if (this.state.eta !== u.eta) this.state = { ...this.state, eta: u.eta };
     } else {
-      this.state = applyUpdate(this.state, u, this.opts.maxSteps, this.opts.maxEvents);
+      this.state = applyUpdate(this.state, u, this.opts.maxEvents);
     }
     this.emit('update', u);
   }

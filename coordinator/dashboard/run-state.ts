@@ -89,8 +89,11 @@ export type RunUpdate =
   | { readonly type: 'workers'; readonly workers: readonly WorkerRow[] }
   | { readonly type: 'event'; readonly event: RunEvent };
 
+/** The updates applyUpdate takes: steps go to each side's own bounded series (the monitor's list, the page's StepSeries). */
+export type SnapshotUpdate = Exclude<RunUpdate, { readonly type: 'step' } | { readonly type: 'steps' }>;
+
 /** Applies an update to a snapshot (the browser and the log replay use the same rules). */
-export function applyUpdate(s: RunSnapshot, u: RunUpdate, maxSteps: number, maxEvents: number): RunSnapshot {
+export function applyUpdate(s: RunSnapshot, u: SnapshotUpdate, maxEvents: number): RunSnapshot {
   switch (u.type) {
     case 'status':
       return { ...s, status: u.status, finalAccuracy: u.finalAccuracy ?? s.finalAccuracy };
@@ -98,10 +101,6 @@ export function applyUpdate(s: RunSnapshot, u: RunUpdate, maxSteps: number, maxE
       return { ...s, config: u.config };
     case 'epoch':
       return { ...s, epochs: [...s.epochs.filter((e) => e.epoch !== u.epoch.epoch), u.epoch] };
-    case 'step':
-      return { ...s, steps: [...s.steps, u.step].slice(-maxSteps), eta: u.eta };
-    case 'steps':
-      return { ...s, steps: [...s.steps, ...u.steps].slice(-maxSteps), eta: u.eta };
     case 'workers':
       return { ...s, workers: u.workers };
     case 'event':
