@@ -252,16 +252,6 @@ export function fuzzFrames(seed: number, n: number, model: ModelSpec): FuzzFrame
   return frames;
 }
 
-/**
- * Close codes the coordinator must answer a frame with, sent by a worker that has said hello
- * and holds no work. Where the fuzzer's kind decides the answer, it comes from the kind alone:
- * text frames, maps that are not a worker message type, deep nesting and gradients of any
- * byte length are protocol violations (4000: a connection that holds no work has no result
- * to give), another version is 4001. Random bytes, truncations, bit flips and mutated or
- * missing fields can turn into anything, so there the protocol's own decoder says what the
- * frame became; even then a gradient or evaluation result is 4000, never 4003, because the
- * sender holds no unit.
- */
 /** Whether raw gradient tensors (LE float32, or binary16 when `half`) hold a NaN or an infinity. */
 function carriesNonFinite(grads: readonly Uint8Array[], half: boolean): boolean {
   for (const g of grads) {
@@ -302,6 +292,17 @@ export async function fuzzListener(url: string, token: string, frames: readonly 
   return results;
 }
 
+/**
+ * Close codes the coordinator must answer a frame with, sent by a worker that has said hello
+ * and holds no work. Where the fuzzer's kind decides the answer, it comes from the kind alone:
+ * text frames, maps that are not a worker message type, deep nesting and gradients of any
+ * byte length are protocol violations (4000: a connection that holds no work has no result
+ * to give), another version is 4001. Random bytes, truncations, bit flips and mutated or
+ * missing fields can turn into anything, so there the protocol's own decoder says what the
+ * frame became; even then a gradient or evaluation result is 4000 because the sender holds no
+ * unit, or 4003 for a gradient a bit flip made non-finite (which check answers first depends
+ * on whether a round is open).
+ */
 export function expectedCloseCodes(frame: FuzzFrame): number[] {
   if (typeof frame.data === 'string') return [CloseCode.PROTOCOL];
   switch (frame.kind) {

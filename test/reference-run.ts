@@ -84,8 +84,8 @@ export async function trainThenStop(pool: WorkerPool, procs: readonly Proc[], tr
 }
 
 /** The weights' bytes (parameters, then buffers), for bit-for-bit comparisons. */
-export function stateBytes(s: ModelState): Buffer {
-  return Buffer.concat([...s.params, ...s.buffers].map((t) => Buffer.from(float32ToBytes(t))));
+function stateBytes(s: ModelState): Buffer {
+  return Buffer.concat([...s.params, ...s.buffers].map(float32ToBytes));
 }
 
 export function sameState(a: ModelState, b: ModelState): boolean {

@@ -191,7 +191,7 @@ describe('relays: exact hierarchical aggregation', () => {
       const relay = await startRelay(`ws://127.0.0.1:${port}`, 'relay-cut', procs);
       const workers = [spawnWorker(relay.url, 'c1'), spawnWorker(relay.url, 'c2')];
       procs.push(...workers);
-      // Mid-run: step 2 is checkpointed and step 3's groups are out.
+      // Mid-run: step 2 is checkpointed (and step 3's groups are usually out).
       await coordinator.log.next((e) => e.event === 'checkpoint' && (e.globalStep as number) >= 2);
       proxy.cut();
       const reconnecting = await relay.proc.log.next((e) => e.event === 'reconnecting');

@@ -4,8 +4,6 @@
 // claimed compute times are bounded by what the coordinator saw; the quarantine list survives
 // --resume. An honest mixed fleet over 1,000 audits: honest-fleet.test.ts.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -15,57 +13,42 @@ import { LocalExecutor } from '../coordinator/local-executor.js';
 import { Quarantine } from '../coordinator/quarantine.js';
 import { Trainer, type TrainResult } from '../coordinator/trainer.js';
 import { WorkerPool } from '../coordinator/worker-pool.js';
-import type { ComputeBackend } from '../shared/backend.js';
 import { systemClock } from '../shared/clock.js';
-import { loadCifar, type Dataset } from '../shared/data/cifar.js';
-import { writeSyntheticCifar } from '../shared/data/synthetic.js';
 import { ModelRuntime } from '../shared/models/runtime.js';
 import { modelSpec } from '../shared/models/spec.js';
 import { resolveTrainConfig, type TrainConfig } from '../shared/training/config.js';
 import { COORDINATOR_CLI, reap, spawnNode, spawnWorker, type Proc } from './child-procs.js';
-import { trainingBackend } from './helpers.js';
 import { LogRecorder } from './log-recorder.js';
 import type { Lie } from './lying-worker.js';
-import { sameState } from './reference-run.js';
+import { sameState, useTrainingData } from './reference-run.js';
 
 const LYING_WORKER = fileURLToPath(new URL('./lying-worker.js', import.meta.url));
 
 describe('verified steps: audits, guards, quarantine and exact recovery', () => {
-  let backend: ComputeBackend;
-  let dataDir: string;
-  let train: Dataset;
-  let validation: Dataset;
+  const data = useTrainingData('flock-verify-', { trainPerFile: 100, testCount: 200, seed: 31 });
   const runtimes: ModelRuntime[] = [];
-
-  before(async () => {
-    backend = await trainingBackend();
-    dataDir = await mkdtemp(join(tmpdir(), 'flock-verify-'));
-    await writeSyntheticCifar(dataDir, { trainPerFile: 100, testCount: 200, seed: 31 });
-    ({ train, validation } = await loadCifar(dataDir));
-  });
-  after(async () => {
+  after(() => {
     for (const r of runtimes) r.dispose();
-    await rm(dataDir, { recursive: true, force: true });
   });
 
   const runtime = (config: TrainConfig): ModelRuntime => {
-    const r = new ModelRuntime(backend, modelSpec(config.model));
+    const r = new ModelRuntime(data.backend, modelSpec(config.model));
     runtimes.push(r);
     return r;
   };
 
   async function pool(config: TrainConfig, rec: LogRecorder, auditRate: number): Promise<{ pool: WorkerPool; quarantine: Quarantine }> {
     const quarantine = new Quarantine();
-    const arbiter = new Arbiter(runtime(config), { train, validation }, config.seed, backend.name);
+    const arbiter = new Arbiter(runtime(config), data, config.seed, data.backend.name);
     const p = await WorkerPool.listen({ port: 0 }, {
-      logger: rec.logger('info'), clock: systemClock, model: modelSpec(config.model), config, train, validation,
+      logger: rec.logger('info'), clock: systemClock, model: modelSpec(config.model), config, train: data.train, validation: data.validation,
       verify: { arbiter, quarantine, auditRate, auditSeed: 7 },
     });
     return { pool: p, quarantine };
   }
 
   const trainer = (config: TrainConfig, executor: LocalExecutor | WorkerPool, rec: LogRecorder | undefined, trainCount: number, store?: CheckpointStore): Trainer =>
-    new Trainer(config, { executor, logger: (rec ?? new LogRecorder()).logger('info'), clock: systemClock, ...(store ? { store } : {}) }, { trainCount, validationCount: validation.count, evalChunk: 50 });
+    new Trainer(config, { executor, logger: (rec ?? new LogRecorder()).logger('info'), clock: systemClock, ...(store ? { store } : {}) }, { trainCount, validationCount: data.validation.count, evalChunk: 50 });
 
   const config = resolveTrainConfig({ model: 'net', epochs: 2, batchSize: 16, microBatch: 4, lr: 0.05, momentum: 0.9, seed: 3 }, 2);
   const STEPS_PER_EPOCH = 12;
@@ -73,7 +56,7 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
   let reference: TrainResult;
 
   before(async () => {
-    reference = await trainer(config, new LocalExecutor(runtime(config), train, validation, config.seed, systemClock), undefined, trainCount).run();
+    reference = await trainer(config, new LocalExecutor(runtime(config), data.train, data.validation, config.seed, systemClock), undefined, trainCount).run();
   });
 
   /** One honest worker and one liar; audit rate 1 (one of the 4 micro-batches of every step). */
@@ -135,7 +118,7 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
   });
 
   it('the quarantine list is kept in checkpoints: the coordinator resumed with --resume still refuses the worker', async () => {
-    const ck = join(dataDir, 'ck-quarantine');
+    const ck = join(data.dir, 'ck-quarantine');
     const store = new CheckpointStore(ck);
     const { quarantine } = await withLiar('scale', store);
     assert.equal(quarantine.has('liar'), true);
@@ -147,7 +130,7 @@ describe('verified steps: audits, guards, quarantine and exact recovery', () => 
     // (4009, it exits 1), an honest worker finishes the run.
     const procs: Proc[] = [];
     const coordinator = spawnNode('coordinator', COORDINATOR_CLI, ['start', '--resume', '--epochs', String(config.epochs + 1), '--workers', '1', '--port', '0',
-      '--data-dir', dataDir, '--checkpoint-dir', ck, '--backend', 'wasm', '--log-format', 'json', '--log-level', 'info', '--no-http']);
+      '--data-dir', data.dir, '--checkpoint-dir', ck, '--backend', 'wasm', '--log-format', 'json', '--log-level', 'info', '--no-http']);
     procs.push(coordinator);
     try {
       const restored = await coordinator.log.next((e) => e.event === 'quarantine_restored' || e.event === 'listening');
